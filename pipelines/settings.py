@@ -1,0 +1,58 @@
+"""All Poise configuration in one place, read from `POISE_*` environment variables.
+
+Defaults are embedded: everything lives under one home folder (`./.poise`), with a
+SQLite job database and a SQLite MLflow store, so `poise train` needs no server.
+"""
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POISE_", extra="ignore")
+
+    home: Path = Field(Path(".poise"), description="Folder for the database, MLflow store and job files.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL of the job database; default SQLite in home.")
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking URI; default SQLite store in home.")
+    mlflow_registry_uri: str | None = Field(None, description="MLflow registry URI; default the tracking URI.")
+    mlflow_artifact_root: str | None = Field(None, description="Artifact location for new experiments; default home/mlartifacts.")
+    time_limit: int = Field(120, ge=5, le=86_400, description="Default AutoGluon time budget in seconds.")
+    presets: str = Field("medium_quality", description="Default AutoGluon presets.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs AutoGluon may use; default all.")
+    max_file_bytes: int = Field(2_000_000_000, ge=1, description="Largest input file accepted.")
+    holdout_fraction: float = Field(0.2, gt=0.05, lt=0.5, description="Share of rows kept as untouched holdout.")
+    seed: int = 0
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @cached_property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'poise.db'}"
+
+    @cached_property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @cached_property
+    def registry_uri(self) -> str:
+        return self.mlflow_registry_uri or self.tracking_uri
+
+    @cached_property
+    def artifact_root(self) -> str:
+        return self.mlflow_artifact_root or (self.home / "mlartifacts").as_uri()
+
+    @cached_property
+    def checkpoint_path(self) -> Path:
+        return self.home / "checkpoints.sqlite"
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.home / "jobs" / job_id
+
+    def ensure_home(self) -> None:
+        (self.home / "jobs").mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""Poise registry: the SQLAlchemy job database and the MLflow tracking/registry layer."""
