@@ -1,0 +1,193 @@
+"""ORM models of the Poise job database.
+
+Why this module exists: MLflow records *what a model is* (params, metrics,
+artifacts, registered versions), but Poise also needs its own durable record of
+*what the platform did*: each training job and its lifecycle, every agent step
+of the orchestration graph, the datasets that were profiled, and the promotion
+decision taken for every registered model version. This module is the single
+source of truth for that schema; `registry/migrations/` must match it exactly
+(a test runs alembic's autogenerate comparison on SQLite and PostgreSQL).
+
+Portability rules, so the same models run on the embedded SQLite default and on
+PostgreSQL:
+
+* JSON columns use the generic `sqlalchemy.JSON` type.
+* Timestamps use `UTCDateTime`: stored as UTC, always returned timezone-aware
+  (SQLite has no timezone support, so without it values would come back naive).
+* Constraint names come from `NAMING_CONVENTION`, so they are identical on every
+  backend and later migrations can refer to them by name.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JOB_STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "rejected", "interrupted")
+STEP_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed")
+
+
+def utcnow() -> datetime:
+    """Current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def _in_list_sql(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """`DateTime(timezone=True)` that stores UTC and always returns aware UTC datetimes.
+
+    Naive datetimes given by callers are taken to be UTC already.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        # SQLite's DATETIME storage would silently drop the offset; store naive UTC there.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(none_as_null=True),
+    }
+
+
+class Dataset(Base):
+    """An input table, identified by the hash of its content, with its profile."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    source: Mapped[str] = mapped_column(Text)
+    n_rows: Mapped[int] = mapped_column(Integer)
+    n_columns: Mapped[int] = mapped_column(Integer)
+    profile: Mapped[dict[str, Any]] = mapped_column(JSON(none_as_null=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"Dataset(id={self.id!r}, content_hash={self.content_hash!r}, n_rows={self.n_rows!r})"
+
+
+class Job(Base):
+    """One training job: its spec, lifecycle and outcome."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (CheckConstraint(_in_list_sql("status", JOB_STATUSES), name="status"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # uuid4().hex, chosen by the caller
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON(none_as_null=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    dataset: Mapped[Dataset | None] = relationship()
+    steps: Mapped[list[JobStep]] = relationship(
+        back_populates="job",
+        order_by="(JobStep.started_at, JobStep.id)",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+    model_versions: Mapped[list[ModelVersion]] = relationship(
+        back_populates="job",
+        order_by="ModelVersion.id",
+    )
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id!r}, name={self.name!r}, status={self.status!r})"
+
+
+class JobStep(Base):
+    """One node execution of the orchestration graph within a job."""
+
+    __tablename__ = "job_steps"
+    __table_args__ = (CheckConstraint(_in_list_sql("status", STEP_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    node: Mapped[str] = mapped_column(String(50))
+    agent: Mapped[str] = mapped_column(String(50))
+    status: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    message: Mapped[str | None] = mapped_column(Text)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+
+    job: Mapped[Job] = relationship(back_populates="steps")
+
+    def __repr__(self) -> str:
+        return f"JobStep(id={self.id!r}, job_id={self.job_id!r}, node={self.node!r}, status={self.status!r})"
+
+
+class ModelVersion(Base):
+    """A model version registered in MLflow by a job, with its promotion-gate decision."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("registered_name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    mlflow_run_id: Mapped[str] = mapped_column(String(64))
+    registered_name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[str] = mapped_column(String(20))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON(none_as_null=True))
+    threshold: Mapped[float | None] = mapped_column(Float)
+    promoted: Mapped[bool] = mapped_column(Boolean, default=False)
+    gate_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="model_versions")
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelVersion(id={self.id!r}, registered_name={self.registered_name!r}, "
+            f"version={self.version!r}, promoted={self.promoted!r})"
+        )
