@@ -1,0 +1,187 @@
+"""AutoML agent: picks an imbalance-aware policy and fits AutoGluon under it.
+
+AutoGluon's defaults optimise accuracy for the label that sorts last; on an
+imbalanced table that model can ignore the minority entirely. The policy fixes
+that in four explicit, recorded choices: the positive class (the minority, or the
+class the user names), balanced sample weights, a metric fit for imbalance (F1,
+balanced accuracy, or expected cost when the user states what errors cost), and a
+decision threshold calibrated on AutoGluon's validation data, never the holdout.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from agents.errors import SpecError
+
+OBJECTIVES = ("f1", "balanced_accuracy", "cost")
+
+
+def expected_cost(y_true, y_pred, cost_fn: float, cost_fp: float) -> float:
+    """Mean cost per row; AutoGluon encodes the positive class as 1 for binary metrics."""
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    false_negatives = np.sum((y_true == 1) & (y_pred == 0))
+    false_positives = np.sum((y_true == 0) & (y_pred == 1))
+    return float((cost_fn * false_negatives + cost_fp * false_positives) / max(len(y_true), 1))
+
+
+def cost_scorer(cost_fn: float, cost_fp: float):
+    from autogluon.core.metrics import make_scorer
+
+    return make_scorer(
+        "expected_cost", expected_cost, optimum=0, greater_is_better=False, needs_class=True,
+        cost_fn=cost_fn, cost_fp=cost_fp,
+    )
+
+
+def choose_policy(
+    profile: dict[str, Any],
+    objective: str = "f1",
+    cost_fn: float | None = None,
+    cost_fp: float | None = None,
+    positive_class: str | None = None,
+) -> dict[str, Any]:
+    """The imbalance policy for this table and request, with a reason for each choice."""
+    target = profile["target"]
+    problem_type = target["problem_type"]
+    if problem_type == "regression":
+        raise SpecError(
+            f"target '{target['name']}' looks continuous (numeric with many distinct values); "
+            "Poise trains classifiers only for now: bin the target or pick a categorical column"
+        )
+    if objective not in OBJECTIVES:
+        raise SpecError(f"unknown objective '{objective}'; choose one of {', '.join(OBJECTIVES)}")
+    costs_given = cost_fn is not None or cost_fp is not None
+    if objective == "cost" or costs_given:
+        if objective != "cost":
+            raise SpecError("--cost-fn/--cost-fp are only used with --objective cost")
+        if cost_fn is None or cost_fp is None or cost_fn <= 0 or cost_fp <= 0:
+            raise SpecError("--objective cost needs both --cost-fn and --cost-fp, each > 0")
+        if problem_type != "binary":
+            raise SpecError("--objective cost needs a binary target (false negatives vs false positives)")
+
+    counts = target["class_counts"]
+    minority = target["minority_class"]
+    reasons: list[str] = []
+    if positive_class is not None and str(positive_class) not in counts:
+        raise SpecError(f"positive class '{positive_class}' is not a label of '{target['name']}': {sorted(counts)}")
+    chosen_positive = str(positive_class) if positive_class is not None else minority
+    if problem_type == "binary":
+        reasons.append(
+            f"positive class '{chosen_positive}': "
+            + ("named by the user" if positive_class is not None else
+               f"the minority ({counts[minority]} of {sum(counts.values())} rows); "
+               "AutoGluon would otherwise take the label that sorts last")
+        )
+
+    ratio = target["imbalance_ratio"]
+    reasons.append(f"balanced sample weights: imbalance ratio {ratio:.1f}")
+    if objective == "cost":
+        eval_metric = "expected_cost"
+        reasons.append(
+            f"metric expected cost per row: a false negative costs {cost_fn:g}, a false positive {cost_fp:g}"
+        )
+    elif objective == "balanced_accuracy":
+        eval_metric = "balanced_accuracy"
+        reasons.append("metric balanced accuracy: every class weighs the same, as requested")
+    elif problem_type == "binary":
+        eval_metric = "f1"
+        reasons.append(f"metric F1 of '{chosen_positive}': accuracy rewards ignoring a rare class")
+    else:
+        eval_metric = "f1_macro"
+        reasons.append("metric macro-F1: accuracy rewards ignoring rare classes")
+    calibrate = problem_type == "binary"
+    if calibrate:
+        reasons.append("decision threshold calibrated for the metric on AutoGluon's validation data")
+    return {
+        "problem_type": problem_type,
+        "objective": objective,
+        "eval_metric": eval_metric,
+        "positive_class": chosen_positive if problem_type == "binary" else None,
+        "minority_class": minority,
+        "sample_weight": "balance_weight",
+        "calibrate_threshold": calibrate,
+        "cost_fn": cost_fn,
+        "cost_fp": cost_fp,
+        "reasons": reasons,
+    }
+
+
+def _metric(policy: dict[str, Any]):
+    if policy["eval_metric"] == "expected_cost":
+        return cost_scorer(policy["cost_fn"], policy["cost_fp"])
+    return policy["eval_metric"]
+
+
+def excluded_model_types() -> list[str]:
+    """AutoGluon's neural models need torch, an optional extra; skip them cleanly without it."""
+    return [] if importlib.util.find_spec("torch") else ["NN_TORCH", "FASTAI"]
+
+
+def fit(
+    train: pd.DataFrame,
+    label: str,
+    policy: dict[str, Any],
+    *,
+    path: Path,
+    time_limit: int,
+    presets: str,
+    num_cpus: int | None = None,
+) -> dict[str, Any]:
+    """Fit AutoGluon under the policy; returns a JSON-able summary including the threshold."""
+    from autogluon.tabular import TabularPredictor
+
+    predictor = TabularPredictor(
+        label=label,
+        problem_type=policy["problem_type"],
+        eval_metric=_metric(policy),
+        path=str(path),
+        sample_weight=policy["sample_weight"],
+        positive_class=policy["positive_class"],
+        verbosity=0,
+    )
+    started = time.perf_counter()
+    excluded = excluded_model_types()
+    predictor.fit(
+        train,
+        time_limit=time_limit,
+        presets=presets,
+        excluded_model_types=excluded or None,
+        calibrate_decision_threshold=False,
+        num_cpus=num_cpus or "auto",
+        num_gpus=0,
+    )
+    threshold = None
+    if policy["calibrate_threshold"]:
+        threshold = float(predictor.calibrate_decision_threshold(metric=_metric(policy), verbose=False))
+        predictor.set_decision_threshold(threshold)
+        predictor.save()
+    leaderboard = predictor.leaderboard(silent=True)
+    return {
+        "predictor_dir": str(path),
+        "best_model": predictor.model_best,
+        "threshold": threshold,
+        "fit_seconds": round(time.perf_counter() - started, 2),
+        "excluded_model_types": excluded,
+        "n_models": int(len(leaderboard)),
+        "leaderboard": [
+            {"model": str(row["model"]), "score_val": float(row["score_val"]), "fit_time": float(row["fit_time"])}
+            for _, row in leaderboard.head(10).iterrows()
+        ],
+    }
+
+
+def deployment_copy(predictor_dir: Path, out_dir: Path) -> Path:
+    """A minimal copy of the predictor (best model only) for logging and serving."""
+    from autogluon.tabular import TabularPredictor
+
+    predictor = TabularPredictor.load(str(predictor_dir), verbosity=0)
+    predictor.clone_for_deployment(str(out_dir), dirs_exist_ok=True)
+    return out_dir

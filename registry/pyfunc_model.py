@@ -1,0 +1,40 @@
+"""The MLflow pyfunc flavour of a Poise model, logged as "models from code".
+
+MLflow copies this file into the model artifact and runs it at load time, so a
+registered model needs only `autogluon.tabular`, `pandas` and `mlflow` to serve,
+not Poise itself. It wraps the AutoGluon predictor folder (an artifact) and the
+decision threshold calibrated at training time (in `model_config`), and returns
+the label plus one probability column per class, with string column names.
+"""
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import mlflow  # noqa: E402
+import pandas as pd  # noqa: E402
+from mlflow.pyfunc import PythonModel  # noqa: E402
+
+
+class AutoGluonPyfunc(PythonModel):
+    """Predicts with the AutoGluon predictor at the threshold stored in `model_config`."""
+
+    def load_context(self, context):
+        from autogluon.tabular import TabularPredictor
+
+        self._predictor = TabularPredictor.load(context.artifacts["predictor_dir"], check_packages=False)
+        self._predictor.persist()
+        self._threshold = (context.model_config or {}).get("decision_threshold")
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        if not self._predictor.can_predict_proba:
+            return pd.DataFrame({"label": self._predictor.predict(model_input).to_numpy()})
+        proba = self._predictor.predict_proba(model_input)
+        labels = self._predictor.predict_from_proba(proba, decision_threshold=self._threshold)
+        columns = {"label": labels.astype(str).to_numpy()}
+        for label in proba.columns:
+            columns[f"proba_{label}"] = proba[label].to_numpy(dtype="float64")
+        return pd.DataFrame(columns)
+
+
+mlflow.models.set_model(AutoGluonPyfunc())

@@ -1,0 +1,135 @@
+"""The MLflow layer: one experiment per model name, one run per job, aliases as gates.
+
+Everything Poise logs goes through these functions so the conventions hold in one
+place: experiments carry an explicit artifact location (else artifacts land in the
+working directory), runs and model versions are found again by the `poise.job_id`
+tag (so a resumed job never logs a second run or registers a second version), and
+`champion` moves only when the caller passes the quality gate's verdict.
+`mlflow.autolog` is never enabled: it breaks AutoGluon pickling.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+CHAMPION = "champion"
+JOB_TAG = "poise.job_id"
+PYFUNC_SOURCE = Path(__file__).with_name("pyfunc_model.py")
+
+
+def configure(tracking_uri: str, registry_uri: str) -> MlflowClient:
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(registry_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=f"{artifact_root.rstrip('/')}/{name}")
+    except MlflowException:  # created meanwhile by another process
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def get_or_create_run(client: MlflowClient, experiment_id: str, job_id: str, run_name: str) -> str:
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{JOB_TAG}` = '{job_id}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    return client.create_run(experiment_id, run_name=run_name, tags={JOB_TAG: job_id}).info.run_id
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    """Log params, skipping those already on the run (params are immutable in MLflow)."""
+    existing = client.get_run(run_id).data.params
+    for key, value in params.items():
+        text = str(value)[:6000]
+        if key not in existing:
+            client.log_param(run_id, key, text)
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float]) -> None:
+    for key, value in metrics.items():
+        if value is not None:
+            client.log_metric(run_id, key, float(value))
+
+
+def find_version(client: MlflowClient, name: str, job_id: str) -> str | None:
+    """The registered version a job already created, if any (makes registration idempotent)."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    for mv in versions:
+        if mv.tags.get(JOB_TAG) == job_id:
+            return str(mv.version)
+    return None
+
+
+def log_and_register_model(
+    client: MlflowClient,
+    run_id: str,
+    name: str,
+    job_id: str,
+    predictor_dir: Path,
+    model_config: dict[str, Any],
+    input_example: pd.DataFrame,
+    tags: dict[str, str],
+) -> str:
+    """Log the predictor as a pyfunc on the job's run and register it; returns the version."""
+    existing = find_version(client, name, job_id)
+    if existing is not None:
+        return existing
+    requirements = [
+        f"autogluon.tabular[lightgbm,catboost,xgboost]=={package_version('autogluon.tabular')}",
+        f"mlflow=={mlflow.__version__}",
+        f"pandas=={pd.__version__}",
+        f"numpy=={package_version('numpy')}",
+        f"scikit-learn=={package_version('scikit-learn')}",
+    ]
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_SOURCE),
+            artifacts={"predictor_dir": str(predictor_dir)},
+            model_config=model_config,
+            input_example=input_example,
+            pip_requirements=requirements,
+            registered_model_name=name,
+        )
+    version = str(info.registered_model_version)
+    for key, value in {**tags, JOB_TAG: job_id}.items():
+        client.set_model_version_tag(name, version, key, str(value))
+    return version
+
+
+def champion_version(client: MlflowClient, name: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def set_champion(client: MlflowClient, name: str, version: str) -> None:
+    client.set_registered_model_alias(name, CHAMPION, version)
+
+
+def model_uri(name: str, version: str | None = None) -> str:
+    return f"models:/{name}/{version}" if version else f"models:/{name}@{CHAMPION}"
+
+
+def load_model(name: str, version: str | None = None):
+    """Load a registered version (default: the champion) as a pyfunc model."""
+    return mlflow.pyfunc.load_model(model_uri(name, version))
+
+
+def finish_run(client: MlflowClient, run_id: str, status: str) -> None:
+    client.set_terminated(run_id, status=status)
