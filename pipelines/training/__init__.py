@@ -1,0 +1,1 @@
+"""The training graph: load → profile → prepare → train → evaluate → gate → register → report."""

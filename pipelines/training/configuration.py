@@ -1,0 +1,32 @@
+"""Run-time context of a training job: settings and job id, passed to every node.
+
+Kept out of the checkpointed state so a resumed job uses the current settings and
+a fresh MLflow client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from pipelines.settings import Settings
+from registry import tracking
+
+
+@dataclass
+class TrainingContext:
+    settings: Settings
+    job_id: str
+    _client: MlflowClient | None = field(default=None, repr=False)
+
+    @property
+    def job_dir(self) -> Path:
+        return self.settings.job_dir(self.job_id)
+
+    @property
+    def mlflow(self) -> MlflowClient:
+        if self._client is None:
+            self._client = tracking.configure(self.settings.tracking_uri, self.settings.registry_uri)
+        return self._client

@@ -1,0 +1,202 @@
+"""The training graph's nodes: each calls one agent and returns a partial state update.
+
+Nodes read and write files under the job folder and log to the job's MLflow run;
+they never touch the job database (the runner records progress from the stream).
+A problem with the user's input ends the job through `error`, not an exception.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+from langgraph.runtime import Runtime
+
+from agents import automl, data_engineering, deployment, evaluation
+from agents.errors import PoiseError
+from pipelines.training.configuration import TrainingContext
+from pipelines.training.report import write_report
+from pipelines.training.state import JobSpec, TrainingState
+from registry import tracking
+
+Node = Callable[[TrainingState, Runtime[TrainingContext]], dict[str, Any]]
+
+
+def user_errors(node: Node) -> Node:
+    """Turn a user-facing problem into an `error` update that ends the job cleanly."""
+
+    @functools.wraps(node)
+    def wrapper(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
+        try:
+            return node(state, runtime)
+        except PoiseError as problem:
+            return {"error": str(problem)}
+
+    return wrapper
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    df.to_parquet(partial, index=False)
+    os.replace(partial, path)
+    return path
+
+
+def _spec(state: TrainingState) -> JobSpec:
+    return JobSpec.model_validate(state["spec"])
+
+
+@user_errors
+def load(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    table, info = data_engineering.load_table(_spec(state).data, max_bytes=ctx.settings.max_file_bytes)
+    raw_path = _write_parquet(table, ctx.job_dir / "raw.parquet")
+    return {"load_info": info, "raw_path": str(raw_path)}
+
+
+@user_errors
+def profile(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
+    spec = _spec(state)
+    table = pd.read_parquet(state["raw_path"])
+    result = data_engineering.profile_table(
+        table, spec.target, drop_columns=spec.drop_columns, keep_columns=spec.keep_columns,
+        seed=runtime.context.settings.seed,
+    )
+    return {"profile": result}
+
+
+@user_errors
+def prepare(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    table = pd.read_parquet(state["raw_path"])
+    train, holdout, summary = data_engineering.prepare_split(
+        table, state["profile"], holdout_fraction=ctx.settings.holdout_fraction, seed=ctx.settings.seed
+    )
+    card_json, card_md = data_engineering.write_data_card(state["profile"], summary, state["load_info"], ctx.job_dir)
+    return {"split": {
+        "train_path": str(_write_parquet(train, ctx.job_dir / "train.parquet")),
+        "holdout_path": str(_write_parquet(holdout, ctx.job_dir / "holdout.parquet")),
+        "summary": summary,
+        "data_card": [str(card_json), str(card_md)],
+    }}
+
+
+@user_errors
+def train(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
+    ctx, spec = runtime.context, _spec(state)
+    policy = automl.choose_policy(state["profile"], spec.objective, spec.cost_fn, spec.cost_fp, spec.positive_class)
+    client = ctx.mlflow
+    experiment_id = tracking.ensure_experiment(client, spec.name, ctx.settings.artifact_root)
+    run_id = tracking.get_or_create_run(client, experiment_id, ctx.job_id, run_name=f"train-{ctx.job_id[:8]}")
+    target = state["profile"]["target"]
+    tracking.log_params(client, run_id, {
+        "data": spec.data, "target": spec.target, "objective": spec.objective, "cost_fn": spec.cost_fn,
+        "cost_fp": spec.cost_fp, "time_limit": spec.time_limit, "presets": spec.presets,
+        "eval_metric": policy["eval_metric"], "positive_class": policy["positive_class"],
+        "sample_weight": policy["sample_weight"], "features": len(state["profile"]["features"]),
+        "dropped_columns": [d["column"] for d in state["profile"]["dropped"]],
+        "train_rows": state["split"]["summary"]["train_rows"], "holdout_rows": state["split"]["summary"]["holdout_rows"],
+    })
+    client.set_tag(run_id, "poise.data_hash", state["load_info"]["content_hash"])
+    client.set_tag(run_id, "poise.imbalance_ratio", f"{target['imbalance_ratio']:.3f}")
+    for card in state["split"]["data_card"]:
+        client.log_artifact(run_id, card, "data")
+    client.log_dict(run_id, policy, "policy.json")
+
+    predictor_dir = ctx.job_dir / "autogluon"
+    shutil.rmtree(predictor_dir, ignore_errors=True)  # a resumed job refits from scratch
+    fit = automl.fit(
+        pd.read_parquet(state["split"]["train_path"]), spec.target, policy, path=predictor_dir,
+        time_limit=spec.time_limit, presets=spec.presets, num_cpus=ctx.settings.num_cpus,
+    )
+    tracking.log_metrics(client, run_id, {"fit_seconds": fit["fit_seconds"], "decision_threshold": fit["threshold"]})
+    client.log_dict(run_id, fit, "fit_summary.json")
+    return {"policy": policy, "mlflow_run_id": run_id, "fit": fit}
+
+
+def evaluate(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
+    from autogluon.tabular import TabularPredictor
+
+    ctx, spec, policy = runtime.context, _spec(state), state["policy"]
+    predictor = TabularPredictor.load(state["fit"]["predictor_dir"], verbosity=0)
+    holdout = pd.read_parquet(state["split"]["holdout_path"])
+    features = holdout.drop(columns=[spec.target])
+    proba = predictor.predict_proba(features)
+    proba.columns = [str(c) for c in proba.columns]
+    predicted = predictor.predict_from_proba(proba)
+    metrics = evaluation.classification_metrics(holdout[spec.target], predicted, proba, policy)
+    metrics["decision_threshold"] = state["fit"]["threshold"]
+    train_labels = pd.read_parquet(state["split"]["train_path"], columns=[spec.target])[spec.target]
+    baselines = evaluation.baseline_metrics(train_labels, holdout[spec.target], policy, seed=ctx.settings.seed)
+
+    sample = holdout.sample(n=min(len(holdout), 1000), random_state=ctx.settings.seed)
+    importance = predictor.feature_importance(sample, subsample_size=1000, num_shuffle_sets=3, time_limit=30, silent=True)
+    plots = evaluation.plot_all(holdout[spec.target], proba, metrics, importance["importance"], ctx.job_dir / "plots")
+
+    client, run_id = ctx.mlflow, state["mlflow_run_id"]
+    tracking.log_metrics(client, run_id, evaluation.flat_metrics(metrics))
+    for name, values in baselines.items():
+        tracking.log_metrics(client, run_id, evaluation.flat_metrics(
+            {k: v for k, v in values.items() if k != "per_class"}, prefix=f"baseline_{name}_"))
+    for plot in plots:
+        client.log_artifact(run_id, str(plot), "plots")
+    client.log_dict(run_id, metrics, "metrics/holdout.json")
+    client.log_dict(run_id, baselines, "metrics/baselines.json")
+    client.log_dict(run_id, json.loads(importance.reset_index().to_json(orient="records")), "metrics/feature_importance.json")
+    return {"metrics": metrics, "baselines": baselines}
+
+
+def gate(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
+    ctx, spec, policy = runtime.context, _spec(state), state["policy"]
+    client = ctx.mlflow
+    champion = tracking.champion_version(client, spec.name)
+    if champion is not None and champion == tracking.find_version(client, spec.name, ctx.job_id):
+        champion = None  # this job already became champion before an interruption: judge it afresh
+    champion_metrics = None
+    if champion is not None:
+        holdout = pd.read_parquet(state["split"]["holdout_path"])
+        champion_metrics = deployment.score_champion(spec.name, champion, holdout, spec.target, policy)
+    verdict = deployment.quality_gate(state["metrics"], state["baselines"], policy, champion_metrics, champion)
+    client.log_dict(state["mlflow_run_id"], verdict, "gate.json")
+    client.set_tag(state["mlflow_run_id"], "poise.gate", "passed" if verdict["passed"] else "failed")
+    return {"gate": verdict}
+
+
+def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
+    ctx, spec = runtime.context, _spec(state)
+    client, fit, policy = ctx.mlflow, state["fit"], state["policy"]
+    deploy_dir = automl.deployment_copy(Path(fit["predictor_dir"]), ctx.job_dir / "deploy")
+    holdout = pd.read_parquet(state["split"]["holdout_path"])
+    version = tracking.log_and_register_model(
+        client, state["mlflow_run_id"], spec.name, ctx.job_id, deploy_dir,
+        model_config={
+            "decision_threshold": fit["threshold"], "positive_class": policy["positive_class"],
+            "target": spec.target, "classes": sorted(state["profile"]["target"]["class_counts"]),
+        },
+        input_example=deployment.serving_frame(holdout.drop(columns=[spec.target]).head(5)),
+        tags={
+            "poise.data_hash": state["load_info"]["content_hash"],
+            "poise.imbalance_ratio": f"{state['profile']['target']['imbalance_ratio']:.3f}",
+            "poise.objective": spec.objective,
+            "poise.primary_metric": state["gate"]["metric"],
+            "poise.primary_value": f"{state['gate']['value']:.6f}",
+            "poise.gate": state["gate"]["reason"],
+        },
+    )
+    if state["gate"]["passed"]:
+        tracking.set_champion(client, spec.name, version)
+    return {"model_version": version, "is_champion": bool(state["gate"]["passed"])}
+
+
+def report(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    path = write_report(state, ctx.job_dir / "report.md")
+    ctx.mlflow.log_artifact(state["mlflow_run_id"], str(path))
+    tracking.finish_run(ctx.mlflow, state["mlflow_run_id"], "FINISHED")
+    return {"report_path": str(path)}

@@ -1,0 +1,49 @@
+"""The job report: one Markdown page that says what was done to the data, why, and how well it did."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _cell(value: Any) -> str:
+    text = str(value).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
+    return text[:80]
+
+
+def _num(value: Any) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def write_report(state: dict[str, Any], path: Path) -> Path:
+    spec, profile, metrics, gate = state["spec"], state["profile"], state["metrics"], state["gate"]
+    target = profile["target"]
+    lines = [
+        f"# Poise job report — model `{_cell(spec['name'])}` v{state['model_version']}",
+        "",
+        f"- Data: `{_cell(state['load_info']['source'])}` (sha256 {state['load_info']['content_hash'][:12]}), "
+        f"{profile['n_rows']} rows × {profile['n_columns']} columns",
+        f"- Target: `{_cell(target['name'])}` ({target['problem_type']}), imbalance ratio {target['imbalance_ratio']:.1f}",
+        f"- Holdout: {metrics['n_holdout']} rows, untouched until evaluation",
+        f"- Champion: {'yes' if state['is_champion'] else 'no'} — {_cell(gate['reason'])}",
+        "",
+        "## Choices",
+        *[f"- {_cell(reason)}" for reason in state["policy"]["reasons"]],
+        *[f"- dropped `{_cell(d['column'])}`: {_cell(d['reason'])}" for d in profile["dropped"]],
+        "",
+        "## Holdout metrics",
+        "",
+        "| metric | model | majority baseline | stratified baseline |",
+        "|---|---|---|---|",
+    ]
+    for key in ("f1", "macro_f1", "balanced_accuracy", "pr_auc", "roc_auc", "minority_recall", "expected_cost"):
+        if key in metrics:
+            lines.append(f"| {key} | {_num(metrics[key])} | {_num(state['baselines']['majority'].get(key))} "
+                         f"| {_num(state['baselines']['stratified'].get(key))} |")
+    lines += ["", f"Decision threshold: {_num(metrics.get('decision_threshold'))}", "",
+              "## Per class", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for label, values in metrics["per_class"].items():
+        lines.append(f"| {_cell(label)} | {values['precision']:.4f} | {values['recall']:.4f} "
+                     f"| {values['f1']:.4f} | {values['support']} |")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

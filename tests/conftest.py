@@ -1,0 +1,52 @@
+"""Shared fixtures: an isolated Poise home per test, and small imbalanced tables on disk."""
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from pipelines.settings import Settings  # noqa: E402
+
+
+@pytest.fixture
+def poise_home(tmp_path, monkeypatch):
+    """A fresh home folder; subprocesses see it through POISE_HOME."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("POISE_HOME", str(home))
+    for name in ("POISE_DATABASE_URL", "POISE_MLFLOW_TRACKING_URI", "POISE_MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+@pytest.fixture
+def settings(poise_home):
+    return Settings(home=poise_home)
+
+
+def make_imbalanced_table(n_rows: int = 800, minority_share: float = 0.08, seed: int = 0) -> pd.DataFrame:
+    """A churn-like table with signal, an ID column, a constant and a leak."""
+    rng = np.random.default_rng(seed)
+    churned = rng.random(n_rows) < minority_share
+    tenure = np.where(churned, rng.normal(8, 5, n_rows), rng.normal(30, 12, n_rows)).clip(0)
+    charges = np.where(churned, rng.normal(85, 15, n_rows), rng.normal(60, 20, n_rows))
+    plan = np.where(rng.random(n_rows) < np.where(churned, 0.7, 0.25), "monthly", "yearly")
+    return pd.DataFrame({
+        "customer_id": [f"C{100000 + i}" for i in range(n_rows)],
+        "tenure_months": tenure.round(1),
+        "monthly_charges": charges.round(2),
+        "plan": plan,
+        "region": rng.choice(["north", "south", "east", "west"], n_rows),
+        "country": "NL",
+        "churned": np.where(churned, "yes", "no"),
+    })
+
+
+@pytest.fixture
+def churn_csv(tmp_path):
+    path = tmp_path / "customers.csv"
+    make_imbalanced_table().to_csv(path, index=False)
+    return path

@@ -1,0 +1,101 @@
+"""End-to-end training jobs: real AutoGluon fits, the real MLflow store, the real job database."""
+
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+from autogluon.tabular import TabularPredictor
+from mlflow import MlflowClient
+from sqlalchemy import select
+
+from agents import deployment
+from pipelines import runner
+from registry import tracking
+from registry.db import session_scope
+from registry.models import Dataset, Job, JobStep, ModelVersion
+
+pytestmark = pytest.mark.slow
+
+
+def _client(settings) -> MlflowClient:
+    return tracking.configure(settings.tracking_uri, settings.registry_uri)
+
+
+def test_train_registers_gated_champion_that_serves_like_the_predictor(settings, churn_csv):
+    result = runner.train(churn_csv, "churned", name="churn", time_limit=15, settings=settings)
+
+    assert result.status == "succeeded", result.error
+    assert result.model_version == "1" and result.is_champion
+    # the leak-free signal is strong: the model must clearly beat the dummy baselines
+    assert result.metrics["f1"] > 0.5 and result.metrics["minority_recall"] > 0.5
+    assert result.metrics["positive_class"] == "yes"  # the minority, not AutoGluon's sorted-last label
+    assert set(result.metrics["per_class"]) == {"yes", "no"}
+
+    client = _client(settings)
+    run = client.get_run(result.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["positive_class"] == "yes"
+    assert run.data.params["sample_weight"] == "balance_weight"
+    assert "customer_id" in run.data.params["dropped_columns"] and "country" in run.data.params["dropped_columns"]
+    assert run.data.tags["poise.job_id"] == result.job_id
+    assert float(run.data.tags["poise.imbalance_ratio"]) > 5
+    assert run.data.metrics["holdout_macro_f1"] == pytest.approx(result.metrics["macro_f1"])
+    artifacts = {a.path for a in client.list_artifacts(result.mlflow_run_id, "plots")}
+    assert {"plots/confusion_matrix.png", "plots/pr_curve.png", "plots/roc_curve.png",
+            "plots/feature_importance.png"} <= artifacts
+    top = {a.path for a in client.list_artifacts(result.mlflow_run_id)}
+    assert {"data", "report.md", "policy.json", "gate.json"} <= top
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == "churn" and experiment.artifact_location.startswith(settings.home.as_uri())
+
+    version = client.get_model_version("churn", "1")
+    assert version.tags["poise.job_id"] == result.job_id
+    assert tracking.champion_version(client, "churn") == "1"
+
+    # the registered pyfunc, loaded by alias, predicts exactly what the predictor does at its threshold
+    holdout = pd.read_parquet(result.holdout_path)
+    features = holdout.drop(columns=["churned"])
+    predictor = TabularPredictor.load(str(settings.job_dir(result.job_id) / "autogluon"), verbosity=0)
+    assert predictor.decision_threshold == pytest.approx(result.threshold)
+    served = mlflow.pyfunc.load_model("models:/churn@champion").predict(deployment.serving_frame(features))
+    expected_labels = predictor.predict(features).astype(str)
+    assert list(served["label"]) == list(expected_labels)
+    expected_proba = predictor.predict_proba(features)
+    for label in ("yes", "no"):
+        assert served[f"proba_{label}"].to_numpy() == pytest.approx(expected_proba[label].to_numpy(), abs=1e-9)
+
+    with session_scope(settings.db_url) as session:
+        job = session.get(Job, result.job_id)
+        assert job.status == "succeeded" and job.mlflow_run_id == result.mlflow_run_id
+        nodes = [s.node for s in session.scalars(select(JobStep).where(JobStep.job_id == job.id).order_by(JobStep.id))]
+        assert nodes == ["load", "profile", "prepare", "train", "evaluate", "gate", "register", "report"]
+        dataset = session.get(Dataset, job.dataset_id)
+        assert dataset.n_rows == 800 and len(dataset.content_hash) == 64
+        stored = session.scalars(select(ModelVersion)).one()
+        assert stored.promoted and stored.threshold == pytest.approx(result.threshold)
+
+    # a second job on the same data is judged against the champion on the same holdout
+    second = runner.train(churn_csv, "churned", name="churn", time_limit=15, settings=settings)
+    assert second.status == "succeeded" and second.model_version == "2"
+    assert second.gate["compared_with"] == "champion v1"
+    assert second.gate["reference_value"] is not None
+    expected_champion = "2" if second.is_champion else "1"
+    assert tracking.champion_version(client, "churn") == expected_champion
+
+
+def test_cost_objective_records_cost_and_threshold(settings, churn_csv):
+    result = runner.train(churn_csv, "churned", name="churn-cost", objective="cost", cost_fn=10, cost_fp=1,
+                          time_limit=10, settings=settings)
+    assert result.status == "succeeded", result.error
+    assert result.gate["metric"] == "expected_cost"
+    policy = json.loads((settings.job_dir(result.job_id) / "data_card.json").read_text())  # data card exists
+    assert policy["profile"]["target"]["minority_class"] == "yes"
+    # expected cost per row, recomputed from the confusion matrix
+    cm = result.metrics["confusion_matrix"]
+    labels, matrix = cm["labels"], cm["matrix"]
+    yes, no = labels.index("yes"), labels.index("no")
+    false_negatives, false_positives = matrix[yes][no], matrix[no][yes]
+    n = result.metrics["n_holdout"]
+    assert result.metrics["expected_cost"] == pytest.approx((10 * false_negatives + false_positives) / n)
+    assert 0.0 < result.threshold < 1.0
