@@ -21,6 +21,8 @@ import pandas as pd
 from agents.errors import SpecError
 
 OBJECTIVES = ("f1", "balanced_accuracy", "cost")
+FEW_MINORITY_ROWS = 200  # below this, a validation split holds too few positives to place a threshold
+FIT_SHARE_OF_BUDGET = 0.8  # the rest of the job budget goes to profiling, evaluation and registration
 
 
 def expected_cost(y_true, y_pred, cost_fn: float, cost_fp: float) -> float:
@@ -98,8 +100,16 @@ def choose_policy(
         eval_metric = "f1_macro"
         reasons.append("metric macro-F1: accuracy rewards ignoring rare classes")
     calibrate = problem_type == "binary"
+    minority_rows = counts[minority]
+    bag_folds = 5 if minority_rows < FEW_MINORITY_ROWS else 0
+    if bag_folds:
+        reasons.append(
+            f"5-fold bagging: only {minority_rows} minority rows, so models and the threshold are "
+            "validated on out-of-fold predictions of every training row, not a small split"
+        )
     if calibrate:
-        reasons.append("decision threshold calibrated for the metric on AutoGluon's validation data")
+        reasons.append("decision threshold calibrated for the metric on validation (out-of-fold) predictions, "
+                       "never on the holdout")
     return {
         "problem_type": problem_type,
         "objective": objective,
@@ -108,6 +118,7 @@ def choose_policy(
         "minority_class": minority,
         "sample_weight": "balance_weight",
         "calibrate_threshold": calibrate,
+        "num_bag_folds": bag_folds,
         "cost_fn": cost_fn,
         "cost_fp": cost_fp,
         "reasons": reasons,
@@ -135,7 +146,8 @@ def fit(
     presets: str,
     num_cpus: int | None = None,
 ) -> dict[str, Any]:
-    """Fit AutoGluon under the policy; returns a JSON-able summary including the threshold."""
+    """Fit AutoGluon under the policy within `FIT_SHARE_OF_BUDGET` of the job's time budget;
+    returns a JSON-able summary including the calibrated threshold."""
     from autogluon.tabular import TabularPredictor
 
     predictor = TabularPredictor(
@@ -151,8 +163,10 @@ def fit(
     excluded = excluded_model_types()
     predictor.fit(
         train,
-        time_limit=time_limit,
+        time_limit=max(5, round(time_limit * FIT_SHARE_OF_BUDGET)),
         presets=presets,
+        num_bag_folds=policy["num_bag_folds"] or None,
+        num_stack_levels=0 if policy["num_bag_folds"] else None,
         excluded_model_types=excluded or None,
         calibrate_decision_threshold=False,
         num_cpus=num_cpus or "auto",

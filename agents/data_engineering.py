@@ -499,7 +499,11 @@ def _out_of_fold_class_rates(
 def prepare_split(
     df: pd.DataFrame, profile: dict, *, holdout_fraction: float = 0.2, seed: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Typed, de-duplicated train and holdout tables (stratified for classification)."""
+    """Typed train and holdout tables (stratified for classification).
+
+    Exact duplicate rows are kept: in tables like network logs they are real repeated
+    observations, and dropping them would change the class prior. They are counted in
+    the summary because identical rows can sit on both sides of the split."""
     target = profile["target"]["name"]
     is_classification = profile["target"]["problem_type"] != "regression"
     wanted = [*profile["features"], target]
@@ -507,14 +511,12 @@ def prepare_split(
     if missing:
         raise DataError(f"columns in the profile but not in the table: {', '.join(map(repr, missing))}")
 
-    labeled = df.loc[df[target].notna(), wanted]
-    unique_rows = labeled.drop_duplicates().reset_index(drop=True)
+    labeled = df.loc[df[target].notna(), wanted].reset_index(drop=True)
     n_missing_target = len(df) - len(labeled)
-    n_duplicates = len(labeled) - len(unique_rows)
 
     types = {entry["name"]: entry["inferred_type"] for entry in profile["columns"]}
-    table = pd.DataFrame({name: _cast_column(unique_rows[name], types[name]) for name in profile["features"]})
-    labels = unique_rows[target]
+    table = pd.DataFrame({name: _cast_column(labeled[name], types[name]) for name in profile["features"]})
+    labels = labeled[target]
     table[target] = _label_strings(labels) if is_classification else pd.to_numeric(labels)
 
     try:
@@ -527,7 +529,7 @@ def prepare_split(
     train, holdout = train.reset_index(drop=True), holdout.reset_index(drop=True)
     summary = {
         "n_rows_used": len(table),
-        "n_duplicates_dropped": int(n_duplicates),
+        "n_duplicate_rows": int(labeled.duplicated().sum()),
         "n_missing_target_dropped": int(n_missing_target),
         "train_rows": len(train),
         "holdout_rows": len(holdout),
@@ -632,8 +634,8 @@ def _render_markdown(profile: dict, split: dict, load_info: dict) -> str:
     lines += ["", "## Dropped columns", ""]
     lines += [f"- {_md(item['column'])}: {_md(item['reason'])}" for item in profile["dropped"]] or ["None."]
     lines += ["", "## Split", "",
-              f"- **Rows used:** {split['n_rows_used']} ({split['n_duplicates_dropped']} duplicates and "
-              f"{split['n_missing_target_dropped']} rows without target dropped)",
+              f"- **Rows used:** {split['n_rows_used']} ({split['n_missing_target_dropped']} rows without target "
+              f"dropped; {split['n_duplicate_rows']} exact duplicate rows kept)",
               f"- **Train:** {split['train_rows']} rows; **holdout:** {split['holdout_rows']} rows "
               f"(fraction {split['holdout_fraction']}, seed {split['seed']})"]
     if split["train_class_counts"]:

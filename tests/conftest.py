@@ -5,11 +5,55 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+import uuid  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from sqlalchemy import create_engine, make_url  # noqa: E402
+from sqlalchemy.exc import OperationalError  # noqa: E402
+from sqlalchemy.pool import NullPool  # noqa: E402
 
 from pipelines.settings import Settings  # noqa: E402
+from registry.db import dispose_engine  # noqa: E402
+
+PG_ADMIN_URLS = (
+    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    "postgresql+psycopg://root@127.0.0.1:5432/test",
+)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    """The local PostgreSQL (trust auth); skips with the reason when it is not running."""
+    errors = []
+    for url in PG_ADMIN_URLS:
+        engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 3})
+        try:
+            with engine.connect():
+                return url
+        except OperationalError as exc:
+            errors.append(f"{make_url(url).username}: {exc.orig or exc}".strip())
+        finally:
+            engine.dispose()
+    pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {' | '.join(errors)}")
+
+
+@pytest.fixture
+def postgres_url(pg_admin_url):
+    """A throwaway PostgreSQL database, dropped after the test."""
+    name = f"poise_test_{uuid.uuid4().hex}"
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        dispose_engine(url)
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 @pytest.fixture

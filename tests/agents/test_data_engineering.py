@@ -322,8 +322,8 @@ def test_stratified_split_keeps_every_class_and_fraction():
     train, holdout, summary = prepare_split(frame, profile, holdout_fraction=0.2, seed=1)
 
     assert set(train["churned"]) == set(holdout["churned"]) == {"a", "b", "c", "d"}
-    assert summary["n_missing_target_dropped"] == 2 and summary["n_duplicates_dropped"] == 1
-    assert summary["n_rows_used"] == 397 == len(train) + len(holdout)
+    assert summary["n_missing_target_dropped"] == 2 and summary["n_duplicate_rows"] == 1
+    assert summary["n_rows_used"] == 398 == len(train) + len(holdout)  # duplicates are kept
     assert abs(len(holdout) / summary["n_rows_used"] - 0.2) < 0.01
     assert summary["holdout_class_counts"]["d"] >= 1 and summary["train_class_counts"]["d"] >= 3
     assert list(train.index) == list(range(len(train)))

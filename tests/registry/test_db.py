@@ -27,52 +27,20 @@ from registry.db import alembic_config, dispose_engine, get_engine, run_migratio
 from registry.models import Base, Dataset, Job, JobStep, ModelVersion
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PG_ADMIN_URLS = (
-    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
-    "postgresql+psycopg://root@127.0.0.1:5432/test",
-)
 TABLES = {"jobs", "job_steps", "datasets", "model_versions", "alembic_version"}
 HOSTILE = "'; DROP TABLE jobs;-- <script>alert(\"x\")</script> \\ \"quoted\" 日本語 ünïcödé 🚀 עברית\n\ttab"
 
 
-@pytest.fixture(scope="module")
-def pg_admin_url() -> str:
-    errors = []
-    for url in PG_ADMIN_URLS:
-        engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 3})
-        try:
-            with engine.connect():
-                return url
-        except OperationalError as exc:
-            errors.append(f"{make_url(url).username}: {exc.orig or exc}".strip())
-        finally:
-            engine.dispose()
-    pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {' | '.join(errors)}")
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'home' / 'poise.db'}"  # parent folder does not exist yet
-        try:
-            yield url
-        finally:
-            dispose_engine(url)
+    if request.param == "postgresql":
+        yield request.getfixturevalue("postgres_url")
         return
-
-    admin_url = request.getfixturevalue("pg_admin_url")
-    name = f"poise_test_{uuid.uuid4().hex}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    url = f"sqlite:///{tmp_path / 'home' / 'poise.db'}"  # parent folder does not exist yet
     try:
         yield url
     finally:
         dispose_engine(url)
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def _head() -> str:
