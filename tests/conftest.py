@@ -90,6 +90,11 @@ def make_imbalanced_table(n_rows: int = 800, minority_share: float = 0.08, seed:
 
 
 @pytest.fixture
+def make_table():
+    return make_imbalanced_table
+
+
+@pytest.fixture
 def churn_csv(tmp_path):
     path = tmp_path / "customers.csv"
     make_imbalanced_table().to_csv(path, index=False)

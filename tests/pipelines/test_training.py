@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from agents import deployment
 from pipelines import runner
+from pipelines.settings import Settings
 from registry import tracking
 from registry.db import session_scope
 from registry.models import Dataset, Job, JobStep, ModelVersion
@@ -84,10 +85,23 @@ def test_train_registers_gated_champion_that_serves_like_the_predictor(settings,
     assert tracking.champion_version(client, "churn") == expected_champion
 
 
-def test_cost_objective_records_cost_and_threshold(settings, churn_csv):
-    result = runner.train(churn_csv, "churned", name="churn-cost", objective="cost", cost_fn=10, cost_fp=1,
+HOSTILE = "plan|<script>alert(1)</script>\n'; DROP TABLE jobs;--"
+
+
+def test_cost_objective_with_hostile_column_names(settings, tmp_path, make_table):
+    table = make_table().rename(columns={"plan": HOSTILE})
+    data = tmp_path / "hostile.csv"
+    table.to_csv(data, index=False)
+
+    result = runner.train(data, "churned", name="churn-cost", objective="cost", cost_fn=10, cost_fp=1,
                           time_limit=10, settings=settings)
+
     assert result.status == "succeeded", result.error
+    report = result.report_path.read_text()
+    assert "<script>" not in report and "DROP TABLE" not in report.split("## Holdout")[1]
+    served = tracking.load_model("churn-cost", result.model_version).predict(
+        deployment.serving_frame(pd.read_parquet(result.holdout_path).drop(columns=["churned"])))
+    assert len(served) == result.metrics["n_holdout"]
     assert result.gate["metric"] == "expected_cost"
     policy = json.loads((settings.job_dir(result.job_id) / "data_card.json").read_text())  # data card exists
     assert policy["profile"]["target"]["minority_class"] == "yes"
@@ -99,3 +113,14 @@ def test_cost_objective_records_cost_and_threshold(settings, churn_csv):
     n = result.metrics["n_holdout"]
     assert result.metrics["expected_cost"] == pytest.approx((10 * false_negatives + false_positives) / n)
     assert 0.0 < result.threshold < 1.0
+
+
+def test_job_records_on_postgresql(poise_home, postgres_url, churn_csv):
+    settings = Settings(home=poise_home, database_url=postgres_url)
+    result = runner.train(churn_csv, "churned", name="churn-pg", time_limit=5, settings=settings)
+    assert result.status == "succeeded", result.error
+    with session_scope(postgres_url) as session:
+        job = session.get(Job, result.job_id)
+        assert job.status == "succeeded" and job.dataset_id is not None
+        assert len(job.steps) == 8 and all(step.status == "succeeded" for step in job.steps)
+        assert session.scalars(select(ModelVersion)).one().registered_name == "churn-pg"

@@ -1,0 +1,66 @@
+"""The imbalance policy: which class is positive, which metric, weights, bagging, and refusals."""
+
+import numpy as np
+import pytest
+
+from agents.automl import choose_policy, expected_cost
+from agents.errors import SpecError
+
+
+def _profile(counts: dict[str, int], problem_type: str = "binary") -> dict:
+    minority = min(counts, key=counts.get)
+    majority = max(counts, key=counts.get)
+    return {"target": {"name": "y", "problem_type": problem_type, "class_counts": counts,
+                       "minority_class": minority, "majority_class": majority,
+                       "imbalance_ratio": counts[majority] / counts[minority]}}
+
+
+def test_minority_is_positive_even_when_it_sorts_first():
+    # AutoGluon would take 'good' (sorts last) as positive and optimise F1 of the majority
+    policy = choose_policy(_profile({"good": 9300, "bad": 490}))
+    assert policy["positive_class"] == "bad"
+    assert policy["eval_metric"] == "f1" and policy["sample_weight"] == "balance_weight"
+    assert policy["calibrate_threshold"] and policy["num_bag_folds"] == 0
+    assert any("minority" in reason for reason in policy["reasons"])
+
+
+def test_few_minority_rows_switch_to_bagging():
+    policy = choose_policy(_profile({"no": 1400, "yes": 51}))
+    assert policy["num_bag_folds"] == 5
+    assert any("out-of-fold" in reason for reason in policy["reasons"])
+
+
+def test_user_named_positive_class_and_unknown_label():
+    assert choose_policy(_profile({"a": 900, "b": 100}), positive_class="a")["positive_class"] == "a"
+    with pytest.raises(SpecError, match="'c' is not a label"):
+        choose_policy(_profile({"a": 900, "b": 100}), positive_class="c")
+
+
+def test_multiclass_uses_macro_f1_and_no_threshold():
+    policy = choose_policy(_profile({"a": 500, "b": 300, "c": 40}, "multiclass"))
+    assert policy["eval_metric"] == "f1_macro" and policy["positive_class"] is None
+    assert not policy["calibrate_threshold"]
+
+
+@pytest.mark.parametrize(
+    ("objective", "kwargs", "problem_type", "message"),
+    [
+        ("cost", {"cost_fn": 10}, "binary", "needs both"),
+        ("cost", {"cost_fn": 10, "cost_fp": 0}, "binary", "each > 0"),
+        ("f1", {"cost_fn": 10, "cost_fp": 1}, "binary", "only used with"),
+        ("cost", {"cost_fn": 10, "cost_fp": 1}, "multiclass", "binary target"),
+        ("accuracy", {}, "binary", "unknown objective"),
+        ("f1", {}, "regression", "classifiers only"),
+    ],
+)
+def test_inconsistent_requests_are_refused(objective, kwargs, problem_type, message):
+    counts = {"a": 500, "b": 300, "c": 40} if problem_type == "multiclass" else {"a": 900, "b": 100}
+    profile = _profile(counts, problem_type)
+    with pytest.raises(SpecError, match=message):
+        choose_policy(profile, objective, **kwargs)
+
+
+def test_expected_cost_counts_each_error_at_its_price():
+    y_true = np.array([1, 1, 0, 0, 0])
+    y_pred = np.array([0, 1, 1, 0, 0])  # one missed positive, one false alarm
+    assert expected_cost(y_true, y_pred, cost_fn=10, cost_fp=1) == pytest.approx(11 / 5)
