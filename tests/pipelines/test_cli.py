@@ -120,3 +120,35 @@ def test_killed_job_resumes_without_retraining_or_duplicate_version(poise_home, 
 
     shown = poise("show", job_id[:10])
     assert shown.returncode == 0 and "demo-hypothyroid v1" in shown.stdout
+
+
+def test_mlflow_ui_serves_the_store_and_stops_with_its_process_group(poise_home):
+    import json
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([*POISE, "mlflow", "--port", str(port)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10"
+    answer = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and answer is None:
+            time.sleep(1)
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    answer = json.load(response)
+            except OSError:
+                continue
+        assert answer is not None, "MLflow UI did not answer within 120 s"
+        assert "experiments" in answer  # the server reads Poise's SQLite store
+        assert (poise_home / "mlflow.db").exists()
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=60)
+    time.sleep(1)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=3)
