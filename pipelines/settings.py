@@ -25,11 +25,20 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(2_000_000_000, ge=1, description="Largest input file accepted.")
     holdout_fraction: float = Field(0.2, gt=0.05, lt=0.5, description="Share of rows kept as untouched holdout.")
     seed: int = 0
+    llm_base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1.")
+    llm_model: str | None = Field(None, description="Model name; the LLM planner is used only when this is set.")
+    llm_api_key: str | None = Field(None, description="API key; falls back to OPENAI_API_KEY.")
+    llm_timeout: float = Field(60.0, gt=0, description="Seconds per LLM request.")
+    llm_max_retries: int = Field(1, ge=0, le=5, description="Retries of a failed LLM request.")
 
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @property
+    def llm_configured(self) -> bool:
+        return bool(self.llm_model)
 
     @cached_property
     def db_url(self) -> str:
