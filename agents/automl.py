@@ -49,6 +49,8 @@ def choose_policy(
     cost_fn: float | None = None,
     cost_fp: float | None = None,
     positive_class: str | None = None,
+    threshold_policy: str = "calibrate",
+    excluded_model_types: list[str] | None = None,
 ) -> dict[str, Any]:
     """The imbalance policy for this table and request, with a reason for each choice."""
     target = profile["target"]
@@ -69,6 +71,11 @@ def choose_policy(
         if problem_type != "binary":
             raise SpecError("--objective cost needs a binary target (false negatives vs false positives)")
 
+    from agents.plan import MODEL_TYPES
+
+    usable = set(MODEL_TYPES) - set(excluded_model_types or []) - set(excluded_model_types_without_torch())
+    if not usable:
+        raise SpecError("every model type is excluded; leave at least one of " + ", ".join(MODEL_TYPES[:7]))
     counts = target["class_counts"]
     minority = target["minority_class"]
     reasons: list[str] = []
@@ -99,7 +106,9 @@ def choose_policy(
     else:
         eval_metric = "f1_macro"
         reasons.append("metric macro-F1: accuracy rewards ignoring rare classes")
-    calibrate = problem_type == "binary"
+    calibrate = problem_type == "binary" and threshold_policy == "calibrate"
+    if problem_type == "binary" and not calibrate:
+        reasons.append("decision threshold kept at 0.5, as requested")
     minority_rows = counts[minority]
     bag_folds = 5 if minority_rows < FEW_MINORITY_ROWS else 0
     if bag_folds:
@@ -119,6 +128,7 @@ def choose_policy(
         "sample_weight": "balance_weight",
         "calibrate_threshold": calibrate,
         "num_bag_folds": bag_folds,
+        "excluded_model_types": sorted(set(excluded_model_types or []) | set(excluded_model_types_without_torch())),
         "cost_fn": cost_fn,
         "cost_fp": cost_fp,
         "reasons": reasons,
@@ -131,7 +141,7 @@ def _metric(policy: dict[str, Any]):
     return policy["eval_metric"]
 
 
-def excluded_model_types() -> list[str]:
+def excluded_model_types_without_torch() -> list[str]:
     """AutoGluon's neural models need torch, an optional extra; skip them cleanly without it."""
     return [] if importlib.util.find_spec("torch") else ["NN_TORCH", "FASTAI"]
 
@@ -160,7 +170,7 @@ def fit(
         verbosity=0,
     )
     started = time.perf_counter()
-    excluded = excluded_model_types()
+    excluded = policy["excluded_model_types"]
     predictor.fit(
         train,
         time_limit=max(5, round(time_limit * FIT_SHARE_OF_BUDGET)),

@@ -25,7 +25,7 @@ console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
 
 STATUS_STYLE = {"succeeded": "green", "running": "yellow", "failed": "red", "rejected": "red",
-                "interrupted": "yellow", "queued": "blue"}
+                "interrupted": "yellow", "queued": "blue", "awaiting_approval": "cyan", "cancelled": "dim"}
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -77,12 +77,24 @@ def _run_training(settings: Settings, **kwargs) -> None:
 
 
 def _finish(result, settings: Settings) -> None:
+    if result.status == "awaiting_approval":
+        console.print("Plan (waiting for approval):")
+        for line in result.plan:
+            console.print(f"  • {_escape(line)}")
+        console.print(f"Approve with [bold]poise approve {result.job_id[:12]}[/] "
+                      f"(or reject with [bold]poise approve {result.job_id[:12]} --reject[/])")
+        return
+    if result.status == "cancelled":
+        console.print(f"Job {result.job_id[:12]} cancelled: the plan was not approved.")
+        return
     if result.status == "rejected":
         _fail(f"{result.error} (job {result.job_id[:12]})")
     if result.status == "failed":
         _fail(f"job {result.job_id[:12]} failed: {result.error}; log: {settings.job_dir(result.job_id) / 'error.log'}; "
               f"continue with `poise resume {result.job_id[:12]}`", code=1)
     _summary(result)
+    if result.summary:
+        console.print(_escape(result.summary))
 
 
 @app.command()
@@ -130,6 +142,63 @@ def resume(job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefi
     settings = Settings()
     try:
         result = runner.resume(job_id, settings, on_event=_progress)
+    except PoiseError as problem:
+        _fail(str(problem))
+    _finish(result, settings)
+
+
+def _print_reply(reply) -> None:
+    if reply.fell_back:
+        error_console.print(f"[yellow]LLM planner fell back:[/] {_escape(reply.fell_back)}")
+    console.print(f"[bold]poise>[/] {_escape(reply.text)}")
+    if reply.result is not None and reply.result.status == "succeeded":
+        _summary(reply.result)
+
+
+@app.command()
+def chat(
+    message: Annotated[str | None, typer.Option("--message", "-m", help="Send one message and exit.")] = None,
+    session: Annotated[str | None, typer.Option(help="Continue this chat session.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve the proposed plan (auto-approve).")] = False,
+) -> None:
+    """Describe the model you want in plain words; Poise plans it, asks what it must, and runs it."""
+    from pipelines.chat import ChatSession
+
+    settings = Settings()
+    try:
+        conversation = ChatSession.open(settings, session)
+        if message is not None or yes:
+            _print_reply(conversation.send(message or "", approve=yes, on_event=_progress))
+            console.print(f"[dim]session {conversation.id} — continue with --session {conversation.id}[/]")
+            return
+        planner = f"LLM {settings.llm_model}" if settings.llm_configured else "built-in planner"
+        console.print(f"Poise chat ({planner}); session {conversation.id}. Ctrl-D to leave.")
+        while True:
+            try:
+                text = console.input("[bold]you>[/] ")
+            except EOFError:
+                console.print()
+                return
+            if text.strip():
+                try:
+                    _print_reply(conversation.send(text, on_event=_progress))
+                except PoiseError as problem:
+                    error_console.print(f"[bold red]error:[/] {_escape(str(problem))}")
+    except PoiseError as problem:
+        _fail(str(problem))
+
+
+@app.command()
+def approve(
+    job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix) waiting for approval.")],
+    reject: Annotated[bool, typer.Option("--reject", help="Reject the plan instead.")] = False,
+) -> None:
+    """Approve (or reject) the plan of a job that waits for approval, and run it."""
+    from pipelines import runner
+
+    settings = Settings()
+    try:
+        result = runner.decide(job_id, not reject, settings, on_event=_progress)
     except PoiseError as problem:
         _fail(str(problem))
     _finish(result, settings)

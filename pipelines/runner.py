@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.types import Command
 from pydantic import ValidationError
 from sqlalchemy import select
 
@@ -34,6 +35,7 @@ from registry.db import session_scope
 from registry.models import Dataset, Job, JobStep, ModelVersion
 
 RESUMABLE = {"queued", "running", "interrupted", "failed"}
+AWAITING_APPROVAL = "awaiting_approval"
 
 
 @dataclass
@@ -41,7 +43,7 @@ class StepEvent:
     job_id: str
     node: str
     agent: str
-    status: str  # running | succeeded | failed
+    status: str  # running | succeeded | failed | waiting
     seconds: float | None = None
     message: str | None = None
 
@@ -61,6 +63,8 @@ class JobResult:
     train_path: Path | None = None
     holdout_path: Path | None = None
     report_path: Path | None = None
+    plan: list[str] = field(default_factory=list)
+    summary: str | None = None
     seconds: float = 0.0
 
 
@@ -120,8 +124,22 @@ def train(
         positive_class=positive_class, time_limit=time_limit, presets=presets,
         drop_columns=list(drop_columns), keep_columns=list(keep_columns),
     )
-    job_id = create_job(spec, settings)
-    return run_job(job_id, settings, on_event)
+    return run_spec(spec, settings, on_event)
+
+
+def run_spec(spec: JobSpec, settings: Settings, on_event: EventHandler | None = None) -> JobResult:
+    """Create a job for a validated spec and run it (until done, or until it waits for approval)."""
+    return run_job(create_job(spec, settings), settings, on_event)
+
+
+def decide(job_id: str, approved: bool, settings: Settings | None = None,
+           on_event: EventHandler | None = None, by: str = "user") -> JobResult:
+    """Approve or reject the plan of a job waiting at its approval step (from any process)."""
+    settings = settings or Settings()
+    job = find_job(settings, job_id)
+    if job.status != AWAITING_APPROVAL:
+        raise SpecError(f"job {job.id[:12]} is {job.status}, not waiting for approval")
+    return run_job(job.id, settings, on_event, resume_value={"approved": approved, "by": by})
 
 
 def resume(job_id: str, settings: Settings | None = None, on_event: EventHandler | None = None) -> JobResult:
@@ -129,6 +147,8 @@ def resume(job_id: str, settings: Settings | None = None, on_event: EventHandler
     settings = settings or Settings()
     with session_scope(settings.db_url) as session:
         job = session.get(Job, job_id) or _job_by_prefix(session, job_id)
+        if job.status == AWAITING_APPROVAL:
+            raise SpecError(f"job {job.id[:12]} is waiting for approval of its plan: `poise approve {job.id[:12]}`")
         if job.status not in RESUMABLE:
             raise SpecError(f"job {job.id} is {job.status}; only unfinished jobs can be resumed")
         job_id = job.id
@@ -149,7 +169,8 @@ def find_job(settings: Settings, job_id: str) -> Job:
         return job
 
 
-def run_job(job_id: str, settings: Settings, on_event: EventHandler | None = None) -> JobResult:
+def run_job(job_id: str, settings: Settings, on_event: EventHandler | None = None,
+            resume_value: dict[str, Any] | None = None) -> JobResult:
     started = time.perf_counter()
     notify = on_event or (lambda event: None)
     with session_scope(settings.db_url) as session:
@@ -159,17 +180,23 @@ def run_job(job_id: str, settings: Settings, on_event: EventHandler | None = Non
         for step in job.steps:
             if step.status == "running":  # left behind by a killed process
                 step.status, step.finished_at, step.message = "failed", _now(), "interrupted"
+            elif step.status == "waiting":
+                step.status, step.finished_at, step.message = "succeeded", _now(), "answered"
 
-    context = TrainingContext(settings=settings, job_id=job_id)
+    context = TrainingContext(settings=settings, job_id=job_id, session_id=spec.get("session_id"))
     config = {"configurable": {"thread_id": job_id}}
     settings.job_dir(job_id).mkdir(parents=True, exist_ok=True)
     with closing(sqlite3.connect(settings.checkpoint_path, check_same_thread=False)) as connection:
         app = build_graph().compile(checkpointer=SqliteSaver(connection))
         already_started = app.get_state(config).values
         recorder = _StepRecorder(job_id, settings, notify)
+        if resume_value is not None:
+            graph_input: Any = Command(resume=resume_value)
+        else:
+            graph_input = None if already_started else {"spec": spec}
         try:
             for task in app.stream(
-                None if already_started else {"spec": spec}, config, context=context,
+                graph_input, config, context=context,
                 stream_mode="tasks", durability="sync",
             ):
                 recorder.record(task)
@@ -187,23 +214,32 @@ def run_job(job_id: str, settings: Settings, on_event: EventHandler | None = Non
                 tracking.finish_run(context.mlflow, state["mlflow_run_id"], "FAILED")
             _finish(settings, job_id, "failed", message)
             return _result(job_id, spec, "failed", state, message, time.perf_counter() - started)
-        state = app.get_state(config).values
+        snapshot = app.get_state(config)
+        state = snapshot.values
 
+    if snapshot.interrupts:
+        _finish(settings, job_id, AWAITING_APPROVAL, None, finished=False)
+        result = _result(job_id, state["spec"], AWAITING_APPROVAL, state, None, time.perf_counter() - started)
+        result.plan = list(snapshot.interrupts[0].value["plan"])
+        return result
     if state.get("profile"):
         _record_dataset(settings, job_id, state)
     if state.get("error"):
+        status = "cancelled" if state.get("approval", {}).get("approved") is False else "rejected"
         shutil.rmtree(settings.job_dir(job_id), ignore_errors=True)  # nothing half-written stays behind
-        _finish(settings, job_id, "rejected", state["error"])
-        return _result(job_id, spec, "rejected", state, state["error"], time.perf_counter() - started)
+        _finish(settings, job_id, status, state["error"])
+        return _result(job_id, spec, status, state, state["error"], time.perf_counter() - started)
     _record_model_version(settings, job_id, state)
     _finish(settings, job_id, "succeeded", None, run_id=state.get("mlflow_run_id"))
     return _result(job_id, spec, "succeeded", state, None, time.perf_counter() - started)
 
 
-def _finish(settings: Settings, job_id: str, status: str, error: str | None, run_id: str | None = None) -> None:
+def _finish(settings: Settings, job_id: str, status: str, error: str | None, run_id: str | None = None,
+            finished: bool = True) -> None:
     with session_scope(settings.db_url) as session:
         job = session.get(Job, job_id)
-        job.status, job.error, job.finished_at = status, error, _now()
+        job.status, job.error = status, error
+        job.finished_at = _now() if finished else None
         job.mlflow_run_id = run_id or job.mlflow_run_id
 
 
@@ -234,6 +270,7 @@ def _result(job_id: str, spec: dict, status: str, state: dict, error: str | None
         train_path=Path(split["train_path"]) if "train_path" in split else None,
         holdout_path=Path(split["holdout_path"]) if "holdout_path" in split else None,
         report_path=Path(state["report_path"]) if "report_path" in state else None,
+        summary=state.get("summary", {}).get("text"),
         seconds=round(seconds, 2),
     )
 
@@ -258,7 +295,9 @@ class _StepRecorder:
             return
         step_id, node, start = self.open.pop(task["id"])
         result = task.get("result") or {}
-        if task.get("error"):
+        if task.get("interrupts"):
+            status, message, metrics = "waiting", "waiting for the user's approval", None
+        elif task.get("error"):
             status, message, metrics = "failed", str(task["error"])[:2000], None
         elif result.get("error"):
             status, message, metrics = "failed", result["error"], None
@@ -321,6 +360,16 @@ def summarize_step(node: str, result: dict[str, Any]) -> tuple[str, dict[str, An
                 {k: m[k] for k in ("macro_f1", "balanced_accuracy", "pr_auc", "roc_auc", "minority_recall")})
     if node == "gate":
         return result["gate"]["reason"], {"passed": result["gate"]["passed"]}
+    if node == "review":
+        review = result["review"]
+        changes = review.get("changes")
+        text = f"amended by the LLM: {changes['reason']}" if changes else "no change"
+        return text + (f" (LLM failed: {review['fallback']})" if review.get("fallback") else ""), None
+    if node == "approve":
+        return f"approved ({result['approval']['by']})", None
+    if node == "explain":
+        text = result["summary"]
+        return f"{text['by']} summary" + (f" (LLM failed: {text['fallback']})" if text.get("fallback") else ""), None
     if node == "register":
         role = "champion" if result["is_champion"] else "not champion"
         return f"registered version {result['model_version']} ({role})", None

@@ -75,7 +75,7 @@ def make_imbalanced_table(n_rows: int = 800, minority_share: float = 0.08, seed:
     """A churn-like table with signal, an ID column, a constant and a leak."""
     rng = np.random.default_rng(seed)
     churned = rng.random(n_rows) < minority_share
-    tenure = np.where(churned, rng.normal(8, 5, n_rows), rng.normal(30, 12, n_rows)).clip(0)
+    tenure = np.where(churned, rng.normal(5, 3, n_rows), rng.normal(36, 12, n_rows)).clip(0)
     charges = np.where(churned, rng.normal(85, 15, n_rows), rng.normal(60, 20, n_rows))
     plan = np.where(rng.random(n_rows) < np.where(churned, 0.7, 0.25), "monthly", "yearly")
     return pd.DataFrame({

@@ -19,11 +19,22 @@ from registry import tracking
 class TrainingContext:
     settings: Settings
     job_id: str
+    session_id: str | None = None
     _client: MlflowClient | None = field(default=None, repr=False)
+    _llm: object | None = field(default=None, repr=False)
 
     @property
     def job_dir(self) -> Path:
         return self.settings.job_dir(self.job_id)
+
+    @property
+    def llm(self):
+        """The traced LLM client when an endpoint is configured, else None (deterministic path)."""
+        if self._llm is None and self.settings.llm_configured:
+            from agents.llm import LLM, CallTracer
+
+            self._llm = LLM(self.settings, CallTracer(self.settings.db_url, self.session_id, self.job_id))
+        return self._llm
 
     @property
     def mlflow(self) -> MlflowClient:

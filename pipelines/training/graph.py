@@ -1,8 +1,9 @@
 """The training graph, assembled declaratively.
 
-load → profile → prepare → train → evaluate → gate → register → report.
-A user-facing data or option problem ends the job after the node that found it;
-a failed gate still registers the version (without moving `champion`).
+load → profile → review → approve → prepare → train → evaluate → gate → register → explain → report.
+A user-facing data or option problem, or a plan the user does not approve, ends the job
+after the node that found it; a failed gate still registers the version (without moving
+`champion`). `approve` pauses the job (a LangGraph interrupt) unless auto-approve is on.
 """
 
 from langgraph.graph import END, START, StateGraph
@@ -11,11 +12,13 @@ from pipelines.training import nodes
 from pipelines.training.configuration import TrainingContext
 from pipelines.training.state import TrainingState
 
-STEPS = ("load", "profile", "prepare", "train", "evaluate", "gate", "register", "report")
+STEPS = ("load", "profile", "review", "approve", "prepare", "train", "evaluate", "gate", "register", "explain",
+         "report")
+CAN_END_JOB = {"load", "profile", "approve", "prepare", "train"}
 AGENT_OF_STEP = {
-    "load": "data_engineering", "profile": "data_engineering", "prepare": "data_engineering",
-    "train": "automl", "evaluate": "automl",
-    "gate": "deployment", "register": "deployment", "report": "deployment",
+    "load": "data_engineering", "profile": "data_engineering", "review": "planner", "approve": "planner",
+    "prepare": "data_engineering", "train": "automl", "evaluate": "automl",
+    "gate": "deployment", "register": "deployment", "explain": "planner", "report": "deployment",
 }
 
 
@@ -30,10 +33,11 @@ def build_graph() -> StateGraph:
     graph = StateGraph(TrainingState, context_schema=TrainingContext)
     for step in STEPS:
         graph.add_node(step, getattr(nodes, step))
-    graph.add_edge(START, "load")
-    for step, next_step in zip(STEPS[:4], STEPS[1:5]):
-        graph.add_conditional_edges(step, _continue_unless_error(next_step), [next_step, END])
-    for step, next_step in zip(STEPS[4:], STEPS[5:]):
-        graph.add_edge(step, next_step)
-    graph.add_edge("report", END)
+    graph.add_edge(START, STEPS[0])
+    for step, next_step in zip(STEPS, STEPS[1:]):
+        if step in CAN_END_JOB:
+            graph.add_conditional_edges(step, _continue_unless_error(next_step), [next_step, END])
+        else:
+            graph.add_edge(step, next_step)
+    graph.add_edge(STEPS[-1], END)
     return graph

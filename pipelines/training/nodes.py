@@ -16,9 +16,11 @@ from typing import Any, Callable
 
 import pandas as pd
 from langgraph.runtime import Runtime
+from langgraph.types import interrupt
 
-from agents import automl, data_engineering, deployment, evaluation
+from agents import automl, data_engineering, deployment, evaluation, summary
 from agents.errors import PoiseError
+from agents.plan import describe
 from pipelines.training.configuration import TrainingContext
 from pipelines.training.report import write_report
 from pipelines.training.state import JobSpec, TrainingState
@@ -71,6 +73,54 @@ def profile(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str
     return {"profile": result}
 
 
+def review(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
+    """With an LLM configured, let it amend drop/keep decisions; the profile is redone if it does."""
+    llm = runtime.context.llm
+    if llm is None:
+        return {"review": {"by": "deterministic", "changes": None}}
+    from agents.llm_planner import PlannerFailed, review_profile
+
+    try:
+        amendment = review_profile(llm, state["profile"])
+    except PlannerFailed as failure:
+        return {"review": {"by": "deterministic", "changes": None, "fallback": str(failure)}}
+    if amendment is None:
+        return {"review": {"by": "llm", "changes": None}}
+    spec = _spec(state)
+    spec.drop_columns = sorted(set(spec.drop_columns) | set(amendment["drop_columns"]))
+    spec.keep_columns = sorted(set(spec.keep_columns) | set(amendment["keep_columns"]))
+    try:
+        amended = data_engineering.profile_table(
+            pd.read_parquet(state["raw_path"]), spec.target, drop_columns=spec.drop_columns,
+            keep_columns=spec.keep_columns, seed=runtime.context.settings.seed)
+    except PoiseError as problem:
+        return {"review": {"by": "deterministic", "changes": None, "fallback": f"amendment rejected: {problem}"}}
+    return {"spec": spec.model_dump(), "profile": amended, "review": {"by": "llm", "changes": amendment}}
+
+
+def plan_lines(state: TrainingState) -> list[str]:
+    """The plan as shown for approval: the request plus what profiling found."""
+    spec, target = state["spec"], state["profile"]["target"]
+    lines = describe(spec)
+    counts = ", ".join(f"{label}: {count}" for label, count in (target["class_counts"] or {}).items())
+    lines.append(f"classes: {counts} (imbalance ratio {target['imbalance_ratio']:.1f})")
+    lines += [f"drop {d['column']}: {d['reason']}" for d in state["profile"]["dropped"]]
+    changes = (state.get("review") or {}).get("changes")
+    if changes:
+        lines.append(f"review amended the plan: {changes['reason']}")
+    return lines
+
+
+def approve(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
+    """Pause (a LangGraph interrupt, resumable from any process) until the plan is approved."""
+    if not _spec(state).require_approval:
+        return {"approval": {"approved": True, "by": "auto-approve"}}
+    answer = interrupt({"job_id": runtime.context.job_id, "plan": plan_lines(state)})
+    if isinstance(answer, dict) and answer.get("approved"):
+        return {"approval": {"approved": True, "by": str(answer.get("by", "user"))}}
+    return {"approval": {"approved": False, "by": "user"}, "error": "the plan was not approved"}
+
+
 @user_errors
 def prepare(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     ctx = runtime.context
@@ -90,7 +140,8 @@ def prepare(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str
 @user_errors
 def train(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     ctx, spec = runtime.context, _spec(state)
-    policy = automl.choose_policy(state["profile"], spec.objective, spec.cost_fn, spec.cost_fp, spec.positive_class)
+    policy = automl.choose_policy(state["profile"], spec.objective, spec.cost_fn, spec.cost_fp, spec.positive_class,
+                                  spec.threshold_policy, spec.excluded_model_types)
     client = ctx.mlflow
     experiment_id = tracking.ensure_experiment(client, spec.name, ctx.settings.artifact_root)
     run_id = tracking.get_or_create_run(client, experiment_id, ctx.job_id, run_name=f"train-{ctx.job_id[:8]}")
@@ -194,9 +245,48 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
     return {"model_version": version, "is_champion": bool(state["gate"]["passed"])}
 
 
+def explain(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
+    """A plain-words summary: the LLM's when configured and every number checks out, else the built-in one."""
+    record = summary.facts(state)
+    result = {"text": summary.deterministic_summary(record), "by": "deterministic", "fallback": None}
+    llm = runtime.context.llm
+    if llm is not None:
+        from agents.llm_planner import PlannerFailed, summarize
+
+        try:
+            result.update(text=summarize(llm, record), by="llm")
+        except PlannerFailed as failure:
+            result["fallback"] = str(failure)
+    runtime.context.mlflow.log_text(state["mlflow_run_id"], result["text"] + "\n", "summary.md")
+    return {"summary": result}
+
+
 def report(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     ctx = runtime.context
     path = write_report(state, ctx.job_dir / "report.md")
     ctx.mlflow.log_artifact(state["mlflow_run_id"], str(path))
+    trace = llm_trace(ctx.settings.db_url, ctx.job_id, state["spec"].get("session_id"))
+    if trace:
+        ctx.mlflow.log_text(state["mlflow_run_id"], trace, "llm_trace.jsonl")
     tracking.finish_run(ctx.mlflow, state["mlflow_run_id"], "FINISHED")
     return {"report_path": str(path)}
+
+
+def llm_trace(db_url: str, job_id: str, session_id: str | None) -> str:
+    """Every LLM call made for this job (planning in its chat session included), as JSON lines."""
+    from sqlalchemy import or_, select
+
+    from registry.db import session_scope
+    from registry.models import LLMCall
+
+    with session_scope(db_url) as session:
+        condition = LLMCall.job_id == job_id
+        if session_id:
+            condition = or_(condition, LLMCall.session_id == session_id)
+        calls = session.scalars(select(LLMCall).where(condition).order_by(LLMCall.id)).all()
+        return "".join(json.dumps({
+            "id": c.id, "session_id": c.session_id, "job_id": c.job_id, "purpose": c.purpose, "model": c.model,
+            "request": c.request, "response": c.response, "tool_calls": c.tool_calls,
+            "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+            "latency_ms": c.latency_ms, "outcome": c.outcome, "error": c.error,
+            "created_at": c.created_at.isoformat()}, default=str) + "\n" for c in calls)

@@ -11,6 +11,10 @@ def _cell(value: Any) -> str:
     return text[:80]
 
 
+def _cell_block(text: str) -> str:
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _num(value: Any) -> str:
     return "—" if value is None else f"{value:.4f}"
 
@@ -26,6 +30,11 @@ def write_report(state: dict[str, Any], path: Path) -> Path:
         f"- Target: `{_cell(target['name'])}` ({target['problem_type']}), imbalance ratio {target['imbalance_ratio']:.1f}",
         f"- Holdout: {metrics['n_holdout']} rows, untouched until evaluation",
         f"- Champion: {'yes' if state['is_champion'] else 'no'} — {_cell(gate['reason'])}",
+        "",
+        "## Summary",
+        "",
+        _cell_block(state["summary"]["text"]),
+        f"_({'LLM' if state['summary']['by'] == 'llm' else 'built-in'} summary; every number checked against the metrics)_",
         "",
         "## Choices",
         *[f"- {_cell(reason)}" for reason in state["policy"]["reasons"]],

@@ -29,6 +29,10 @@ class JobSpec(BaseModel):
     presets: Literal["medium_quality", "good_quality", "high_quality", "best_quality"] = "medium_quality"
     drop_columns: list[str] = Field(default_factory=list)
     keep_columns: list[str] = Field(default_factory=list, description="Keep even if flagged (e.g. a known-safe leak suspect).")
+    excluded_model_types: list[str] = Field(default_factory=list, description="AutoGluon model types not to fit.")
+    threshold_policy: Literal["calibrate", "default"] = "calibrate"
+    require_approval: bool = Field(False, description="Pause after profiling until the plan is approved.")
+    session_id: str | None = Field(None, description="Chat session that planned this job, if any.")
 
     @field_validator("name")
     @classmethod
@@ -58,7 +62,10 @@ class TrainingState(TypedDict, total=False):
     fit: dict[str, Any]
     metrics: dict[str, Any]
     baselines: dict[str, Any]
+    review: dict[str, Any]
+    approval: dict[str, Any]
     gate: dict[str, Any]
+    summary: dict[str, Any]
     model_version: str
     is_champion: bool
     report_path: str

@@ -46,7 +46,9 @@ def test_train_registers_gated_champion_that_serves_like_the_predictor(settings,
     assert {"plots/confusion_matrix.png", "plots/pr_curve.png", "plots/roc_curve.png",
             "plots/feature_importance.png"} <= artifacts
     top = {a.path for a in client.list_artifacts(result.mlflow_run_id)}
-    assert {"data", "report.md", "policy.json", "gate.json"} <= top
+    assert {"data", "report.md", "policy.json", "gate.json", "summary.md"} <= top
+    assert "llm_trace.jsonl" not in top  # no LLM configured: the built-in planner and summary were used
+    assert f"{result.metrics['macro_f1']:.3f}" in result.summary
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.name == "churn" and experiment.artifact_location.startswith(settings.home.as_uri())
 
@@ -70,7 +72,8 @@ def test_train_registers_gated_champion_that_serves_like_the_predictor(settings,
         job = session.get(Job, result.job_id)
         assert job.status == "succeeded" and job.mlflow_run_id == result.mlflow_run_id
         nodes = [s.node for s in session.scalars(select(JobStep).where(JobStep.job_id == job.id).order_by(JobStep.id))]
-        assert nodes == ["load", "profile", "prepare", "train", "evaluate", "gate", "register", "report"]
+        assert nodes == ["load", "profile", "review", "approve", "prepare", "train", "evaluate", "gate", "register",
+                         "explain", "report"]
         dataset = session.get(Dataset, job.dataset_id)
         assert dataset.n_rows == 800 and len(dataset.content_hash) == 64
         stored = session.scalars(select(ModelVersion)).one()
@@ -122,5 +125,5 @@ def test_job_records_on_postgresql(poise_home, postgres_url, churn_csv):
     with session_scope(postgres_url) as session:
         job = session.get(Job, result.job_id)
         assert job.status == "succeeded" and job.dataset_id is not None
-        assert len(job.steps) == 8 and all(step.status == "succeeded" for step in job.steps)
+        assert len(job.steps) == 11 and all(step.status == "succeeded" for step in job.steps)
         assert session.scalars(select(ModelVersion)).one().registered_name == "churn-pg"

@@ -1,0 +1,208 @@
+"""Job plans: the only things a planner (LLM or rule-based) can ask Poise to do.
+
+A plan is an ordered list of operations drawn from a fixed registry. Each operation
+is a typed model, so a planner's output is validated twice before anything runs:
+against the schema (pydantic) and against the data (the file loads, the target and
+every named column exist, the objective fits the target, the budget is in range).
+Deleting, promoting or rolling back models are not operations: no planner can do them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from agents.errors import PoiseError
+
+MODEL_TYPES = ("GBM", "CAT", "XGB", "RF", "XT", "KNN", "LR", "NN_TORCH", "FASTAI")
+PRESETS = ("medium_quality", "good_quality", "high_quality", "best_quality")
+
+
+class PlanError(PoiseError):
+    """The plan cannot run as written; `problems` lists each reason."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class UseData(BaseModel):
+    op: Literal["use_data"] = "use_data"
+    path: str = Field(description="Path of the CSV/TSV/Parquet table.")
+
+
+class SetTarget(BaseModel):
+    op: Literal["set_target"] = "set_target"
+    column: str = Field(description="Column to predict; must exist in the table.")
+
+
+class DropColumns(BaseModel):
+    op: Literal["drop_columns"] = "drop_columns"
+    columns: list[str] = Field(min_length=1)
+    reason: str = Field("", max_length=300)
+
+
+class TreatAsLeak(BaseModel):
+    op: Literal["treat_as_leak"] = "treat_as_leak"
+    column: str = Field(description="A column known only after the outcome (or an ID): dropped.")
+
+
+class KeepColumns(BaseModel):
+    op: Literal["keep_columns"] = "keep_columns"
+    columns: list[str] = Field(min_length=1, description="Keep columns Poise would drop as ID-like or leak suspects.")
+
+
+class SetObjective(BaseModel):
+    op: Literal["set_objective"] = "set_objective"
+    objective: Literal["f1", "balanced_accuracy", "cost"]
+    cost_fn: float | None = Field(None, gt=0, description="Cost of a missed positive (objective cost).")
+    cost_fp: float | None = Field(None, gt=0, description="Cost of a false alarm (objective cost).")
+
+
+class SetPositiveClass(BaseModel):
+    op: Literal["set_positive_class"] = "set_positive_class"
+    label: str
+
+
+class SetTimeBudget(BaseModel):
+    op: Literal["set_time_budget"] = "set_time_budget"
+    seconds: int = Field(ge=5, le=86_400)
+
+
+class SetPresets(BaseModel):
+    op: Literal["set_presets"] = "set_presets"
+    presets: Literal[PRESETS]
+
+
+class ExcludeModels(BaseModel):
+    op: Literal["exclude_models"] = "exclude_models"
+    model_types: list[Literal[MODEL_TYPES]] = Field(min_length=1)
+
+
+class SetThresholdPolicy(BaseModel):
+    op: Literal["set_threshold_policy"] = "set_threshold_policy"
+    policy: Literal["calibrate", "default"] = Field(description="calibrate on validation data, or keep 0.5")
+
+
+class SetName(BaseModel):
+    op: Literal["set_name"] = "set_name"
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class RequireApproval(BaseModel):
+    op: Literal["require_approval"] = "require_approval"
+    required: bool = True
+
+
+Operation = Annotated[
+    UseData | SetTarget | DropColumns | TreatAsLeak | KeepColumns | SetObjective | SetPositiveClass
+    | SetTimeBudget | SetPresets | ExcludeModels | SetThresholdPolicy | SetName | RequireApproval,
+    Field(discriminator="op"),
+]
+
+
+class JobPlan(BaseModel):
+    """An ordered list of allowed operations; later operations override earlier ones."""
+
+    operations: list[Operation] = Field(min_length=1)
+
+
+PLAN_ADAPTER = TypeAdapter(JobPlan)
+
+
+def parse_plan(arguments: dict[str, Any] | str) -> JobPlan:
+    """Schema validation of a planner's output (JSON text or dict)."""
+    try:
+        if isinstance(arguments, str):
+            return PLAN_ADAPTER.validate_json(arguments)
+        return PLAN_ADAPTER.validate_python(arguments)
+    except ValidationError as error:
+        raise PlanError([f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:8]]) from None
+
+
+def plan_options(plan: JobPlan) -> dict[str, Any]:
+    """Fold the operations, in order, into job options (the keyword arguments of a JobSpec)."""
+    options: dict[str, Any] = {"drop_columns": [], "keep_columns": [], "excluded_model_types": []}
+    for operation in plan.operations:
+        match operation:
+            case UseData(path=path):
+                options["data"] = path
+            case SetTarget(column=column):
+                options["target"] = column
+            case DropColumns(columns=columns):
+                options["drop_columns"] += [c for c in columns if c not in options["drop_columns"]]
+            case TreatAsLeak(column=column):
+                options["drop_columns"] += [] if column in options["drop_columns"] else [column]
+            case KeepColumns(columns=columns):
+                options["keep_columns"] += [c for c in columns if c not in options["keep_columns"]]
+            case SetObjective(objective=objective, cost_fn=cost_fn, cost_fp=cost_fp):
+                options.update(objective=objective, cost_fn=cost_fn, cost_fp=cost_fp)
+            case SetPositiveClass(label=label):
+                options["positive_class"] = label
+            case SetTimeBudget(seconds=seconds):
+                options["time_limit"] = seconds
+            case SetPresets(presets=presets):
+                options["presets"] = presets
+            case ExcludeModels(model_types=types):
+                options["excluded_model_types"] += [t for t in types if t not in options["excluded_model_types"]]
+            case SetThresholdPolicy(policy=policy):
+                options["threshold_policy"] = policy
+            case SetName(name=name):
+                options["name"] = name
+            case RequireApproval(required=required):
+                options["require_approval"] = required
+    return options
+
+
+def check_against_data(options: dict[str, Any], columns: list[str], class_counts: dict[str, int] | None) -> list[str]:
+    """Problems that only the data reveals: unknown columns, an objective the target cannot have."""
+    problems = []
+    known = set(columns)
+    target = options.get("target")
+    if not options.get("data"):
+        problems.append("no data file: add a use_data operation")
+    if not target:
+        problems.append("no target: add a set_target operation")
+    elif target not in known:
+        problems.append(f"target column '{target}' does not exist; columns are: {', '.join(columns[:30])}")
+    for key in ("drop_columns", "keep_columns"):
+        unknown = [c for c in options.get(key, []) if c not in known]
+        if unknown:
+            problems.append(f"{key}: no such column(s): {', '.join(map(repr, unknown))}")
+    if target in options.get("drop_columns", []):
+        problems.append(f"the target '{target}' cannot be dropped")
+    if class_counts is not None:
+        if options.get("objective") == "cost" and len(class_counts) != 2:
+            problems.append(f"objective 'cost' needs a binary target; '{target}' has {len(class_counts)} classes")
+        label = options.get("positive_class")
+        if label is not None and label not in class_counts:
+            problems.append(f"positive class '{label}' is not a value of '{target}': {sorted(class_counts)[:10]}")
+    if options.get("objective") == "cost" and (options.get("cost_fn") is None or options.get("cost_fp") is None):
+        problems.append("objective 'cost' needs both cost_fn and cost_fp")
+    return problems
+
+
+def describe(options: dict[str, Any]) -> list[str]:
+    """The plan in plain words, one line per decision."""
+    lines = [f"data: {options.get('data')}", f"target: {options.get('target')}"]
+    objective = options.get("objective", "f1")
+    if objective == "cost":
+        lines.append(f"objective: expected cost (a miss costs {options['cost_fn']:g}, a false alarm {options['cost_fp']:g})")
+    else:
+        lines.append(f"objective: {objective}")
+    for key, label in (("positive_class", "positive class"), ("time_limit", "time budget (s)"), ("presets", "presets"),
+                       ("name", "model name"), ("threshold_policy", "threshold")):
+        if options.get(key) is not None:
+            lines.append(f"{label}: {options[key]}")
+    for key, label in (("drop_columns", "drop"), ("keep_columns", "keep despite flags"),
+                       ("excluded_model_types", "exclude models")):
+        if options.get(key):
+            lines.append(f"{label}: {', '.join(map(str, options[key]))}")
+    return lines
+
+
+def dataset_path(path: str, base: Path | None = None) -> Path:
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() or base is None else base / candidate

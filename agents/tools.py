@@ -1,0 +1,171 @@
+"""The typed tools an LLM planner may call, and their validation against schema and data.
+
+Every argument is checked before anything happens: unknown tools, malformed JSON, fields
+outside the schema and columns that are not in the table all come back as a `ToolError`
+whose message the planner can use to repair its call. Starting a job is only a request:
+the chat session decides, and the job still stops for approval unless auto-approve is on.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import select
+
+from agents.data_engineering import load_table, profile_table
+from agents.errors import PoiseError
+from agents.plan import JobPlan, PlanError, check_against_data, describe, parse_plan, plan_options
+from registry import tracking
+from registry.db import session_scope
+from registry.models import Job
+
+
+class ToolError(Exception):
+    """A tool call the planner must repair; the message says what is wrong."""
+
+
+class InspectDatasetArgs(BaseModel):
+    path: str = Field(description="Path of the table, as the user gave it.")
+    target: str | None = Field(None, description="Candidate target column, to get its class counts.")
+
+
+class AskUserArgs(BaseModel):
+    question: str = Field(min_length=3, max_length=500)
+
+
+class StartJobArgs(BaseModel):
+    plan_id: str
+
+
+class JobStatusArgs(BaseModel):
+    job_id: str = Field(min_length=4, max_length=32)
+
+
+class NoArgs(BaseModel):
+    pass
+
+
+def _function(name: str, description: str, model: type[BaseModel]) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "description": description,
+                                             "parameters": model.model_json_schema()}}
+
+
+TOOL_SPECS = [
+    _function("inspect_dataset", "Columns, inferred types and (with target) class counts of a table.",
+              InspectDatasetArgs),
+    _function("propose_plan", "Validate a job plan (ordered operations) against the data; returns a plan_id.",
+              JobPlan),
+    _function("ask_user", "Ask the user one question and wait for the answer.", AskUserArgs),
+    _function("start_job", "Start the job of an accepted plan (it pauses for the user's approval).", StartJobArgs),
+    _function("job_status", "Status, steps and holdout metrics of a job.", JobStatusArgs),
+    _function("list_models", "Registered models and their champion versions.", NoArgs),
+]
+TOOL_NAMES = tuple(spec["function"]["name"] for spec in TOOL_SPECS)
+
+
+class PlannerTools:
+    """Executes tool calls for one chat session. `plans` persists with the session."""
+
+    def __init__(self, settings, plans: dict[str, dict[str, Any]], validate_spec: Callable[[dict], None]):
+        self.settings = settings
+        self.plans = plans
+        self.validate_spec = validate_spec
+        self._tables: dict[str, Any] = {}
+
+    def call(self, name: str, arguments: str) -> dict[str, Any]:
+        if name not in TOOL_NAMES:
+            raise ToolError(f"unknown tool '{name}'; available tools: {', '.join(TOOL_NAMES)}")
+        try:
+            payload = json.loads(arguments or "{}")
+        except json.JSONDecodeError as error:
+            raise ToolError(f"arguments of {name} are not valid JSON: {error}") from None
+        if not isinstance(payload, dict):
+            raise ToolError(f"arguments of {name} must be a JSON object")
+        return getattr(self, name)(payload)
+
+    def _table(self, path: str):
+        if path not in self._tables:
+            try:
+                self._tables[path] = load_table(Path(path).expanduser(), max_bytes=self.settings.max_file_bytes)[0]
+            except PoiseError as problem:
+                raise ToolError(str(problem)) from None
+        return self._tables[path]
+
+    @staticmethod
+    def _validated(model: type[BaseModel], payload: dict[str, Any]) -> BaseModel:
+        try:
+            return model.model_validate(payload)
+        except ValidationError as error:
+            raise ToolError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:6])) from None
+
+    def inspect_dataset(self, payload: dict[str, Any]) -> dict[str, Any]:
+        args = self._validated(InspectDatasetArgs, payload)
+        table = self._table(args.path)
+        columns = [{"name": str(c), "dtype": str(table[c].dtype), "n_unique": int(table[c].nunique()),
+                    "missing_share": round(float(table[c].isna().mean()), 4)} for c in table.columns[:200]]
+        result: dict[str, Any] = {"path": args.path, "n_rows": int(len(table)), "columns": columns}
+        if args.target is not None:
+            if args.target not in table.columns:
+                raise ToolError(f"column '{args.target}' does not exist in {args.path}")
+            try:
+                profile = profile_table(table, args.target, seed=self.settings.seed)
+            except PoiseError as problem:
+                raise ToolError(str(problem)) from None
+            result["target"] = profile["target"]
+            result["flagged"] = profile["dropped"]
+        return result
+
+    def propose_plan(self, payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            plan = parse_plan(payload)
+        except PlanError as problem:
+            raise ToolError(str(problem)) from None
+        options = plan_options(plan)
+        if not options.get("data"):
+            raise ToolError("no data file: add a use_data operation")
+        table = self._table(options["data"])
+        class_counts = None
+        if options.get("target") in table.columns:
+            counts = table[options["target"]].dropna().astype(str).value_counts()
+            class_counts = {str(k): int(v) for k, v in counts.items()} if len(counts) <= 50 else None
+        problems = check_against_data(options, [str(c) for c in table.columns], class_counts)
+        if problems:
+            raise ToolError("; ".join(problems))
+        try:
+            self.validate_spec(options)
+        except PoiseError as problem:
+            raise ToolError(str(problem)) from None
+        plan_id = uuid.uuid4().hex[:12]
+        self.plans[plan_id] = options
+        return {"plan_id": plan_id, "plan": describe(options)}
+
+    def ask_user(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"question": self._validated(AskUserArgs, payload).question}
+
+    def start_job(self, payload: dict[str, Any]) -> dict[str, Any]:
+        plan_id = self._validated(StartJobArgs, payload).plan_id
+        if plan_id not in self.plans:
+            raise ToolError(f"unknown plan_id '{plan_id}'; call propose_plan first")
+        return {"start": plan_id}
+
+    def job_status(self, payload: dict[str, Any]) -> dict[str, Any]:
+        job_id = self._validated(JobStatusArgs, payload).job_id
+        with session_scope(self.settings.db_url) as session:
+            job = session.get(Job, job_id) or session.scalars(
+                select(Job).where(Job.id.startswith(job_id)).limit(1)).first()
+            if job is None:
+                raise ToolError(f"no job '{job_id}'")
+            return {"job_id": job.id, "name": job.name, "status": job.status, "error": job.error,
+                    "steps": [{"node": s.node, "status": s.status, "message": s.message} for s in job.steps],
+                    "metrics": job.model_versions[0].metrics if job.model_versions else None}
+
+    def list_models(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self._validated(NoArgs, payload)
+        client = tracking.configure(self.settings.tracking_uri, self.settings.registry_uri)
+        return {"models": [{"name": m.name, "champion": tracking.champion_version(client, m.name)}
+                           for m in client.search_registered_models(max_results=100)]}

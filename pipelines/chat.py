@@ -1,0 +1,196 @@
+"""Chat sessions: plain-words job submission, planned by an LLM or by the built-in rules.
+
+A `ChatSession` turns a user's messages into a validated job plan, starts the job (which
+profiles the data, then waits at its approval step unless auto-approve is on), and turns
+the user's "yes" into the approval that resumes it. Sessions live in the database, so a
+conversation continues across processes; the CLI, the API and the web UI share this class.
+When an LLM endpoint is configured it plans through typed tools; if it fails (HTTP error,
+timeout, garbage, an invalid call after one repair) the rule-based planner takes over and
+the reply says so.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agents.data_engineering import load_table
+from agents.errors import PoiseError, SpecError
+from agents.plan import check_against_data, describe
+from agents.rule_planner import ChatIntent, merge, missing_question, parse_message
+from pipelines import runner
+from pipelines.settings import Settings
+from registry.db import session_scope
+from registry.models import ChatMessage, ChatSession as ChatSessionRow
+
+MAX_MESSAGE_CHARS = 4000
+
+
+@dataclass
+class ChatReply:
+    session_id: str
+    text: str
+    planner: str
+    fell_back: str | None = None
+    plan: list[str] = field(default_factory=list)
+    job_id: str | None = None
+    status: str | None = None
+    result: runner.JobResult | None = None
+
+
+class ChatSession:
+    """One conversation; `send` is the whole interface."""
+
+    def __init__(self, settings: Settings, session_id: str, state: dict[str, Any]):
+        self.settings = settings
+        self.id = session_id
+        self.state = state
+
+    @classmethod
+    def open(cls, settings: Settings | None = None, session_id: str | None = None) -> ChatSession:
+        settings = settings or Settings()
+        settings.ensure_home()
+        with session_scope(settings.db_url) as db:
+            row = db.get(ChatSessionRow, session_id) if session_id else None
+            if row is None:
+                if session_id is not None and (len(session_id) > 32 or not session_id.isalnum()):
+                    raise SpecError("a session id is up to 32 letters or digits")
+                row = ChatSessionRow(id=session_id or uuid.uuid4().hex, state={})
+                db.add(row)
+            return cls(settings, row.id, dict(row.state or {}))
+
+    def send(self, text: str, *, approve: bool = False, on_event: runner.EventHandler | None = None) -> ChatReply:
+        text = "".join(ch for ch in text if ch.isprintable() or ch in "\n\t").strip()
+        if len(text) > MAX_MESSAGE_CHARS:
+            raise SpecError(f"message too long ({len(text)} characters; at most {MAX_MESSAGE_CHARS})")
+        if not text and not approve:
+            raise SpecError("empty message")
+        self._record("user", text or "(approve)")
+        reply = self._turn(text, approve, on_event)
+        self._record("assistant", reply.text, {"planner": reply.planner, "fell_back": reply.fell_back,
+                                               "job_id": reply.job_id, "status": reply.status})
+        self._save()
+        return reply
+
+    # --- one turn -------------------------------------------------------------------
+
+    def _turn(self, text: str, approve: bool, on_event) -> ChatReply:
+        intent = parse_message(text) if text else ChatIntent(approve=True)
+        pending = self.state.get("job_id")
+        if pending:
+            if approve or intent.approve:
+                return self._decide(pending, True, on_event)
+            if intent.reject:
+                return self._decide(pending, False, on_event)
+            runner.decide(pending, False, self.settings, by="superseded")  # new instructions replace the plan
+            self.state["job_id"] = None
+        elif intent.approve or intent.reject:
+            return ChatReply(self.id, "No plan is waiting for approval. Which file, and which column to predict?",
+                             "deterministic")
+        if self.settings.llm_configured:
+            return self._llm_turn(text, approve, on_event)
+        return self._rule_turn(text, approve, on_event)
+
+    def _rule_turn(self, text: str, approve: bool, on_event, fell_back: str | None = None) -> ChatReply:
+        earlier = ChatIntent.model_validate(self.state.get("intent") or {})
+        intent = merge(earlier, parse_message(text))
+        columns = self._columns(intent.data)
+        if columns is not None and intent.target is not None:
+            intent = merge(earlier, parse_message(text, columns))
+        self.state["intent"] = intent.model_dump()
+        note = f"(The LLM planner failed: {fell_back}. I used the built-in planner.) " if fell_back else ""
+        question = missing_question(intent, columns)
+        if question is None and columns is None:
+            question = f"I cannot read '{intent.data}'. Which file should I use?"
+        if question:
+            return ChatReply(self.id, note + question, "deterministic", fell_back)
+        options = {k: v for k, v in intent.model_dump().items()
+                   if k not in ("approve", "reject") and v not in (None, [])}
+        problems = check_against_data(options, columns, None)
+        if problems:
+            return ChatReply(self.id, note + "; ".join(problems), "deterministic", fell_back)
+        reply = self._start(options, approve, on_event)
+        reply.text, reply.fell_back = note + reply.text, fell_back
+        return reply
+
+    def _llm_turn(self, text: str, approve: bool, on_event) -> ChatReply:
+        from agents.llm import LLM, CallTracer
+        from agents.llm_planner import PlannerFailed, plan_turn
+        from agents.tools import PlannerTools
+
+        plans = self.state.setdefault("plans", {})
+        tools = PlannerTools(self.settings, plans, validate_spec=self._validate_options)
+        llm = LLM(self.settings, CallTracer(self.settings.db_url, session_id=self.id))
+        try:
+            outcome = plan_turn(llm, self.state.get("llm_history", []), text, tools)
+        except PlannerFailed as failure:
+            return self._rule_turn(text, approve, on_event, fell_back=str(failure))
+        self.state["llm_history"] = outcome.messages[-40:]
+        if outcome.start_plan_id:
+            reply = self._start(plans[outcome.start_plan_id], approve, on_event)
+            reply.planner = "llm"
+            return reply
+        return ChatReply(self.id, outcome.question or outcome.text, "llm")
+
+    # --- jobs -------------------------------------------------------------------------
+
+    def _validate_options(self, options: dict[str, Any]) -> None:
+        runner.make_spec(options["data"], options["target"], self.settings, **self._spec_options(options))
+
+    @staticmethod
+    def _spec_options(options: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in options.items() if k not in ("data", "target")}
+
+    def _start(self, options: dict[str, Any], approve: bool, on_event) -> ChatReply:
+        spec_options = {**self._spec_options(options), "session_id": self.id, "require_approval": not approve}
+        try:
+            spec = runner.make_spec(options["data"], options["target"], self.settings, **spec_options)
+        except PoiseError as problem:
+            return ChatReply(self.id, str(problem), "deterministic")
+        result = runner.run_spec(spec, self.settings, on_event)
+        return self._job_reply(result, describe(spec.model_dump()))
+
+    def _decide(self, job_id: str, approved: bool, on_event) -> ChatReply:
+        result = runner.decide(job_id, approved, self.settings, on_event)
+        return self._job_reply(result, [])
+
+    def _job_reply(self, result: runner.JobResult, plan: list[str]) -> ChatReply:
+        self.state["job_id"] = result.job_id if result.status == runner.AWAITING_APPROVAL else None
+        if result.status == runner.AWAITING_APPROVAL:
+            self.state["intent"] = {}
+            lines = "\n".join(f"- {line}" for line in result.plan)
+            text = f"Here is the plan for job {result.job_id[:12]}:\n{lines}\nReply 'yes' to run it, or tell me what to change."
+            return ChatReply(self.id, text, "deterministic", plan=result.plan, job_id=result.job_id, status=result.status)
+        if result.status == "succeeded":
+            self.state["intent"] = {}
+            text = result.summary or f"Job {result.job_id[:12]} succeeded."
+            return ChatReply(self.id, text, "deterministic", plan=plan, job_id=result.job_id, status=result.status,
+                             result=result)
+        if result.status == "cancelled":
+            return ChatReply(self.id, f"Cancelled job {result.job_id[:12]}. What should I do instead?", "deterministic",
+                             job_id=result.job_id, status=result.status)
+        return ChatReply(self.id, f"Job {result.job_id[:12]} {result.status}: {result.error}", "deterministic",
+                         job_id=result.job_id, status=result.status, result=result)
+
+    # --- persistence ------------------------------------------------------------------
+
+    def _columns(self, data: str | None) -> list[str] | None:
+        if not data:
+            return None
+        try:
+            table, _ = load_table(Path(data).expanduser(), max_bytes=self.settings.max_file_bytes)
+        except PoiseError:
+            return None
+        return [str(c) for c in table.columns]
+
+    def _record(self, role: str, content: str, meta: dict[str, Any] | None = None) -> None:
+        with session_scope(self.settings.db_url) as db:
+            db.add(ChatMessage(session_id=self.id, role=role, content=content, meta=meta))
+
+    def _save(self) -> None:
+        with session_scope(self.settings.db_url) as db:
+            row = db.get(ChatSessionRow, self.id)
+            row.state, row.job_id, row.updated_at = dict(self.state), self.state.get("job_id"), datetime.now(UTC)
