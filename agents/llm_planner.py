@@ -35,14 +35,6 @@ class TurnOutcome:
     messages: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _assistant_message(reply) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": reply.content or ""}
-    if reply.tool_calls:
-        message["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                                 for c in reply.tool_calls]
-    return message
-
-
 def plan_turn(llm: LLM, history: list[dict[str, Any]], user_text: str, tools: PlannerTools) -> TurnOutcome:
     """Run the tool loop for one user message; `history` excludes the system prompt."""
     messages = [{"role": "system", "content": prompts.PLANNER}, *history, {"role": "user", "content": user_text}]
@@ -52,7 +44,7 @@ def plan_turn(llm: LLM, history: list[dict[str, Any]], user_text: str, tools: Pl
             reply = llm.chat(messages, tools=TOOL_SPECS, tool_choice="auto", purpose="plan")
         except LLMUnavailable as error:
             raise PlannerFailed(f"the LLM endpoint failed ({error})") from None
-        messages.append(_assistant_message(reply))
+        messages.append(reply.to_message())
         if not reply.tool_calls:
             if not reply.content.strip():
                 raise PlannerFailed("the LLM returned neither text nor a tool call")

@@ -48,8 +48,10 @@ NAMING_CONVENTION: dict[str, str] = {
     "pk": "pk_%(table_name)s",
 }
 
-JOB_STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "rejected", "interrupted")
-STEP_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed")
+JOB_STATUSES: tuple[str, ...] = (
+    "queued", "running", "succeeded", "failed", "rejected", "interrupted", "awaiting_approval", "cancelled",
+)
+STEP_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed", "waiting")
 
 
 def utcnow() -> datetime:
@@ -191,3 +193,72 @@ class ModelVersion(Base):
             f"ModelVersion(id={self.id!r}, registered_name={self.registered_name!r}, "
             f"version={self.version!r}, promoted={self.promoted!r})"
         )
+
+
+class LLMCall(Base):
+    """One request to the LLM endpoint: what was sent, what came back, cost and outcome.
+
+    Recorded for failures too (then `response` is NULL and `error` says why), so a
+    planning decision can always be traced back to the exact prompt and reply.
+    `job_id` has no foreign key: calls made before the job row exists are kept.
+    """
+
+    __tablename__ = "llm_calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    purpose: Mapped[str] = mapped_column(String(50))
+    model: Mapped[str] = mapped_column(String(200))
+    request: Mapped[dict[str, Any]] = mapped_column(JSON(none_as_null=True))
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    tool_calls: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(20))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"LLMCall(id={self.id!r}, purpose={self.purpose!r}, model={self.model!r}, outcome={self.outcome!r})"
+
+
+class ChatSession(Base):
+    """A conversation with the user; `state` is a free-form dict owned by the chat layer."""
+
+    __tablename__ = "chat_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # uuid4().hex, chosen by the caller
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON(none_as_null=True), default=dict)
+    job_id: Mapped[str | None] = mapped_column(String(32))
+
+    messages: Mapped[list[ChatMessage]] = relationship(
+        back_populates="session",
+        order_by="ChatMessage.id",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+    def __repr__(self) -> str:
+        return f"ChatSession(id={self.id!r}, job_id={self.job_id!r})"
+
+
+class ChatMessage(Base):
+    """One message of a chat session, in order of insertion (`id`)."""
+
+    __tablename__ = "chat_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("chat_sessions.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(20))
+    content: Mapped[str] = mapped_column(Text)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    session: Mapped[ChatSession] = relationship(back_populates="messages")
+
+    def __repr__(self) -> str:
+        return f"ChatMessage(id={self.id!r}, session_id={self.session_id!r}, role={self.role!r})"

@@ -99,3 +99,20 @@ def churn_csv(tmp_path):
     path = tmp_path / "customers.csv"
     make_imbalanced_table().to_csv(path, index=False)
     return path
+
+
+def _load_test_module(name: str, filename: str):
+    """Load a helper module of tests/ by path (with --import-mode=importlib, tests/ is not a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(filename))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+llm_server = _load_test_module("poise_tests_llm_server", "llm_server.py").llm_server
