@@ -217,6 +217,10 @@ def run_job(job_id: str, settings: Settings, on_event: EventHandler | None = Non
         snapshot = app.get_state(config)
         state = snapshot.values
 
+    if state.get("spec") and state["spec"] != spec:  # the review step amended the plan
+        with session_scope(settings.db_url) as session:
+            session.get(Job, job_id).spec = state["spec"]
+
     if snapshot.interrupts:
         _finish(settings, job_id, AWAITING_APPROVAL, None, finished=False)
         result = _result(job_id, state["spec"], AWAITING_APPROVAL, state, None, time.perf_counter() - started)

@@ -166,3 +166,36 @@ def test_injection_in_column_names_and_chat_stays_data(llm_settings, llm_server,
     tool_messages = [m["content"] for m in llm_server.requests[1]["messages"] if m["role"] == "tool"]
     assert any(INJECTION in content for content in tool_messages)  # the column name arrives as data
     assert reply.status == runner.AWAITING_APPROVAL
+
+
+def _amend(arguments: dict) -> dict:
+    return {"content": None, "tool_calls": [{"id": "call_amend", "type": "function", "function": {
+        "name": "amend_plan", "arguments": json.dumps(arguments)}}]}
+
+
+@pytest.mark.parametrize(
+    ("amendment", "expect_line", "expect_fallback"),
+    [
+        ({"drop_columns": ["plan"], "reason": "plan is chosen after churn"}, "review amended the plan", None),
+        ({"drop_columns": ["churn_date"], "reason": "made up"}, None, "may not use"),
+        ({"drop_columns": ["churned"], "reason": "drop the target"}, None, "may not use"),
+    ],
+    ids=["valid-drop", "unknown-column", "drops-target"],
+)
+def test_review_after_profiling_may_amend_only_within_the_data(llm_settings, llm_server, churn_csv, amendment,
+                                                               expect_line, expect_fallback):
+    llm_server.push_tool_call("propose_plan", _plan(churn_csv))
+    llm_server.push_responder(_start_job_from_last_plan)
+    llm_server.push_responder(lambda request: _amend(amendment))
+
+    reply = ChatSession.open(llm_settings).send(f"train on {churn_csv} to predict churned")
+
+    assert reply.status == runner.AWAITING_APPROVAL
+    with session_scope(llm_settings.db_url) as db:
+        job = db.get(Job, reply.job_id)
+        review = next(step for step in job.steps if step.node == "review")
+        spec = job.spec
+    if expect_line:
+        assert any(expect_line in line for line in reply.plan) and "plan" in spec["drop_columns"]
+    else:
+        assert expect_fallback in review.message and spec["drop_columns"] == []
