@@ -9,9 +9,13 @@ phrasings in `tests/agents/data/chat_phrasings.jsonl` and reports, per planner:
   costs or none) equals the label;
 - mean milliseconds per message.
 
-Only the deterministic rule-based planner is registered here; an LLM planner can be added
-to `PLANNERS` (or passed to `evaluate`) with the same signature. The deterministic planner
-passes at >= 95 % exact-spec accuracy.
+The deterministic rule-based planner always runs; with `POISE_LLM_MODEL` (and
+`POISE_LLM_BASE_URL` for a local server) set, the LLM planner runs too, through the same
+tools as in `poise chat`: each case gets a scratch folder holding a small table at the path
+the message names, with the labelled columns, so the model can inspect real columns. Its
+intent is read off the plan it proposes (or the question it asks); approve/reject come from
+the rule parser, as in a chat session. For the LLM the script also reports planning seconds
+and tokens per message. Target: the deterministic planner at >= 95 % exact-spec accuracy.
 
 Run from the repository root:
     .venv/bin/python benchmarks/chat_intents.py [--out benchmarks/results/chat_intents.json]
@@ -25,9 +29,13 @@ sys.path[0] = str(ROOT)  # run as a script: import Poise from the repository, no
 
 import argparse
 import json
+import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+
+import pandas as pd
 
 from agents.rule_planner import ChatIntent, next_missing, parse_message
 
@@ -77,6 +85,59 @@ def evaluate(planner: Planner, cases: list[dict]) -> dict:
     }
 
 
+class LLMPlanner:
+    """The chat LLM planner as a `message, columns -> ChatIntent` callable, with usage totals."""
+
+    def __init__(self, settings):
+        from agents.llm import LLM, CallTracer
+
+        self.settings = settings
+        self.tracer = CallTracer(settings.db_url)
+        self.llm = LLM(settings, self.tracer)
+        self.failures = 0
+
+    def __call__(self, message: str, columns: Sequence[str] | None) -> ChatIntent:
+        from agents.llm_planner import PlannerFailed, plan_turn
+        from agents.tools import PlannerTools
+        from pipelines import runner
+
+        rules = parse_message(message, columns)
+        plans: dict[str, dict] = {}
+        validate = lambda options: runner.make_spec(  # noqa: E731
+            options["data"], options["target"], self.settings,
+            **{k: v for k, v in options.items() if k not in ("data", "target")})
+        folder = Path(tempfile.mkdtemp(prefix="poise-intent-"))
+        cwd = Path.cwd()
+        try:
+            os.chdir(folder)
+            if rules.data:
+                path = folder / rules.data.lstrip("/")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                names = list(columns or ["feature", "label"])
+                table = pd.DataFrame({name: ["a", "b"] * 10 for name in names})
+                table.to_parquet(path) if path.suffix in (".parquet", ".pq") else table.to_csv(
+                    path, index=False, sep="\t" if path.suffix == ".tsv" else ",")
+            try:
+                outcome = plan_turn(self.llm, [], message, PlannerTools(self.settings, plans, validate))
+            except PlannerFailed:
+                self.failures += 1
+                return ChatIntent(approve=rules.approve, reject=rules.reject)
+        finally:
+            os.chdir(cwd)
+        options = next(iter(reversed(plans.values())), {})
+        fields = {k: v for k, v in options.items() if k in ChatIntent.model_fields and v not in (None, [])}
+        if "data" in fields and rules.data:
+            fields["data"] = rules.data if Path(fields["data"]).name == Path(rules.data).name else fields["data"]
+        return ChatIntent(**fields, approve=rules.approve, reject=rules.reject)
+
+    def usage(self, messages: int) -> dict:
+        records = self.tracer.records
+        return {"calls": len(records), "failed_turns": self.failures,
+                "seconds_per_message": sum(r["latency_ms"] for r in records) / 1000 / max(messages, 1),
+                "tokens_per_message": sum((r["prompt_tokens"] or 0) + (r["completion_tokens"] or 0)
+                                          for r in records) / max(messages, 1)}
+
+
 def print_table(results: dict[str, dict]) -> None:
     names = list(results)
     rows = [(f"field: {field}", [results[name]["field_accuracy"][field] for name in names]) for field in FIELDS]
@@ -97,6 +158,16 @@ def main() -> int:
 
     cases = load_cases()
     results = {name: evaluate(planner, cases) for name, planner in PLANNERS.items()}
+    from pipelines.settings import Settings
+
+    settings = Settings(home=Path(tempfile.mkdtemp(prefix="poise-bench-home-")))
+    if settings.llm_configured:
+        llm = LLMPlanner(settings)
+        results["llm"] = evaluate(llm, cases)
+        results["llm"]["usage"] = llm.usage(len(cases))
+        print(f"LLM {settings.llm_model}: {results['llm']['usage']}")
+    else:
+        print("LLM planner: not measured (set POISE_LLM_MODEL and POISE_LLM_BASE_URL to include it)")
     print_table(results)
     for name, result in results.items():
         for failure in result["failures"]:
