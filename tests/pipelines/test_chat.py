@@ -2,6 +2,7 @@
 approval through the LangGraph interrupt from another process, and the result."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,17 @@ def test_auto_approve_runs_without_pausing_and_hostile_text_is_only_data(setting
     assert reply.job_id is None and "file" in reply.text.lower()
     with pytest.raises(Exception, match="too long"):
         chat.send("x" * 5000)
+
+
+def test_interactive_chat_and_poise_approve_reject(poise_home, churn_csv):
+    session = subprocess.run([POISE, "chat"], input=f"train on {churn_csv} to predict churned\n", capture_output=True,
+                             text=True, timeout=300, env=os.environ.copy())
+    assert session.returncode == 0, session.stderr
+    assert "built-in planner" in session.stdout and "Reply 'yes' to run it" in session.stdout
+    job_id = re.search(r"plan for job ([0-9a-f]{12})", " ".join(session.stdout.split())).group(1)
+    rejected = subprocess.run([POISE, "approve", job_id, "--reject"], capture_output=True, text=True, timeout=300,
+                              env=os.environ.copy())
+    assert rejected.returncode == 0 and "cancelled" in rejected.stdout
+    again = subprocess.run([POISE, "approve", job_id], capture_output=True, text=True, timeout=300,
+                           env=os.environ.copy())
+    assert again.returncode == 2 and "not waiting for approval" in again.stderr
