@@ -14,7 +14,12 @@ from typing import Any
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from agents.evaluation import best_baseline, classification_metrics, is_better, primary_metric_name
+from agents.evaluation import (
+    best_baseline,
+    classification_metrics,
+    is_better,
+    primary_metric_name,
+)
 from registry import tracking
 
 

@@ -9,7 +9,6 @@ Deleting, promoting or rolling back models are not operations: no planner can do
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -201,8 +200,3 @@ def describe(options: dict[str, Any]) -> list[str]:
         if options.get(key):
             lines.append(f"{label}: {', '.join(map(str, options[key]))}")
     return lines
-
-
-def dataset_path(path: str, base: Path | None = None) -> Path:
-    candidate = Path(path).expanduser()
-    return candidate if candidate.is_absolute() or base is None else base / candidate

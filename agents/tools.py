@@ -19,7 +19,14 @@ from sqlalchemy import select
 
 from agents.data_engineering import load_table, profile_table
 from agents.errors import PoiseError
-from agents.plan import JobPlan, PlanError, check_against_data, describe, parse_plan, plan_options
+from agents.plan import (
+    JobPlan,
+    PlanError,
+    check_against_data,
+    describe,
+    parse_plan,
+    plan_options,
+)
 from registry import tracking
 from registry.db import session_scope
 from registry.models import Job

@@ -118,7 +118,7 @@ class LLMPlanner:
                 table.to_parquet(path) if path.suffix in (".parquet", ".pq") else table.to_csv(
                     path, index=False, sep="\t" if path.suffix == ".tsv" else ",")
             try:
-                outcome = plan_turn(self.llm, [], message, PlannerTools(self.settings, plans, validate))
+                plan_turn(self.llm, [], message, PlannerTools(self.settings, plans, validate))
             except PlannerFailed:
                 self.failures += 1
                 return ChatIntent(approve=rules.approve, reject=rules.reject)

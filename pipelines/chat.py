@@ -24,7 +24,8 @@ from agents.rule_planner import ChatIntent, merge, missing_question, parse_messa
 from pipelines import runner
 from pipelines.settings import Settings
 from registry.db import session_scope
-from registry.models import ChatMessage, ChatSession as ChatSessionRow
+from registry.models import ChatMessage
+from registry.models import ChatSession as ChatSessionRow
 
 MAX_MESSAGE_CHARS = 4000
 

@@ -7,7 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agents.data_engineering import load_table, prepare_split, profile_table, write_data_card
+from agents.data_engineering import (
+    load_table,
+    prepare_split,
+    profile_table,
+    write_data_card,
+)
 from agents.errors import DataError
 
 

@@ -19,11 +19,16 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, func, inspect, make_url, select, text
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.pool import NullPool
+from sqlalchemy import func, inspect, select, text
+from sqlalchemy.exc import IntegrityError
 
-from registry.db import alembic_config, dispose_engine, get_engine, run_migrations, session_scope
+from registry.db import (
+    alembic_config,
+    dispose_engine,
+    get_engine,
+    run_migrations,
+    session_scope,
+)
 from registry.models import Base, Dataset, Job, JobStep, ModelVersion
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
