@@ -56,6 +56,19 @@ def postgres_url(pg_admin_url):
         admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh job database URL, once on SQLite and once on PostgreSQL (skipped without a server)."""
+    if request.param == "postgresql":
+        yield request.getfixturevalue("postgres_url")
+        return
+    url = f"sqlite:///{tmp_path / 'home' / 'poise.db'}"  # parent folder does not exist yet
+    try:
+        yield url
+    finally:
+        dispose_engine(url)
+
+
 @pytest.fixture
 def poise_home(tmp_path, monkeypatch):
     """A fresh home folder; subprocesses see it through POISE_HOME."""

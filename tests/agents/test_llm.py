@@ -12,7 +12,6 @@ import json
 import re
 import socket
 import sys
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -50,15 +49,6 @@ SET_BUDGET = {
         "parameters": {"type": "object", "properties": {"seconds": {"type": "integer"}}, "required": ["seconds"]},
     },
 }
-
-
-@pytest.fixture
-def llm_server() -> Iterator[ScriptedLLMServer]:
-    server = ScriptedLLMServer()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -36,18 +36,6 @@ TABLES = {"jobs", "job_steps", "datasets", "model_versions", "alembic_version"}
 HOSTILE = "'; DROP TABLE jobs;-- <script>alert(\"x\")</script> \\ \"quoted\" 日本語 ünïcödé 🚀 עברית\n\ttab"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "postgresql":
-        yield request.getfixturevalue("postgres_url")
-        return
-    url = f"sqlite:///{tmp_path / 'home' / 'poise.db'}"  # parent folder does not exist yet
-    try:
-        yield url
-    finally:
-        dispose_engine(url)
-
-
 def _head() -> str:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 

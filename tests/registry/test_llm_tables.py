@@ -8,30 +8,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from alembic import command
 from sqlalchemy import delete, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from registry.db import alembic_config, dispose_engine, get_engine, session_scope
+from registry.db import alembic_config, get_engine, session_scope
 from registry.models import ChatMessage, ChatSession, LLMCall
 
 NEW_TABLES = {"llm_calls", "chat_sessions", "chat_messages"}
 HOSTILE = "'; DROP TABLE llm_calls;-- <script>alert(\"x\")</script> \\ \"quoted\" 日本語 ünïcödé 🚀 עברית\n\ttab\u2028"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "postgresql":
-        yield request.getfixturevalue("postgres_url")
-        return
-    url = f"sqlite:///{tmp_path / 'home' / 'poise.db'}"
-    try:
-        yield url
-    finally:
-        dispose_engine(url)
 
 
 def _count(session, model) -> int:
