@@ -1,9 +1,11 @@
 """The imbalance policy: which class is positive, which metric, weights, bagging, and refusals."""
 
 import numpy as np
+import pandas as pd
 import pytest
+from autogluon.tabular import TabularPredictor
 
-from agents.automl import choose_policy, expected_cost
+from agents.automl import choose_policy, expected_cost, fit
 from agents.errors import SpecError
 
 
@@ -24,10 +26,24 @@ def test_minority_is_positive_even_when_it_sorts_first():
     assert any("minority" in reason for reason in policy["reasons"])
 
 
-def test_few_minority_rows_switch_to_bagging():
+def test_few_minority_rows_switch_to_bagging_without_weights():
     policy = choose_policy(_profile({"no": 1400, "yes": 51}))
-    assert policy["num_bag_folds"] == 5
+    assert policy["num_bag_folds"] == 5 and policy["sample_weight"] is None
     assert any("out-of-fold" in reason for reason in policy["reasons"])
+
+
+@pytest.mark.slow
+def test_no_signal_does_not_flag_everyone(tmp_path):
+    """On pure noise, F1 of the minority is maximised by flagging every row; the guard re-tunes for macro-F1."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({f"x{i}": rng.normal(size=600) for i in range(4)})
+    table["y"] = np.where(rng.random(600) < 0.05, "rare", "common")
+    policy = choose_policy(_profile(table["y"].value_counts().to_dict()))
+    summary = fit(table, "y", policy, path=tmp_path / "ag", time_limit=15, presets="medium_quality")
+    predictor = TabularPredictor.load(summary["predictor_dir"], verbosity=0)
+    flagged = (predictor.predict_proba_oof()["rare"] >= summary["threshold"]).mean()
+    assert flagged <= 0.5 and "no usable signal" in summary["threshold_note"]
+    assert predictor.decision_threshold == pytest.approx(summary["threshold"])
 
 
 def test_user_named_positive_class_and_unknown_label():
