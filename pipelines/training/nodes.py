@@ -186,8 +186,8 @@ def evaluate(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
     train_labels = pd.read_parquet(state["split"]["train_path"], columns=[spec.target])[spec.target]
     baselines = evaluation.baseline_metrics(train_labels, holdout[spec.target], policy, seed=ctx.settings.seed)
 
-    sample = holdout.sample(n=min(len(holdout), 1000), random_state=ctx.settings.seed)
-    importance = predictor.feature_importance(sample, subsample_size=1000, num_shuffle_sets=3, time_limit=30, silent=True)
+    sample = holdout.sample(n=min(len(holdout), 500), random_state=ctx.settings.seed)
+    importance = predictor.feature_importance(sample, subsample_size=500, num_shuffle_sets=2, time_limit=15, silent=True)
     plots = evaluation.plot_all(holdout[spec.target], proba, metrics, importance["importance"], ctx.job_dir / "plots")
 
     client, run_id = ctx.mlflow, state["mlflow_run_id"]
