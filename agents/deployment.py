@@ -8,6 +8,8 @@ holdout, so the comparison is like for like.
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +139,55 @@ def batch_predict(settings, name: str, data, out, version: str | None = None) ->
         result.to_csv(partial, index=False)
     partial.replace(out)
     return out, len(result), used
+
+
+class ModelServer:
+    """Serves each model's champion from memory, reloading it when the alias moves.
+
+    The alias is looked up at most every `alias_ttl` seconds, so a promotion or a
+    rollback reaches the API within that time without a registry call per request.
+    """
+
+    def __init__(self, settings, alias_ttl: float = 2.0):
+        self.settings = settings
+        self.alias_ttl = alias_ttl
+        self._client = tracking.configure(settings.tracking_uri, settings.registry_uri)
+        self._loaded: dict[str, tuple[str, Any]] = {}
+        self._alias_seen: dict[str, tuple[float, str | None]] = {}
+        self._lock = threading.Lock()
+
+    def champion(self, name: str) -> str | None:
+        now = time.monotonic()
+        seen = self._alias_seen.get(name)
+        if seen is None or now - seen[0] > self.alias_ttl:
+            seen = (now, tracking.champion_version(self._client, name))
+            self._alias_seen[name] = seen
+        return seen[1]
+
+    def model(self, name: str):
+        """(version, pyfunc model) of the current champion; raises SpecError when there is none."""
+        from agents.errors import SpecError
+
+        version = self.champion(name)
+        if version is None:
+            raise SpecError(f"model '{name}' has no champion version")
+        with self._lock:
+            loaded = self._loaded.get(name)
+            if loaded is None or loaded[0] != version:
+                loaded = (version, tracking.load_model(name, version))
+                self._loaded[name] = loaded
+        return loaded
+
+    def predict(self, name: str, table: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+        from agents.errors import DataError
+
+        version, model = self.model(name)
+        features = conform_to_signature(table, model.metadata.get_input_schema())
+        try:
+            return version, model.predict(features)
+        except MlflowException as error:
+            raise DataError(f"input does not match the model's schema: {str(error)[:300]}") from None
+
+    def forget(self, name: str) -> None:
+        """Drop the cached alias so the next request sees a promotion or rollback at once."""
+        self._alias_seen.pop(name, None)

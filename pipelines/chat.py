@@ -42,16 +42,38 @@ class ChatReply:
     result: runner.JobResult | None = None
 
 
+class InlineJobs:
+    """Runs a chat's jobs in this process (the CLI): until done, or until they wait for approval."""
+
+    def start(self, spec, settings: Settings, on_event) -> runner.JobResult:
+        return runner.run_spec(spec, settings, on_event)
+
+    def decide(self, job_id: str, approved: bool, settings: Settings, on_event) -> runner.JobResult:
+        return runner.decide(job_id, approved, settings, on_event)
+
+
+class QueuedJobs:
+    """Hands a chat's jobs to the worker (the API): returns at once with the job queued."""
+
+    def start(self, spec, settings: Settings, on_event) -> runner.JobResult:
+        return runner.JobResult(job_id=runner.create_job(spec, settings), status="queued", name=spec.name)
+
+    def decide(self, job_id: str, approved: bool, settings: Settings, on_event) -> runner.JobResult:
+        return runner.queue_decision(job_id, approved, settings, by="chat")
+
+
 class ChatSession:
     """One conversation; `send` is the whole interface."""
 
-    def __init__(self, settings: Settings, session_id: str, state: dict[str, Any]):
+    def __init__(self, settings: Settings, session_id: str, state: dict[str, Any], jobs: InlineJobs | QueuedJobs):
         self.settings = settings
         self.id = session_id
         self.state = state
+        self.jobs = jobs
 
     @classmethod
-    def open(cls, settings: Settings | None = None, session_id: str | None = None) -> ChatSession:
+    def open(cls, settings: Settings | None = None, session_id: str | None = None,
+             jobs: InlineJobs | QueuedJobs | None = None) -> ChatSession:
         settings = settings or Settings()
         settings.ensure_home()
         with session_scope(settings.db_url) as db:
@@ -61,7 +83,7 @@ class ChatSession:
                     raise SpecError("a session id is up to 32 letters or digits")
                 row = ChatSessionRow(id=session_id or uuid.uuid4().hex, state={})
                 db.add(row)
-            return cls(settings, row.id, dict(row.state or {}))
+            return cls(settings, row.id, dict(row.state or {}), jobs or InlineJobs())
 
     def send(self, text: str, *, approve: bool = False, on_event: runner.EventHandler | None = None) -> ChatReply:
         text = "".join(ch for ch in text if ch.isprintable() or ch in "\n\t").strip()
@@ -82,13 +104,20 @@ class ChatSession:
         intent = parse_message(text) if text else ChatIntent(approve=True)
         pending = self.state.get("job_id")
         if pending:
-            if approve or intent.approve:
+            status = runner.find_job(self.settings, pending).status
+            if status != runner.AWAITING_APPROVAL:
+                if status in ("queued", "running"):
+                    return ChatReply(self.id, f"Job {pending[:12]} is {status}; its plan is not ready for approval yet.",
+                                     "deterministic", job_id=pending, status=status)
+                self.state["job_id"] = None
+            elif approve or intent.approve:
                 return self._decide(pending, True, on_event)
-            if intent.reject:
+            elif intent.reject:
                 return self._decide(pending, False, on_event)
-            runner.decide(pending, False, self.settings, by="superseded")  # new instructions replace the plan
-            self.state["job_id"] = None
-        elif intent.approve or intent.reject:
+            else:
+                self.jobs.decide(pending, False, self.settings, on_event)  # new instructions replace the plan
+                self.state["job_id"] = None
+        if intent.approve or intent.reject:
             return ChatReply(self.id, "No plan is waiting for approval. Which file, and which column to predict?",
                              "deterministic")
         if self.settings.llm_configured:
@@ -151,15 +180,21 @@ class ChatSession:
             spec = runner.make_spec(options["data"], options["target"], self.settings, **spec_options)
         except PoiseError as problem:
             return ChatReply(self.id, str(problem), "deterministic")
-        result = runner.run_spec(spec, self.settings, on_event)
+        result = self.jobs.start(spec, self.settings, on_event)
         return self._job_reply(result, describe(spec.model_dump()))
 
     def _decide(self, job_id: str, approved: bool, on_event) -> ChatReply:
-        result = runner.decide(job_id, approved, self.settings, on_event)
+        result = self.jobs.decide(job_id, approved, self.settings, on_event)
         return self._job_reply(result, [])
 
     def _job_reply(self, result: runner.JobResult, plan: list[str]) -> ChatReply:
-        self.state["job_id"] = result.job_id if result.status == runner.AWAITING_APPROVAL else None
+        waiting = (runner.AWAITING_APPROVAL, "queued")
+        self.state["job_id"] = result.job_id if result.status in waiting else None
+        if result.status == "queued":
+            self.state["intent"] = {}
+            return ChatReply(self.id, f"Job {result.job_id[:12]} is queued; a worker runs it. "
+                             f"Its plan and results appear at /api/v1/jobs/{result.job_id}.", "deterministic",
+                             plan=plan, job_id=result.job_id, status=result.status)
         if result.status == runner.AWAITING_APPROVAL:
             self.state["intent"] = {}
             lines = "\n".join(f"- {line}" for line in result.plan)

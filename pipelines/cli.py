@@ -1,4 +1,4 @@
-"""The `poise` command line: train, inspect jobs, resume, predict, open MLflow, demo.
+"""The `poise` command line: train, inspect jobs, resume, run queued jobs, predict, open MLflow, demo.
 
 Bad input ends with a one-line `error:` message and exit code 2 (no traceback);
 a failed job exits 1 and says where its log is.
@@ -269,6 +269,52 @@ def predict(
     console.print(f"wrote {rows:,} predictions from {_escape(name)} v{used} to {written}")
 
 
+@app.command()
+def worker(
+    poll_seconds: Annotated[float, typer.Option(min=0.05, help="Seconds between looks at an empty queue.")] = 1.0,
+    heartbeat_seconds: Annotated[float, typer.Option(min=0.1, help="Seconds between heartbeats of a job.")] = 5.0,
+    stale_after: Annotated[float, typer.Option(help="Queue again a running job silent this long (s).")] = 30.0,
+    once: Annotated[bool, typer.Option("--once", help="Process at most one job, then exit.")] = False,
+) -> None:
+    """Run queued jobs one at a time; start several workers (same database and home) for more.
+
+    First SIGTERM/Ctrl-C: finish the current job, then exit; a second one: exit now (the job is requeued when stale).
+    """
+    import signal
+    import threading
+
+    from sqlalchemy import make_url
+
+    from pipelines.worker import Worker
+
+    settings = Settings()
+    settings.ensure_home()
+    stop = threading.Event()
+
+    def _stop(signum, frame) -> None:
+        stop.set()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, signal.SIG_DFL)
+
+    def _report(job_id: str, status: str) -> None:
+        console.print(f"job {job_id} [{STATUS_STYLE.get(status, 'default')}]{status}[/]", soft_wrap=True)
+
+    try:
+        queue_worker = Worker(settings, poll_seconds=poll_seconds, heartbeat_seconds=heartbeat_seconds,
+                              stale_after=stale_after, on_job=_report)
+    except ValueError as problem:
+        _fail(str(problem))
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, _stop)
+    database = make_url(settings.db_url).render_as_string(hide_password=True)
+    console.print(f"worker {_escape(queue_worker.worker_id)} serving {_escape(database)}", soft_wrap=True)
+    if once:
+        queue_worker.run_once()
+    else:
+        queue_worker.run_forever(stop)
+    console.print(f"worker {_escape(queue_worker.worker_id)} stopped", soft_wrap=True)
+
+
 @app.command("mlflow")
 def mlflow_ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
@@ -287,6 +333,86 @@ def mlflow_ui(
     except KeyboardInterrupt:
         os.killpg(process.pid, 15)
         process.wait(timeout=30)
+
+
+keys_app = typer.Typer(help="Manage API keys (stored hashed; shown once).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[list[str], typer.Option("--scope", help="read | submit | predict | admin (repeatable).")],
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "key",
+) -> None:
+    """Create an API key and print it once."""
+    from registry.keys import create_key
+
+    try:
+        info, key = create_key(Settings().db_url, name, scope)
+    except ValueError as problem:
+        _fail(str(problem))
+    console.print(f"key {info.id} ({', '.join(info.scopes)}): [bold]{key}[/]")
+    console.print("[dim]Store it now: only its hash is kept.[/]")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (never the keys themselves)."""
+    from registry.keys import list_keys
+
+    table = Table("id", "name", "prefix", "scopes", "created", "last used", "revoked")
+    for info in list_keys(Settings().db_url):
+        table.add_row(str(info.id), _escape(info.name), info.prefix, ", ".join(info.scopes),
+                      f"{info.created_at:%Y-%m-%d %H:%M}", f"{info.last_used_at:%Y-%m-%d %H:%M}" if info.last_used_at
+                      else "—", "yes" if info.revoked else "")
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[int, typer.Argument(help="Key id from `poise keys list`.")]) -> None:
+    """Revoke an API key."""
+    from registry.keys import revoke_key
+
+    if not revoke_key(Settings().db_url, key_id):
+        _fail(f"no active key {key_id}")
+    console.print(f"revoked key {key_id}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the API.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Job worker processes to start beside the API.")] = 1,
+    mlflow_ui: Annotated[bool, typer.Option("--mlflow-ui", help="Also serve the MLflow UI on 127.0.0.1:5000.")] = False,
+) -> None:
+    """Start the API (with OpenAPI docs at /docs), job workers and optionally the MLflow UI."""
+    import uvicorn
+
+    from pipelines.api.main import create_app
+    from registry.keys import create_key, has_keys
+
+    settings = Settings()
+    app_instance = create_app(settings)
+    if not has_keys(settings.db_url):
+        info, key = create_key(settings.db_url, "first-admin", ["admin"])
+        console.print(f"Created the first admin API key (shown once): [bold]{key}[/]")
+    children = [subprocess.Popen([sys.executable, "-m", "pipelines.cli", "worker"], start_new_session=True)
+                for _ in range(workers)]
+    if mlflow_ui:
+        children.append(subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", "5000", "--workers", "1",
+             "--backend-store-uri", settings.tracking_uri, "--registry-store-uri", settings.registry_uri,
+             "--default-artifact-root", settings.artifact_root],
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, start_new_session=True))
+    console.print(f"API on http://{host}:{port} (docs at /docs); {workers} worker(s)"
+                  + ("; MLflow UI on http://127.0.0.1:5000" if mlflow_ui else ""))
+    try:
+        uvicorn.run(app_instance, host=host, port=port, log_level="warning")
+    finally:
+        for child in children:
+            os.killpg(child.pid, 15)
+        for child in children:
+            child.wait(timeout=30)
 
 
 def main() -> None:

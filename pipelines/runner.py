@@ -142,6 +142,16 @@ def decide(job_id: str, approved: bool, settings: Settings | None = None,
     return run_job(job.id, settings, on_event, resume_value={"approved": approved, "by": by})
 
 
+def queue_decision(job_id: str, approved: bool, settings: Settings, by: str = "user") -> JobResult:
+    """Record the answer for a job waiting for approval and queue it for a worker to resume."""
+    with session_scope(settings.db_url) as session:
+        job = session.get(Job, job_id) or _job_by_prefix(session, job_id)
+        if job.status != AWAITING_APPROVAL:
+            raise SpecError(f"job {job.id[:12]} is {job.status}, not waiting for approval")
+        job.pending_decision, job.status = {"approved": approved, "by": by}, "queued"
+        return JobResult(job_id=job.id, status="queued", name=job.name)
+
+
 def resume(job_id: str, settings: Settings | None = None, on_event: EventHandler | None = None) -> JobResult:
     """Continue a job from its last checkpointed node."""
     settings = settings or Settings()
@@ -151,6 +161,7 @@ def resume(job_id: str, settings: Settings | None = None, on_event: EventHandler
             raise SpecError(f"job {job.id[:12]} is waiting for approval of its plan: `poise approve {job.id[:12]}`")
         if job.status not in RESUMABLE:
             raise SpecError(f"job {job.id} is {job.status}; only unfinished jobs can be resumed")
+        job.worker_id, job.heartbeat_at = None, None  # resumed here: no worker may requeue it
         job_id = job.id
     return run_job(job_id, settings, on_event)
 
@@ -160,6 +171,15 @@ def _job_by_prefix(session, prefix: str) -> Job:
     if len(matches) != 1:
         raise SpecError(f"no job matches '{prefix}'" if not matches else f"'{prefix}' matches several jobs")
     return matches[0]
+
+
+def checkpoint_state(settings: Settings, job_id: str) -> tuple[dict[str, Any], list[str]]:
+    """A job's checkpointed graph state and, when it waits for approval, the plan it shows."""
+    with closing(sqlite3.connect(settings.checkpoint_path, check_same_thread=False)) as connection:
+        snapshot = build_graph().compile(checkpointer=SqliteSaver(connection)).get_state(
+            {"configurable": {"thread_id": job_id}})
+    plan = list(snapshot.interrupts[0].value["plan"]) if snapshot.interrupts else []
+    return snapshot.values, plan
 
 
 def find_job(settings: Settings, job_id: str) -> Job:
@@ -194,12 +214,16 @@ def run_job(job_id: str, settings: Settings, on_event: EventHandler | None = Non
             graph_input: Any = Command(resume=resume_value)
         else:
             graph_input = None if already_started else {"spec": spec}
+        cancelled = False
         try:
             for task in app.stream(
                 graph_input, config, context=context,
                 stream_mode="tasks", durability="sync",
             ):
                 recorder.record(task)
+                if _cancel_requested(settings, job_id):  # set by `pipelines.worker.request_cancel`
+                    cancelled = True
+                    break
         except KeyboardInterrupt:
             recorder.fail_open("interrupted by the user")
             _finish(settings, job_id, "interrupted", "interrupted by the user; continue with `poise resume`")
@@ -216,6 +240,12 @@ def run_job(job_id: str, settings: Settings, on_event: EventHandler | None = Non
             return _result(job_id, spec, "failed", state, message, time.perf_counter() - started)
         snapshot = app.get_state(config)
         state = snapshot.values
+        if cancelled and snapshot.next:  # a request seen after the last node changes nothing
+            recorder.fail_open("cancelled")
+            if state.get("mlflow_run_id"):
+                tracking.finish_run(context.mlflow, state["mlflow_run_id"], "KILLED")
+            _finish(settings, job_id, "cancelled", "cancelled by request")
+            return _result(job_id, spec, "cancelled", state, "cancelled by request", time.perf_counter() - started)
 
     if state.get("spec") and state["spec"] != spec:  # the review step amended the plan
         with session_scope(settings.db_url) as session:
@@ -236,6 +266,11 @@ def run_job(job_id: str, settings: Settings, on_event: EventHandler | None = Non
     _record_model_version(settings, job_id, state)
     _finish(settings, job_id, "succeeded", None, run_id=state.get("mlflow_run_id"))
     return _result(job_id, spec, "succeeded", state, None, time.perf_counter() - started)
+
+
+def _cancel_requested(settings: Settings, job_id: str) -> bool:
+    with session_scope(settings.db_url) as session:
+        return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
 def _finish(settings: Settings, job_id: str, status: str, error: str | None, run_id: str | None = None,

@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(2_000_000_000, ge=1, description="Largest input file accepted.")
     holdout_fraction: float = Field(0.2, gt=0.05, lt=0.5, description="Share of rows kept as untouched holdout.")
     seed: int = 0
+    data_dir: Path | None = Field(None, description="Folder the API may read job data from by path; default home/data.")
+    sql_sources: dict[str, str] = Field(default_factory=dict, description="Named SQLAlchemy URLs jobs may query (JSON).")
+    upload_max_bytes: int = Field(200_000_000, ge=1, description="Largest upload the API accepts.")
+    table_max_rows: int = Field(5_000_000, ge=1, description="Most rows in an uploaded or queried table.")
+    table_max_columns: int = Field(2_000, ge=1, description="Most columns in an uploaded or queried table.")
+    predict_max_rows: int = Field(100_000, ge=1, description="Most rows in one /predict request.")
     llm_base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1.")
     llm_model: str | None = Field(None, description="Model name; the LLM planner is used only when this is set.")
     llm_api_key: str | None = Field(None, description="API key; falls back to OPENAI_API_KEY.")
@@ -55,6 +61,10 @@ class Settings(BaseSettings):
     @cached_property
     def artifact_root(self) -> str:
         return self.mlflow_artifact_root or (self.home / "mlartifacts").as_uri()
+
+    @cached_property
+    def data_folder(self) -> Path:
+        return (self.data_dir or self.home / "data").expanduser().resolve()
 
     @cached_property
     def checkpoint_path(self) -> Path:

@@ -37,6 +37,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -130,6 +131,11 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    worker_id: Mapped[str | None] = mapped_column(String(100))  # the worker that claimed it last
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    pending_decision: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     dataset: Mapped[Dataset | None] = relationship()
     steps: Mapped[list[JobStep]] = relationship(
@@ -262,3 +268,33 @@ class ChatMessage(Base):
 
     def __repr__(self) -> str:
         return f"ChatMessage(id={self.id!r}, session_id={self.session_id!r}, role={self.role!r})"
+
+
+class ApiKey(Base):
+    """An API key: only its SHA-256 is stored; `prefix` finds the row, scopes say what it may do."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[str]] = mapped_column(JSON(none_as_null=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Prediction(Base):
+    """One served prediction (inputs, outputs, model version), kept for monitoring and feedback."""
+
+    __tablename__ = "predictions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    model_version: Mapped[str] = mapped_column(String(20))
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON(none_as_null=True))
+    outputs: Mapped[dict[str, Any]] = mapped_column(JSON(none_as_null=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    feedback_label: Mapped[str | None] = mapped_column(String(200))
+    feedback_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 CHAMPION = "champion"
+PREVIOUS_CHAMPION = "previous-champion"
 JOB_TAG = "poise.job_id"
 PYFUNC_SOURCE = Path(__file__).with_name("pyfunc_model.py")
 
@@ -111,15 +112,36 @@ def log_and_register_model(
     return version
 
 
-def champion_version(client: MlflowClient, name: str) -> str | None:
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
     try:
-        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+        return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 
 
-def set_champion(client: MlflowClient, name: str, version: str) -> None:
+def champion_version(client: MlflowClient, name: str) -> str | None:
+    return alias_version(client, name, CHAMPION)
+
+
+def promote(client: MlflowClient, name: str, version: str) -> str | None:
+    """Make `version` the champion; the one it replaces keeps `previous-champion`. Returns that one."""
+    previous = champion_version(client, name)
     client.set_registered_model_alias(name, CHAMPION, version)
+    if previous is not None and previous != version:
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, previous)
+    return previous
+
+
+def rollback(client: MlflowClient, name: str) -> tuple[str, str | None]:
+    """Swap `champion` and `previous-champion`; returns (new champion, the version it replaced)."""
+    previous = alias_version(client, name, PREVIOUS_CHAMPION)
+    if previous is None:
+        raise MlflowException(f"model '{name}' has no previous champion to roll back to")
+    current = champion_version(client, name)
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    if current is not None:
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current)
+    return previous, current
 
 
 def model_uri(name: str, version: str | None = None) -> str:

@@ -241,7 +241,7 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
         },
     )
     if state["gate"]["passed"]:
-        tracking.set_champion(client, spec.name, version)
+        tracking.promote(client, spec.name, version)
     return {"model_version": version, "is_champion": bool(state["gate"]["passed"])}
 
 

@@ -46,7 +46,7 @@ def test_migration_0002_creates_tables_and_downgrades_cleanly(db_url: str) -> No
     _run_alembic(db_url, command.upgrade, "head")
     assert NEW_TABLES <= set(inspect(engine).get_table_names())
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0003"]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0005"]
 
 
 def test_llm_call_round_trip_with_hostile_json(db_url: str) -> None:

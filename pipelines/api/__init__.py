@@ -1,0 +1,1 @@
+"""The REST API: API-triggered pipelines, chat, model serving with prediction logging."""

@@ -1,0 +1,47 @@
+"""Request dependencies: settings, a database session, and API-key authentication by scope."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from pipelines.settings import Settings
+from registry.db import session_scope
+from registry.keys import KeyInfo, verify_key
+
+bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_db(settings: Settings = Depends(get_settings)) -> Iterator[Session]:
+    with session_scope(settings.db_url) as session:
+        yield session
+
+
+def require(scope: str) -> Callable[..., KeyInfo]:
+    """A dependency that admits a valid key holding `scope` (or `admin`)."""
+
+    def check(
+        settings: Settings = Depends(get_settings),
+        credentials: HTTPAuthorizationCredentials | None = Security(bearer),
+        header_key: str | None = Security(api_key_header),
+    ) -> KeyInfo:
+        key = header_key or (credentials.credentials if credentials else None)
+        if not key:
+            raise HTTPException(401, "an API key is required (Authorization: Bearer <key> or X-API-Key)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        info = verify_key(settings.db_url, key)
+        if info is None:
+            raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        if scope not in info.scopes and "admin" not in info.scopes:
+            raise HTTPException(403, f"this key lacks the '{scope}' scope")
+        return info
+
+    return check

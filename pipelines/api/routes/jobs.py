@@ -1,0 +1,307 @@
+"""Jobs: submit (JSON with a path or SQL query, or a multipart upload), list, read, follow, approve, cancel.
+
+Submitted jobs are queued for a worker; the API never trains in its own process. Input
+is checked before a job is created — the file loads within the size, row and column
+limits, the target exists — so a bad request gets a 4xx naming the problem and leaves
+no job behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.orm import Session
+
+from agents.data_engineering import load_table
+from agents.errors import PoiseError
+from pipelines import runner
+from pipelines.api.deps import get_db, get_settings, require
+from pipelines.settings import Settings
+from pipelines.worker import request_cancel
+from registry.db import session_scope
+from registry.models import Job, JobStep
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+FINAL = {"succeeded", "failed", "rejected", "cancelled", "interrupted", runner.AWAITING_APPROVAL}
+
+
+class SqlSource(BaseModel):
+    source: str = Field(description="Name of a configured SQL source (POISE_SQL_SOURCES).")
+    query: str = Field(min_length=1, max_length=20_000)
+
+
+class JobOptions(BaseModel):
+    target: str = Field(min_length=1, max_length=300)
+    name: str | None = None
+    objective: Literal["f1", "balanced_accuracy", "cost"] = "f1"
+    cost_fn: float | None = Field(None, gt=0)
+    cost_fp: float | None = Field(None, gt=0)
+    positive_class: str | None = None
+    time_limit: int | None = Field(None, ge=5, le=86_400)
+    presets: Literal["medium_quality", "good_quality", "high_quality", "best_quality"] | None = None
+    drop_columns: list[str] = Field(default_factory=list)
+    keep_columns: list[str] = Field(default_factory=list)
+    excluded_model_types: list[str] = Field(default_factory=list)
+    threshold_policy: Literal["calibrate", "default"] = "calibrate"
+    require_approval: bool = False
+
+
+class JobRequest(JobOptions):
+    data_path: str | None = Field(None, description="A file inside the configured data folder.")
+    sql: SqlSource | None = None
+
+
+class Decision(BaseModel):
+    approved: bool = True
+
+
+class StepOut(BaseModel):
+    node: str
+    agent: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    message: str | None
+    metrics: dict[str, Any] | None
+
+
+class JobOut(BaseModel):
+    id: str
+    name: str
+    status: str
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    spec: dict[str, Any]
+    mlflow_run_id: str | None = None
+    steps: list[StepOut] = Field(default_factory=list)
+    model_version: dict[str, Any] | None = None
+    plan: list[str] = Field(default_factory=list)
+    summary: str | None = None
+
+
+def _job_out(job: Job, settings: Settings, detail: bool) -> JobOut:
+    out = JobOut(id=job.id, name=job.name, status=job.status, error=job.error, created_at=job.created_at,
+                 started_at=job.started_at, finished_at=job.finished_at, spec=job.spec,
+                 mlflow_run_id=job.mlflow_run_id)
+    if detail:
+        out.steps = [StepOut.model_validate(step, from_attributes=True) for step in job.steps]
+        if job.model_versions:
+            version = job.model_versions[0]
+            out.model_version = {"name": version.registered_name, "version": version.version,
+                                 "promoted": version.promoted, "threshold": version.threshold,
+                                 "gate": version.gate_reason, "metrics": version.metrics}
+        if job.status in (runner.AWAITING_APPROVAL, "succeeded"):
+            state, out.plan = runner.checkpoint_state(settings, job.id)
+            out.summary = (state.get("summary") or {}).get("text")
+    return out
+
+
+def _bad(message: str, status: int = 400) -> HTTPException:
+    return HTTPException(status, message)
+
+
+def _check_table(path: Path, options: JobOptions, settings: Settings) -> None:
+    try:
+        table, _ = load_table(path, max_bytes=settings.upload_max_bytes)
+    except PoiseError as problem:
+        raise _bad(str(problem), 422) from None
+    if len(table) > settings.table_max_rows or table.shape[1] > settings.table_max_columns:
+        raise _bad(f"table has {len(table)} rows × {table.shape[1]} columns; the limits are "
+                   f"{settings.table_max_rows} rows and {settings.table_max_columns} columns", 413)
+    if options.target not in table.columns:
+        from difflib import get_close_matches
+
+        close = get_close_matches(options.target, [str(c) for c in table.columns], n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise _bad(f"target column '{options.target}' not found{hint}", 422)
+
+
+def _create(path: Path, options: JobOptions, settings: Settings) -> JobOut:
+    _check_table(path, options, settings)
+    values = options.model_dump(exclude={"target"})
+    try:
+        spec = runner.make_spec(path, options.target, settings, **values)
+    except PoiseError as problem:
+        raise _bad(str(problem), 422) from None
+    job_id = runner.create_job(spec, settings)
+    with session_scope(settings.db_url) as session:
+        return _job_out(session.get(Job, job_id), settings, detail=False)
+
+
+def _upload_dir(settings: Settings) -> Path:
+    folder = settings.home / "uploads" / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _resolve_data_path(raw: str, settings: Settings) -> Path:
+    folder = settings.data_folder
+    candidate = (folder / raw).resolve()
+    if not candidate.is_relative_to(folder):
+        raise _bad(f"data_path must stay inside the data folder ({folder})", 400)
+    if not candidate.is_file():
+        raise _bad(f"no file '{raw}' in the data folder", 404)
+    return candidate
+
+
+def _query_to_file(sql: SqlSource, settings: Settings) -> Path:
+    url = settings.sql_sources.get(sql.source)
+    if url is None:
+        raise _bad(f"unknown SQL source '{sql.source}'; configured: {', '.join(settings.sql_sources) or 'none'}")
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            chunks, rows = [], 0
+            for chunk in pd.read_sql_query(text(sql.query), connection, chunksize=50_000):
+                rows += len(chunk)
+                if rows > settings.table_max_rows:
+                    raise _bad(f"query returns more than {settings.table_max_rows} rows", 413)
+                chunks.append(chunk)
+    except HTTPException:
+        raise
+    except Exception as error:  # any database error is the query's problem, not the server's
+        raise _bad(f"query failed: {str(error).splitlines()[0][:300]}", 422) from None
+    finally:
+        engine.dispose()
+    if not chunks:
+        raise _bad("query returned no rows", 422)
+    path = _upload_dir(settings) / "query.parquet"
+    pd.concat(chunks, ignore_index=True).to_parquet(path, index=False)
+    return path
+
+
+@router.post("", status_code=202, response_model=JobOut, summary="Submit a job (data by path or SQL)")
+def submit_job(request: JobRequest, settings: Settings = Depends(get_settings), _=Depends(require("submit"))):
+    if (request.data_path is None) == (request.sql is None):
+        raise _bad("give exactly one of data_path or sql (or upload a file to /api/v1/jobs/upload)")
+    options = JobOptions.model_validate(request.model_dump(exclude={"data_path", "sql"}))
+    if request.data_path is not None:
+        return _create(_resolve_data_path(request.data_path, settings), options, settings)
+    path = _query_to_file(request.sql, settings)
+    try:
+        return _create(path, options, settings)
+    except HTTPException:
+        shutil.rmtree(path.parent, ignore_errors=True)
+        raise
+
+
+@router.post("/upload", status_code=202, response_model=JobOut, summary="Submit a job with an uploaded table")
+async def upload_job(
+    file: UploadFile = File(description="CSV, TSV or Parquet"),
+    options: str = Form(description="JSON job options, e.g. {\"target\": \"churned\"}"),
+    settings: Settings = Depends(get_settings),
+    _=Depends(require("submit")),
+):
+    try:
+        parsed = JobOptions.model_validate_json(options)
+    except ValidationError as error:
+        raise _bad(f"invalid options: {error.errors()[0]['msg']} at {error.errors()[0]['loc']}", 422) from None
+    name = Path(file.filename or "upload.csv").name
+    if not name.lower().endswith(SUFFIXES):
+        raise _bad(f"unsupported file type '{name}'; use {', '.join(SUFFIXES)}", 415)
+    folder = _upload_dir(settings)
+    path = folder / name
+    written = 0
+    with path.open("wb") as out:
+        while chunk := await file.read(1 << 20):
+            written += len(chunk)
+            if written > settings.upload_max_bytes:
+                out.close()
+                shutil.rmtree(folder, ignore_errors=True)
+                raise _bad(f"upload larger than {settings.upload_max_bytes} bytes", 413)
+            out.write(chunk)
+    try:
+        return await asyncio.to_thread(_create, path, parsed, settings)
+    except HTTPException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+@router.get("", response_model=list[JobOut], summary="List jobs, newest first")
+def list_jobs(status: str | None = Query(None, max_length=30), limit: int = Query(50, ge=1, le=500),
+              db: Session = Depends(get_db), settings: Settings = Depends(get_settings), _=Depends(require("read"))):
+    query = select(Job).order_by(Job.created_at.desc()).limit(limit)
+    if status:
+        query = query.where(Job.status == status)
+    return [_job_out(job, settings, detail=False) for job in db.scalars(query)]
+
+
+def _get(db: Session, job_id: str) -> Job:
+    job = db.get(Job, job_id)
+    if job is None:
+        raise _bad(f"no job '{job_id}'", 404)
+    return job
+
+
+@router.get("/{job_id}", response_model=JobOut, summary="A job with its steps, plan, metrics and summary")
+def get_job(job_id: str, db: Session = Depends(get_db), settings: Settings = Depends(get_settings),
+            _=Depends(require("read"))):
+    return _job_out(_get(db, job_id), settings, detail=True)
+
+
+@router.post("/{job_id}/approve", response_model=JobOut, summary="Approve or reject the plan of a waiting job")
+def approve_job(job_id: str, decision: Decision, db: Session = Depends(get_db),
+                settings: Settings = Depends(get_settings), key=Depends(require("submit"))):
+    _get(db, job_id)
+    try:
+        runner.queue_decision(job_id, decision.approved, settings, by=f"api:{key.name}")
+    except PoiseError as problem:
+        raise _bad(str(problem), 409) from None
+    db.expire_all()
+    return _job_out(_get(db, job_id), settings, detail=False)
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a queued, waiting or running job")
+def cancel_job(job_id: str, db: Session = Depends(get_db), settings: Settings = Depends(get_settings),
+               _=Depends(require("submit"))):
+    job = _get(db, job_id)
+    if job.status in FINAL - {runner.AWAITING_APPROVAL}:
+        raise _bad(f"job {job_id} is already {job.status}", 409)
+    request_cancel(settings.db_url, job_id)
+    db.expire_all()
+    return _job_out(_get(db, job_id), settings, detail=False)
+
+
+@router.get("/{job_id}/events", summary="Server-sent events of step progress until the job stops")
+async def job_events(job_id: str, settings: Settings = Depends(get_settings), _=Depends(require("read"))):
+    with session_scope(settings.db_url) as session:
+        _get(session, job_id)
+
+    def snapshot() -> tuple[str, list[dict[str, Any]]]:
+        with session_scope(settings.db_url) as session:
+            job = session.get(Job, job_id)
+            steps = session.scalars(select(JobStep).where(JobStep.job_id == job_id).order_by(JobStep.id))
+            return job.status, [{"id": s.id, "node": s.node, "status": s.status, "message": s.message}
+                                for s in steps]
+
+    async def stream():
+        seen: dict[int, str] = {}
+        last_status = None
+        for _ in range(7200):  # at most ~1 hour at 0.5 s
+            status, steps = await asyncio.to_thread(snapshot)
+            for step in steps:
+                if seen.get(step["id"]) != step["status"]:
+                    seen[step["id"]] = step["status"]
+                    yield f"event: step\ndata: {json.dumps(step)}\n\n"
+            if status != last_status:
+                last_status = status
+                yield f"event: status\ndata: {json.dumps({'status': status})}\n\n"
+            if status in FINAL:
+                return
+            await asyncio.sleep(0.5)
+
+    return StreamingResponse(stream(), media_type="text/event-stream")

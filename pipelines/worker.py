@@ -1,0 +1,200 @@
+"""The job worker: runs queued jobs, so whoever submits a job (API, chat) never trains in its own process.
+
+Several worker processes serve one job database. A worker claims the oldest queued job
+atomically — PostgreSQL: `SELECT … FOR UPDATE SKIP LOCKED` then `UPDATE` in one
+transaction; SQLite: one conditional `UPDATE … RETURNING`, which holds the write lock
+from pick to update — so every job is claimed by exactly one worker, and `attempts`
+counts the claims. While it runs the job, a thread refreshes `jobs.heartbeat_at`; a job
+still "running" whose heartbeat is older than `stale_after` (its worker died) is queued
+again, and the next worker resumes it from its last checkpointed node. The LangGraph
+checkpoints (a SQLite file) and job files live in the Poise home, so all workers of a
+queue must share `POISE_HOME` (one machine, or a volume with working file locks);
+`stale_after` must comfortably exceed `heartbeat_seconds`, and the workers' clocks must
+agree (heartbeats are compared across processes).
+
+An approval answer given while nobody runs the job waits in `pending_decision` (the
+job is queued again) and is passed to the graph by the worker that picks the job up.
+`request_cancel` ends a queued or waiting job at once and asks the process running a
+job to stop it after the current step (`runner.run_job` checks `cancel_requested`
+after every step event).
+
+Stopping `poise worker`: the first SIGTERM or SIGINT lets the current job run to its
+end, then the worker exits; a second signal kills the process at once, and its job is
+queued again when its heartbeat goes stale.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+
+from agents.errors import SpecError
+from pipelines import runner
+from pipelines.settings import Settings
+from registry.db import session_scope
+from registry.models import Job, JobStep, utcnow
+
+logger = logging.getLogger(__name__)
+
+CANCELLED_AT_ONCE = ("queued", runner.AWAITING_APPROVAL)
+_NO_SYNC = {"synchronize_session": False}  # bulk statements; nothing is loaded in these sessions
+
+
+def default_worker_id() -> str:
+    """`host:pid:random`, unique per worker process."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def claim_next(db_url: str, worker_id: str) -> str | None:
+    """Claim the oldest queued job for `worker_id` (status "running", attempts + 1); its id, or None."""
+    claim = {"status": "running", "worker_id": worker_id, "heartbeat_at": utcnow(), "attempts": Job.attempts + 1}
+    oldest = select(Job.id).where(Job.status == "queued").order_by(Job.created_at, Job.id).limit(1)
+    with session_scope(db_url) as session:
+        if session.get_bind().dialect.name == "sqlite":
+            return session.scalar(
+                update(Job).where(Job.id == oldest.scalar_subquery(), Job.status == "queued")
+                .values(**claim).returning(Job.id).execution_options(**_NO_SYNC))
+        job_id = session.scalar(oldest.with_for_update(skip_locked=True))
+        if job_id is not None:
+            session.execute(update(Job).where(Job.id == job_id).values(**claim).execution_options(**_NO_SYNC))
+        return job_id
+
+
+def requeue_stale(db_url: str, stale_after: float) -> list[str]:
+    """Queue again the running jobs whose worker's heartbeat is older than `stale_after` seconds; their ids.
+
+    Only jobs claimed by a worker count: a job run directly by `poise train` has no worker and no heartbeat.
+    """
+    stale = (Job.status == "running", Job.worker_id.is_not(None),
+             or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < utcnow() - timedelta(seconds=stale_after)))
+    requeued = {"status": "queued", "worker_id": None, "heartbeat_at": None}
+    with session_scope(db_url) as session:
+        if session.get_bind().dialect.name == "sqlite":
+            job_ids = list(session.scalars(
+                update(Job).where(*stale).values(**requeued).returning(Job.id).execution_options(**_NO_SYNC)))
+        else:
+            job_ids = list(session.scalars(select(Job.id).where(*stale).with_for_update(skip_locked=True)))
+            if job_ids:
+                session.execute(update(Job).where(Job.id.in_(job_ids)).values(**requeued)
+                                .execution_options(**_NO_SYNC))
+    for job_id in job_ids:
+        logger.warning("job %s: its worker stopped beating for %ss; queued again", job_id, stale_after)
+    return job_ids
+
+
+@contextmanager
+def heartbeat(db_url: str, job_id: str, worker_id: str, every: float) -> Iterator[None]:
+    """While the block runs, a daemon thread sets the job's `heartbeat_at` to now every `every` seconds."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            try:
+                with session_scope(db_url) as session:
+                    session.execute(
+                        update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+                        .values(heartbeat_at=utcnow()).execution_options(**_NO_SYNC))
+            except Exception:  # the next beat tries again; a long outage makes the job stale, as it should
+                logger.warning("job %s: heartbeat failed", job_id, exc_info=True)
+
+    thread = threading.Thread(target=beat, name=f"poise-heartbeat-{job_id[:8]}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def run_claimed(job_id: str, settings: Settings, worker_id: str) -> str:
+    """Run (or resume, with its pending approval answer if any) a job this worker claimed; its final status.
+
+    A failure outside the graph's steps (which the runner records itself) marks the job failed
+    instead of raising, so `poise resume` can continue it.
+    """
+    try:
+        with session_scope(settings.db_url) as session:
+            job = session.get(Job, job_id)
+            decision, job.pending_decision = job.pending_decision, None
+        return runner.run_job(job_id, settings, resume_value=decision).status
+    except Exception as error:
+        logger.exception("job %s failed outside its steps", job_id)
+        with session_scope(settings.db_url) as session:
+            session.execute(
+                update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+                .values(status="failed", error=f"{type(error).__name__}: {error}", finished_at=utcnow())
+                .execution_options(**_NO_SYNC))
+            return session.scalar(select(Job.status).where(Job.id == job_id))
+
+
+def request_cancel(db_url: str, job_id: str) -> str:
+    """Cancel a job; returns "cancelled" (queued or waiting for approval: done at once), "cancelling"
+    (running: it stops after its current step) or, for a job already finished, its status (left alone).
+
+    Raises SpecError when there is no job `job_id`.
+    """
+    with session_scope(db_url) as session:
+        at_once = session.execute(
+            update(Job).where(Job.id == job_id, Job.status.in_(CANCELLED_AT_ONCE))
+            .values(status="cancelled", error="cancelled by request", pending_decision=None, finished_at=utcnow())
+            .execution_options(**_NO_SYNC))
+        if at_once.rowcount:
+            session.execute(
+                update(JobStep).where(JobStep.job_id == job_id, JobStep.status == "waiting")
+                .values(status="failed", message="cancelled", finished_at=utcnow()).execution_options(**_NO_SYNC))
+            return "cancelled"
+        flagged = session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+                                  .values(cancel_requested=True).execution_options(**_NO_SYNC))
+        if flagged.rowcount:
+            return "cancelling"
+        status = session.scalar(select(Job.status).where(Job.id == job_id))
+    if status is None:
+        raise SpecError(f"no job '{job_id}'")
+    return status
+
+
+class Worker:
+    """Takes queued jobs one at a time and runs each to its end (or to its approval step)."""
+
+    def __init__(self, settings: Settings, worker_id: str | None = None, poll_seconds: float = 1.0,
+                 heartbeat_seconds: float = 5.0, stale_after: float = 30.0,
+                 on_job: Callable[[str, str], None] | None = None):
+        if stale_after <= heartbeat_seconds:
+            raise ValueError(f"stale_after ({stale_after}s) must be longer than heartbeat_seconds "
+                             f"({heartbeat_seconds}s), or live jobs would be taken from their worker")
+        self.settings, self.worker_id = settings, worker_id or default_worker_id()
+        self.poll_seconds, self.heartbeat_seconds, self.stale_after = poll_seconds, heartbeat_seconds, stale_after
+        self.on_job = on_job or (lambda job_id, status: None)
+
+    def run_once(self) -> str | None:
+        """Queue stale jobs again, claim one job and run it; its id, or None when nothing was queued."""
+        db_url = self.settings.db_url
+        requeue_stale(db_url, self.stale_after)
+        job_id = claim_next(db_url, self.worker_id)
+        if job_id is None:
+            return None
+        logger.info("worker %s claimed job %s", self.worker_id, job_id)
+        with heartbeat(db_url, job_id, self.worker_id, self.heartbeat_seconds):
+            status = run_claimed(job_id, self.settings, self.worker_id)
+        self.on_job(job_id, status)
+        return job_id
+
+    def run_forever(self, stop_event: threading.Event | None = None) -> None:
+        """Run jobs until `stop_event` is set (checked between jobs); an unreachable database is retried."""
+        stop = stop_event or threading.Event()
+        while not stop.is_set():
+            try:
+                busy = self.run_once() is not None
+            except Exception:
+                logger.exception("worker %s: could not take a job; retrying", self.worker_id)
+                busy = False
+            if not busy:
+                stop.wait(self.poll_seconds)
