@@ -315,6 +315,15 @@ def worker(
     console.print(f"worker {_escape(queue_worker.worker_id)} stopped", soft_wrap=True)
 
 
+def _start_mlflow_ui(settings: Settings, port: int) -> subprocess.Popen:
+    """The MLflow server on Poise's store: one worker, no job runner, in its own process group."""
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+               "--backend-store-uri", settings.tracking_uri, "--registry-store-uri", settings.registry_uri,
+               "--default-artifact-root", settings.artifact_root]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return subprocess.Popen(command, env=env, start_new_session=True)
+
+
 @app.command("mlflow")
 def mlflow_ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
@@ -322,12 +331,8 @@ def mlflow_ui(
     """Open the MLflow UI on Poise's store (127.0.0.1)."""
     settings = Settings()
     settings.ensure_home()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--backend-store-uri", settings.tracking_uri, "--registry-store-uri", settings.registry_uri,
-               "--default-artifact-root", settings.artifact_root]
     console.print(f"MLflow UI at http://127.0.0.1:{port} (Ctrl-C to stop)")
-    process = subprocess.Popen(command, env=env, start_new_session=True)
+    process = _start_mlflow_ui(settings, port)
     try:
         process.wait()
     except KeyboardInterrupt:
@@ -383,7 +388,8 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the API.")] = 8000,
     workers: Annotated[int, typer.Option(help="Job worker processes to start beside the API.")] = 1,
-    mlflow_ui: Annotated[bool, typer.Option("--mlflow-ui", help="Also serve the MLflow UI on 127.0.0.1:5000.")] = False,
+    mlflow_ui: Annotated[bool, typer.Option("--mlflow-ui", help="Also serve the MLflow UI on 127.0.0.1.")] = False,
+    mlflow_port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
 ) -> None:
     """Start the API (with OpenAPI docs at /docs), job workers and optionally the MLflow UI."""
     import uvicorn
@@ -399,13 +405,9 @@ def serve(
     children = [subprocess.Popen([sys.executable, "-m", "pipelines.cli", "worker"], start_new_session=True)
                 for _ in range(workers)]
     if mlflow_ui:
-        children.append(subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", "5000", "--workers", "1",
-             "--backend-store-uri", settings.tracking_uri, "--registry-store-uri", settings.registry_uri,
-             "--default-artifact-root", settings.artifact_root],
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, start_new_session=True))
+        children.append(_start_mlflow_ui(settings, mlflow_port))
     console.print(f"API on http://{host}:{port} (docs at /docs); {workers} worker(s)"
-                  + ("; MLflow UI on http://127.0.0.1:5000" if mlflow_ui else ""))
+                  + (f"; MLflow UI on http://127.0.0.1:{mlflow_port}" if mlflow_ui else ""))
     try:
         uvicorn.run(app_instance, host=host, port=port, log_level="warning")
     finally:
