@@ -22,6 +22,7 @@ how many minority rows there are:
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -173,28 +174,41 @@ def fit(
     returns a JSON-able summary including the calibrated threshold."""
     from autogluon.tabular import TabularPredictor
 
-    predictor = TabularPredictor(
-        label=label,
-        problem_type=policy["problem_type"],
-        eval_metric=_metric(policy),
-        path=str(path),
-        sample_weight=policy["sample_weight"],
-        positive_class=policy["positive_class"],
-        verbosity=0,
-    )
+    def fit_once(fit_path: Path, **limits: Any):
+        predictor = TabularPredictor(
+            label=label,
+            problem_type=policy["problem_type"],
+            eval_metric=_metric(policy),
+            path=str(fit_path),
+            sample_weight=policy["sample_weight"],
+            positive_class=policy["positive_class"],
+            verbosity=0,
+        )
+        return predictor.fit(
+            train,
+            presets=presets,
+            num_bag_folds=policy["num_bag_folds"] or None,
+            num_stack_levels=0 if policy["num_bag_folds"] else None,
+            excluded_model_types=policy["excluded_model_types"] or None,
+            calibrate_decision_threshold=False,
+            num_cpus=num_cpus or "auto",
+            num_gpus=0,
+            **limits,
+        )
+
     started = time.perf_counter()
-    excluded = policy["excluded_model_types"]
-    predictor.fit(
-        train,
-        time_limit=max(5, round(time_limit * FIT_SHARE_OF_BUDGET)),
-        presets=presets,
-        num_bag_folds=policy["num_bag_folds"] or None,
-        num_stack_levels=0 if policy["num_bag_folds"] else None,
-        excluded_model_types=excluded or None,
-        calibrate_decision_threshold=False,
-        num_cpus=num_cpus or "auto",
-        num_gpus=0,
-    )
+    fallback = None
+    try:
+        predictor = fit_once(path, time_limit=max(5, round(time_limit * FIT_SHARE_OF_BUDGET)))
+    except RuntimeError as error:
+        if "No models were trained" not in str(error):
+            raise
+        # A tiny budget on a busy machine can leave AutoGluon without a single model:
+        # fit one LightGBM (fast on any table AutoGluon accepts) without a time limit instead.
+        shutil.rmtree(path, ignore_errors=True)
+        predictor = fit_once(path, hyperparameters={"GBM": {}})
+        fallback = (f"no model finished within the {time_limit} s budget on this machine; "
+                    "fitted a single LightGBM without a time limit")
     threshold, threshold_note = None, None
     if policy["calibrate_threshold"]:
         threshold = float(predictor.calibrate_decision_threshold(metric=_metric(policy), verbose=False))
@@ -213,7 +227,8 @@ def fit(
         "threshold": threshold,
         "threshold_note": threshold_note,
         "fit_seconds": round(time.perf_counter() - started, 2),
-        "excluded_model_types": excluded,
+        "excluded_model_types": policy["excluded_model_types"],
+        "fallback": fallback,
         "n_models": int(len(leaderboard)),
         "leaderboard": [
             {"model": str(row["model"]), "score_val": float(row["score_val"]), "fit_time": float(row["fit_time"])}

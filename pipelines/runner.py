@@ -390,7 +390,8 @@ def summarize_step(node: str, result: dict[str, Any]) -> tuple[str, dict[str, An
     if node == "train":
         f = result["fit"]
         thr = "" if f["threshold"] is None else f", threshold {f['threshold']:.3f}"
-        return (f"{result['policy']['eval_metric']}: best {f['best_model']} of {f['n_models']} models{thr}",
+        notes = "".join(f"; {note}" for note in (f.get("threshold_note"), f.get("fallback")) if note)
+        return (f"{result['policy']['eval_metric']}: best {f['best_model']} of {f['n_models']} models{thr}{notes}",
                 {"fit_seconds": f["fit_seconds"], "threshold": f["threshold"]})
     if node == "evaluate":
         m = result["metrics"]

@@ -38,6 +38,7 @@ def write_report(state: dict[str, Any], path: Path) -> Path:
         "",
         "## Choices",
         *[f"- {_cell(reason)}" for reason in state["policy"]["reasons"]],
+        *[f"- {_cell(note)}" for note in (state["fit"].get("threshold_note"), state["fit"].get("fallback")) if note],
         *[f"- dropped `{_cell(d['column'])}`: {_cell(d['reason'])}" for d in profile["dropped"]],
         "",
         "## Holdout metrics",
