@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     llm_timeout: float = Field(60.0, gt=0, description="Seconds per LLM request.")
     llm_max_retries: int = Field(1, ge=0, le=5, description="Retries of a failed LLM request.")
 
+    @field_validator("llm_base_url", "llm_model", "llm_api_key", "database_url", "mlflow_tracking_uri",
+                     "mlflow_registry_uri", "mlflow_artifact_root", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        """`POISE_LLM_MODEL=` (e.g. an unset compose variable) means "not configured", not ""."""
+        return value or None
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
