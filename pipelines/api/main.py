@@ -30,4 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def user_error(request: Request, error: PoiseError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=422)
 
+    from ui.app import mount_ui
+
+    mount_ui(app, settings)
     return app

@@ -38,11 +38,11 @@ class ApiMetrics:
 
 class MetricsMiddleware(BaseHTTPMiddleware):
     async def dispatch(self, request, call_next):
+        metrics: ApiMetrics = request.app.state.metrics  # before the call: a mounted sub-app replaces request.app
         started = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
-        metrics: ApiMetrics = request.app.state.metrics
         metrics.requests.labels(request.method, path, str(response.status_code)).inc()
         metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
         return response

@@ -1,0 +1,171 @@
+"""The Poise web UI: chat to plan a job, approve the plan, watch it run, read the results.
+
+Why a page at all: the CLI and the REST API serve people who script; this page serves the
+people who would rather upload a table and talk. It adds no logic of its own: the chat is
+the same `ChatSession` the CLI and the API use, with `QueuedJobs`, so jobs run in the worker
+(`poise worker`), never in the web process; a timer reads the job's row every 2 s.
+
+Security: `mount_ui` serves the page at `/ui` of the API app *without* the API-key check
+(embedded, same-machine mode). Bind the API to 127.0.0.1, or put `/ui` behind the team's
+auth proxy. Text from users or their data is never rendered as HTML: chat messages, plan
+lines and step messages go through `views.plain()` or into components that show text as is.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from pathlib import Path
+
+import gradio as gr
+from fastapi import FastAPI
+
+from agents.errors import PoiseError
+from pipelines import runner
+from pipelines.chat import ChatSession, QueuedJobs
+from pipelines.settings import Settings
+from ui import views
+
+POLL_SECONDS = 2.0
+CSS = """
+#results-images img { object-fit: contain; }
+footer { display: none !important; }
+"""
+
+
+def mount_ui(app: FastAPI, settings: Settings) -> FastAPI:
+    """Serve the UI at `/ui` of the API app (no API-key check: see the module docstring)."""
+    gr.mount_gradio_app(app, build_ui(settings), path="/ui", max_file_size=settings.upload_max_bytes,
+                        theme=gr.themes.Soft(), css=CSS, ssr_mode=False, mcp_server=False)
+    return app
+
+
+def build_ui(settings: Settings) -> gr.Blocks:
+    with gr.Blocks(title="Poise") as ui:
+        session_id, job_id, shown = gr.State(None), gr.State(None), gr.State(None)
+        gr.Markdown("## Poise · imbalance-aware AutoML")
+        with gr.Tab("Train"):
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=5):
+                    chat = gr.Chatbot(elem_id="chat", height=460, show_label=False, allow_tags=False,
+                                      feedback_options=None, placeholder="Upload a table, then say what to predict, "
+                                      "e.g. *predict churned in 60 seconds*.")
+                    with gr.Row():
+                        message = gr.Textbox(elem_id="message", show_label=False, scale=5, max_length=4000,
+                                             placeholder="e.g. predict churned, recall matters most")
+                        send = gr.Button("Send", elem_id="send", variant="primary", scale=1, min_width=80)
+                    with gr.Row():
+                        upload = gr.File(elem_id="upload", label="Data (CSV, TSV or Parquet)", height=110,
+                                         file_types=list(views.UPLOAD_SUFFIXES), scale=3)
+                        approve = gr.Button("Approve plan", elem_id="approve", variant="primary", scale=1,
+                                            interactive=False)
+                with gr.Column(scale=4):
+                    headline = gr.Markdown("No job yet.", elem_id="job-status")
+                    plan = gr.Markdown(elem_id="plan", line_breaks=True)
+                    steps = gr.Dataframe(headers=views.STEP_COLUMNS, elem_id="steps", label="Steps", interactive=False,
+                                         wrap=True, max_height=420, column_widths=["18%", "20%", "10%", "52%"])
+            with gr.Column(visible=False, elem_id="results") as results:
+                gr.Markdown("### Results on the holdout")
+                with gr.Row():
+                    metrics = gr.Dataframe(elem_id="metrics", label="Holdout metrics", interactive=False, scale=2)
+                    with gr.Column(scale=3):
+                        details = gr.Markdown(elem_id="details")
+                        summary = gr.Textbox(elem_id="summary", label="Summary", lines=5, interactive=False)
+                with gr.Row(elem_id="results-images"):
+                    confusion = gr.Image(elem_id="confusion-matrix", label="Confusion matrix", type="pil",
+                                         format="png", interactive=False, height=360)
+                    pr_curve = gr.Image(elem_id="pr-curve", label="Precision-recall curve", type="pil",
+                                        format="png", interactive=False, height=360)
+        with gr.Tab("Models") as models_tab:
+            models = gr.Dataframe(elem_id="models", label="Registered models", interactive=False)
+            refresh = gr.Button("Refresh", size="sm")
+
+        chat_outputs = [message, chat, session_id, job_id]
+
+        def talk(text: str, history: list, session: str | None, job: str | None):
+            return _talk(settings, text, history, session, job)
+
+        def approve_plan(history: list, session: str | None, job: str | None):
+            return _talk(settings, "", history, session, job, approve=True)
+
+        def uploaded(path: str | None, history: list, session: str | None, job: str | None):
+            if not path:
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            try:
+                saved = views.save_upload(settings, Path(path))
+            except PoiseError as problem:
+                return "", [*history, _said("assistant", str(problem))], session, job
+            return _talk(settings, f"The data is in {saved}", history, session, job)
+
+        def tick(job: str | None, on_screen: tuple | None, history: list):
+            if job is None:
+                return {shown: on_screen}  # nothing changes (an empty dict would be read as one value)
+            found = runner.find_job(settings, job)
+            signature = views.job_signature(found)
+            if signature == on_screen:
+                return {shown: on_screen}
+            view = views.job_view(settings, found)
+            news = _news(view, on_screen)
+            done = view.metrics is not None
+            update = {
+                shown: signature, headline: view.headline, steps: view.steps, plan: _plan_markdown(view),
+                approve: gr.Button(interactive=view.status == runner.AWAITING_APPROVAL),
+                results: gr.Column(visible=done), metrics: view.metrics, details: view.details,
+                summary: view.summary or "", confusion: view.confusion_matrix, pr_curve: view.pr_curve,
+            }
+            if news:
+                update[chat] = [*history, _said("assistant", news)]
+            return update
+
+        message.submit(talk, [message, chat, session_id, job_id], chat_outputs)
+        send.click(talk, [message, chat, session_id, job_id], chat_outputs)
+        approve.click(approve_plan, [chat, session_id, job_id], chat_outputs)
+        upload.upload(uploaded, [upload, chat, session_id, job_id], chat_outputs)
+        gr.Timer(POLL_SECONDS).tick(
+            tick, [job_id, shown, chat],
+            [shown, headline, steps, plan, approve, chat, results, metrics, details, summary, confusion, pr_curve],
+            show_progress="hidden")
+        for trigger in (models_tab.select, refresh.click, ui.load):
+            trigger(lambda: views.models_table(settings), None, models, show_progress="hidden")
+    return ui
+
+
+def _talk(settings: Settings, text: str, history: list, session_id: str | None, job_id: str | None,
+          approve: bool = False) -> tuple[str, list, str, str | None]:
+    """Send one message (or the approval) to the chat session; returns the new chat state."""
+    session = ChatSession.open(settings, session_id, jobs=QueuedJobs())
+    history = [*history, _said("user", text or "Approve plan")]
+    try:
+        reply = session.send(text, approve=approve)
+    except PoiseError as problem:
+        return "", [*history, _said("assistant", str(problem))], session.id, job_id
+    return "", [*history, _said("assistant", reply.text)], session.id, reply.job_id or job_id
+
+
+def _said(role: str, text: str) -> dict[str, str]:
+    return {"role": role, "content": views.plain(text)}
+
+
+def _news(view: views.JobView, on_screen: tuple | None) -> str | None:
+    """What the chat should say when the job reaches a state the user must act on or know about."""
+    before = on_screen[1] if on_screen and on_screen[0] == view.job_id else None
+    if view.status == before:
+        return None
+    if view.status == runner.AWAITING_APPROVAL:
+        lines = "\n".join(f"- {line}" for line in view.plan)
+        return (f"The plan for job {view.job_id[:12]} is ready:\n{lines}\n"
+                "Press 'Approve plan', or tell me what to change.")
+    if view.status == "succeeded":
+        return view.summary or f"Job {view.job_id[:12]} succeeded."
+    if view.status in ("failed", "rejected", "cancelled"):
+        return f"Job {view.job_id[:12]} {view.status}: {view.error or 'no details'}"
+    return None
+
+
+def _plan_markdown(view: views.JobView) -> str:
+    if not view.plan:
+        return ""
+    title = "**Plan, waiting for your approval**" if view.status == runner.AWAITING_APPROVAL else "**Plan**"
+    return title + "\n" + "\n".join(f"• {views.plain(line)}" for line in view.plan)

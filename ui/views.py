@@ -1,0 +1,162 @@
+"""What the web UI shows, as plain values: a job's panel, the registered models, saved uploads.
+
+Kept apart from the Gradio wiring in `ui.app` so each piece is a small function of the
+database and the MLflow registry. Any text that comes from users or their data (messages,
+column names, file names, step messages) goes through `plain()` before it reaches a
+component that renders Markdown, so it can never become HTML or a link.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pandas as pd
+from mlflow import MlflowClient
+from PIL import Image
+
+from agents.errors import SpecError
+from pipelines import runner
+from pipelines.settings import Settings
+from registry import tracking
+from registry.models import Job
+
+UPLOAD_SUFFIXES = (".csv", ".tsv", ".parquet")
+HEADLINE_METRICS = ("macro_f1", "balanced_accuracy", "pr_auc", "roc_auc", "minority_recall", "minority_precision")
+STEP_COLUMNS = ["step", "status", "sec", "message"]
+MODEL_COLUMNS = ["model", "versions", "champion", "previous champion", "champion score", "drift"]
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~])")
+
+
+def plain(text: object) -> str:
+    """`text` for a Markdown component, shown literally: HTML escaped, Markdown syntax backslashed."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False))
+
+
+def save_upload(settings: Settings, source: Path) -> Path:
+    """Copy an uploaded table to `home/uploads/<uuid>/`, under a name the chat's path parser reads."""
+    if source.suffix.lower() not in UPLOAD_SUFFIXES:
+        raise SpecError(f"unsupported file type '{source.suffix}'; upload a CSV, TSV or Parquet file")
+    if source.stat().st_size > settings.upload_max_bytes:
+        raise SpecError(f"the file is larger than {settings.upload_max_bytes:,} bytes")
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", source.stem).strip("._-") or "data"
+    folder = settings.home / "uploads" / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    return Path(shutil.copyfile(source, folder / f"{stem[:80]}{source.suffix.lower()}"))
+
+
+def job_signature(job: Job) -> tuple:
+    """Changes whenever the job panel would change; the UI redraws only then."""
+    return job.id, job.status, tuple((step.id, step.status) for step in job.steps)
+
+
+@dataclass
+class JobView:
+    job_id: str
+    status: str
+    headline: str  # Markdown, escaped
+    steps: pd.DataFrame
+    plan: list[str]
+    error: str | None = None
+    metrics: pd.DataFrame | None = None
+    details: str = ""  # Markdown, escaped: version, threshold, gate, MLflow run
+    summary: str | None = None
+    confusion_matrix: Image.Image | None = None
+    pr_curve: Image.Image | None = None
+
+
+def job_view(settings: Settings, job: Job) -> JobView:
+    view = JobView(job.id, job.status, _headline(job), steps_table(job), plan=[], error=job.error)
+    if job.status in (runner.AWAITING_APPROVAL, "succeeded"):
+        state, view.plan = runner.checkpoint_state(settings, job.id)
+        view.summary = (state.get("summary") or {}).get("text")
+    if job.status == "succeeded" and job.model_versions:
+        version = job.model_versions[0]
+        view.metrics = metrics_table(version.metrics)
+        view.details = _details(settings, version)
+        plots = settings.job_dir(job.id) / "plots"
+        view.confusion_matrix = _image(plots / "confusion_matrix.png")
+        view.pr_curve = _image(plots / "pr_curve.png")
+    return view
+
+
+def _headline(job: Job) -> str:
+    target = (job.spec or {}).get("target", "?")
+    return f"**Job {plain(job.id[:12])}** · {plain(job.name)} · target {plain(target)} · status **{plain(job.status)}**"
+
+
+def steps_table(job: Job) -> pd.DataFrame:
+    rows = [[step.node, step.status, _seconds(step), step.message or ""] for step in job.steps]
+    return pd.DataFrame(rows, columns=STEP_COLUMNS)
+
+
+def _seconds(step) -> str:
+    if step.finished_at is None or step.started_at is None:
+        return ""
+    return f"{(step.finished_at - step.started_at).total_seconds():.1f}"
+
+
+def metrics_table(metrics: dict) -> pd.DataFrame:
+    """Holdout metrics, headline ones first; numbers rounded, per-class details left out."""
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    order = [k for k in HEADLINE_METRICS if k in scalars] + sorted(k for k in scalars if k not in HEADLINE_METRICS)
+    return pd.DataFrame([[k, _number(scalars[k])] for k in order], columns=["metric", "value"])
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.4f}"
+
+
+def _details(settings: Settings, version) -> str:
+    threshold = "default" if version.threshold is None else f"{version.threshold:.3f}"
+    role = "champion" if version.promoted else "not promoted"
+    lines = [
+        f"**Model** {plain(version.registered_name)} version {plain(version.version)} ({role})",
+        f"**Decision threshold** {threshold}",
+        f"**Quality gate** {plain(version.gate_reason or '')}",
+        run_link(settings, version.mlflow_run_id),
+    ]
+    return "\n\n".join(lines)
+
+
+def run_link(settings: Settings, run_id: str) -> str:
+    """A link into the MLflow UI when tracking goes to an MLflow server, else the run id."""
+    parts = urlsplit(settings.tracking_uri)
+    if parts.scheme not in ("http", "https"):
+        return f"**MLflow run** {plain(run_id)}"
+    base = urlunsplit((parts.scheme, parts.hostname + (f":{parts.port}" if parts.port else ""), parts.path.rstrip("/"),
+                       "", ""))  # no credentials on the page
+    return f"**MLflow run** [{plain(run_id)}]({base}/#/runs/{run_id})"
+
+
+def _image(path: Path) -> Image.Image | None:
+    if not path.is_file():
+        return None
+    with Image.open(path) as image:
+        return image.copy()
+
+
+def models_table(settings: Settings) -> pd.DataFrame:
+    """Registered models with their champion and previous champion (drift monitoring is not wired yet)."""
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+    rows = []
+    for registered in client.search_registered_models(max_results=1000):
+        name = registered.name
+        champion = tracking.champion_version(client, name)
+        versions = client.search_model_versions(f"name = '{name}'")
+        rows.append([name, len(versions), champion or "", tracking.alias_version(client, name,
+                                                                                   tracking.PREVIOUS_CHAMPION) or "",
+                     _score(versions, champion), "not monitored yet"])
+    return pd.DataFrame(rows, columns=MODEL_COLUMNS)
+
+
+def _score(versions, champion: str | None) -> str:
+    tags = next((v.tags for v in versions if str(v.version) == champion), {})
+    if "poise.primary_value" not in tags:
+        return ""
+    return f"{tags.get('poise.primary_metric', 'score')} {float(tags['poise.primary_value']):.4f}"
