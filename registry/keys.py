@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
@@ -18,6 +18,7 @@ from registry.db import session_scope
 from registry.models import ApiKey
 
 SCOPES = ("read", "submit", "predict", "admin")
+LAST_USED_RESOLUTION = timedelta(minutes=1)  # write `last_used_at` at most this often per key
 
 
 @dataclass
@@ -63,7 +64,9 @@ def verify_key(db_url: str, key: str) -> KeyInfo | None:
         row = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
         if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, _digest(key)):
             return None
-        row.last_used_at = datetime.now(UTC)
+        now = datetime.now(UTC)
+        if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+            row.last_used_at = now
         return _info(row)
 
 

@@ -22,7 +22,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = ApiMetrics(settings.db_url)
     app.state.model_server = ModelServer(settings)
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     for router in (health.router, jobs.router, chat.router, models.router):
         app.include_router(router)
 

@@ -12,7 +12,7 @@ import pandas as pd
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from agents.errors import PoiseError
@@ -124,12 +124,15 @@ async def _records(request: Request, settings: Settings) -> pd.DataFrame:
 
 
 def _log(settings: Settings, name: str, version: str, table: pd.DataFrame, output: pd.DataFrame) -> list[str]:
+    """Store every served row (one bulk INSERT) and return the prediction ids."""
     ids = [uuid.uuid4().hex for _ in range(len(table))]
     inputs = table.astype(object).where(table.notna(), None).to_dict(orient="records")
     outputs = output.to_dict(orient="records")
+    now = datetime.now(UTC)
+    rows = [{"id": pid, "model_name": name, "model_version": version, "inputs": row_in, "outputs": row_out,
+             "created_at": now} for pid, row_in, row_out in zip(ids, inputs, outputs, strict=True)]
     with session_scope(settings.db_url) as session:
-        session.add_all(Prediction(id=pid, model_name=name, model_version=version, inputs=row_in, outputs=row_out)
-                        for pid, row_in, row_out in zip(ids, inputs, outputs, strict=True))
+        session.execute(insert(Prediction), rows)
     return ids
 
 
