@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
@@ -94,13 +95,14 @@ def conform_to_signature(table: pd.DataFrame, input_schema) -> pd.DataFrame:
     for spec in input_schema.inputs:
         values = table[spec.name]
         kind = spec.type.name
-        if kind in ("double", "float"):
-            columns[spec.name] = pd.to_numeric(values, errors="coerce").astype("float64")
-        elif kind in ("long", "integer"):
-            numbers = pd.to_numeric(values, errors="coerce")
-            if numbers.isna().any():
+        if kind in ("double", "float", "long", "integer"):
+            numbers = _numbers(spec.name, values)
+            if kind in ("double", "float"):
+                columns[spec.name] = numbers
+            elif numbers.isna().any():
                 raise DataError(f"column '{spec.name}' must be whole numbers without gaps for this model")
-            columns[spec.name] = numbers.astype("int64" if kind == "long" else "int32")
+            else:
+                columns[spec.name] = numbers.astype("int64" if kind == "long" else "int32")
         elif kind == "datetime":
             columns[spec.name] = pd.to_datetime(values, errors="coerce", format="mixed")
         elif kind == "boolean":
@@ -108,6 +110,19 @@ def conform_to_signature(table: pd.DataFrame, input_schema) -> pd.DataFrame:
         else:
             columns[spec.name] = values.astype("string").astype(object).where(values.notna(), None)
     return pd.DataFrame(columns)
+
+
+def _numbers(name: str, values: pd.Series) -> pd.Series:
+    """A numeric column, refusing values that are present but not finite numbers (no silent NaN)."""
+    from agents.errors import DataError
+
+    numbers = pd.to_numeric(values.where(~values.map(lambda v: isinstance(v, (list, dict))), "x"),
+                            errors="coerce").astype("float64")
+    bad = values.notna() & ~np.isfinite(numbers.fillna(0.0).to_numpy()) | (values.notna() & numbers.isna())
+    if bad.any():
+        example = values[bad].iloc[0]
+        raise DataError(f"column '{name}' needs numbers; got {str(example)[:40]!r} in {int(bad.sum())} row(s)")
+    return numbers
 
 
 def batch_predict(settings, name: str, data, out, version: str | None = None) -> tuple[Path, int, str]:
