@@ -167,6 +167,7 @@ def feedback(name: str, body: FeedbackIn, db: Session = Depends(get_db), _=Depen
     now = datetime.now(UTC)
     for prediction in found:
         prediction.feedback_label, prediction.feedback_at = wanted[prediction.id], now
+    db.commit()  # before the response: a client may read the labels back at once
     known = {p.id for p in found}
     return FeedbackOut(updated=len(found), unknown=[pid for pid in wanted if pid not in known])
 
