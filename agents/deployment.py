@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
+from agents.errors import DataError, SpecError
 from agents.evaluation import (
     best_baseline,
     classification_metrics,
@@ -61,30 +62,24 @@ def quality_gate(
     value = metrics[metric]
     if champion is None:
         baseline_name, baseline_value = best_baseline(baselines, metric)
-        passed = is_better(value, baseline_value, metric)
-        verdict = "beats" if passed else "does not beat"
-        return {
-            "passed": passed, "metric": metric, "value": value,
-            "compared_with": f"{baseline_name} baseline", "reference_value": baseline_value,
-            "reason": f"{metric} {value:.4f} {verdict} the {baseline_name} baseline ({baseline_value:.4f})",
-        }
+        return _verdict(metric, value, baseline_value, f"{baseline_name} baseline", f"the {baseline_name} baseline")
     if "error" in champion:
         return {"passed": False, "metric": metric, "value": value, "compared_with": f"champion v{champion_version}",
                 "reference_value": None, "reason": champion["error"] + "; keeping the current champion"}
-    reference = champion[metric]
+    return _verdict(metric, value, champion[metric], f"champion v{champion_version}",
+                    f"champion v{champion_version}", " on this holdout")
+
+
+def _verdict(metric: str, value: float, reference: float, compared_with: str, named: str,
+             where: str = "") -> dict[str, Any]:
     passed = is_better(value, reference, metric)
     verdict = "beats" if passed else "does not beat"
-    return {
-        "passed": passed, "metric": metric, "value": value,
-        "compared_with": f"champion v{champion_version}", "reference_value": reference,
-        "reason": f"{metric} {value:.4f} {verdict} champion v{champion_version} ({reference:.4f}) on this holdout",
-    }
+    return {"passed": passed, "metric": metric, "value": value, "compared_with": compared_with,
+            "reference_value": reference, "reason": f"{metric} {value:.4f} {verdict} {named} ({reference:.4f}){where}"}
 
 
 def conform_to_signature(table: pd.DataFrame, input_schema) -> pd.DataFrame:
     """Select and cast the model's input columns from a raw table, naming what is missing."""
-    from agents.errors import DataError
-
     if input_schema is None:  # a model logged without signature takes the table as it is
         return table
     names = input_schema.input_names()
@@ -112,10 +107,17 @@ def conform_to_signature(table: pd.DataFrame, input_schema) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+def predict_table(model, table: pd.DataFrame) -> pd.DataFrame:
+    """A loaded pyfunc model's predictions for a raw table, conformed to its signature first."""
+    features = conform_to_signature(table, model.metadata.get_input_schema())
+    try:
+        return model.predict(features)
+    except MlflowException as error:
+        raise DataError(f"input does not match the model's schema: {str(error)[:300]}") from None
+
+
 def _numbers(name: str, values: pd.Series) -> pd.Series:
     """A numeric column, refusing values that are present but not finite numbers (no silent NaN)."""
-    from agents.errors import DataError
-
     numbers = pd.to_numeric(values.where(~values.map(lambda v: isinstance(v, (list, dict))), "x"),
                             errors="coerce").astype("float64")
     bad = values.notna() & ~np.isfinite(numbers.fillna(0.0).to_numpy()) | (values.notna() & numbers.isna())
@@ -128,7 +130,6 @@ def _numbers(name: str, values: pd.Series) -> pd.Series:
 def batch_predict(settings, name: str, data, out, version: str | None = None) -> tuple[Path, int, str]:
     """Predict a whole table with the champion (or `version`) and write it next to the predictions."""
     from agents.data_engineering import load_table
-    from agents.errors import DataError, SpecError
 
     client = tracking.configure(settings.tracking_uri, settings.registry_uri)
     used = version or tracking.champion_version(client, name)
@@ -139,11 +140,7 @@ def batch_predict(settings, name: str, data, out, version: str | None = None) ->
     except MlflowException as error:
         raise SpecError(f"cannot load model '{name}' v{used}: {str(error)[:200]}") from None
     table, _ = load_table(data, max_bytes=settings.max_file_bytes)
-    features = conform_to_signature(table, model.metadata.get_input_schema())
-    try:
-        output = model.predict(features)
-    except MlflowException as error:
-        raise DataError(f"input does not match the model's schema: {str(error)[:300]}") from None
+    output = predict_table(model, table)
     result = pd.concat([table.reset_index(drop=True), output.add_prefix("predicted_")], axis=1)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -181,8 +178,6 @@ class ModelServer:
 
     def model(self, name: str):
         """(version, pyfunc model) of the current champion; raises SpecError when there is none."""
-        from agents.errors import SpecError
-
         version = self.champion(name)
         if version is None:
             raise SpecError(f"model '{name}' has no champion version")
@@ -194,14 +189,8 @@ class ModelServer:
         return loaded
 
     def predict(self, name: str, table: pd.DataFrame) -> tuple[str, pd.DataFrame]:
-        from agents.errors import DataError
-
         version, model = self.model(name)
-        features = conform_to_signature(table, model.metadata.get_input_schema())
-        try:
-            return version, model.predict(features)
-        except MlflowException as error:
-            raise DataError(f"input does not match the model's schema: {str(error)[:300]}") from None
+        return version, predict_table(model, table)
 
     def forget(self, name: str) -> None:
         """Drop the cached alias so the next request sees a promotion or rollback at once."""

@@ -131,11 +131,11 @@ def plan_options(plan: JobPlan) -> dict[str, Any]:
             case SetTarget(column=column):
                 options["target"] = column
             case DropColumns(columns=columns):
-                options["drop_columns"] += [c for c in columns if c not in options["drop_columns"]]
+                _add_new(options["drop_columns"], columns)
             case TreatAsLeak(column=column):
-                options["drop_columns"] += [] if column in options["drop_columns"] else [column]
+                _add_new(options["drop_columns"], [column])
             case KeepColumns(columns=columns):
-                options["keep_columns"] += [c for c in columns if c not in options["keep_columns"]]
+                _add_new(options["keep_columns"], columns)
             case SetObjective(objective=objective, cost_fn=cost_fn, cost_fp=cost_fp):
                 options.update(objective=objective, cost_fn=cost_fn, cost_fp=cost_fp)
             case SetPositiveClass(label=label):
@@ -145,7 +145,7 @@ def plan_options(plan: JobPlan) -> dict[str, Any]:
             case SetPresets(presets=presets):
                 options["presets"] = presets
             case ExcludeModels(model_types=types):
-                options["excluded_model_types"] += [t for t in types if t not in options["excluded_model_types"]]
+                _add_new(options["excluded_model_types"], types)
             case SetThresholdPolicy(policy=policy):
                 options["threshold_policy"] = policy
             case SetName(name=name):
@@ -153,6 +153,11 @@ def plan_options(plan: JobPlan) -> dict[str, Any]:
             case RequireApproval(required=required):
                 options["require_approval"] = required
     return options
+
+
+def _add_new(items: list, new: list) -> None:
+    """Append the values not already present, keeping order."""
+    items.extend(value for value in dict.fromkeys(new) if value not in items)
 
 
 def check_against_data(options: dict[str, Any], columns: list[str], class_counts: dict[str, int] | None) -> list[str]:
