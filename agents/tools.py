@@ -174,5 +174,4 @@ class PlannerTools:
     def list_models(self, payload: dict[str, Any]) -> dict[str, Any]:
         self._validated(NoArgs, payload)
         client = tracking.configure(self.settings.tracking_uri, self.settings.registry_uri)
-        return {"models": [{"name": m.name, "champion": tracking.champion_version(client, m.name)}
-                           for m in client.search_registered_models(max_results=100)]}
+        return {"models": [{"name": m.name, "champion": m.champion} for m in tracking.registered_models(client)]}

@@ -10,6 +10,7 @@ tag (so a resumed job never logs a second run or registers a second version), an
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 CHAMPION = "champion"
@@ -121,6 +123,28 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
 
 def champion_version(client: MlflowClient, name: str) -> str | None:
     return alias_version(client, name, CHAMPION)
+
+
+@dataclass
+class RegisteredModelSummary:
+    """A registered model with its versions (MLflow entities) and the versions its aliases point to."""
+
+    name: str
+    versions: list[ModelVersion]
+    champion: str | None
+    previous_champion: str | None
+
+
+def registered_models(client: MlflowClient) -> list[RegisteredModelSummary]:
+    """Every registered model, its versions in order, and where `champion` / `previous-champion` point.
+
+    Aliases are looked up by name: `search_model_versions` does not fill `ModelVersion.aliases`."""
+    return [RegisteredModelSummary(
+        registered.name,
+        sorted(client.search_model_versions(f"name = '{registered.name}'"), key=lambda v: int(v.version)),
+        champion_version(client, registered.name),
+        alias_version(client, registered.name, PREVIOUS_CHAMPION),
+    ) for registered in client.search_registered_models(max_results=1000)]
 
 
 def promote(client: MlflowClient, name: str, version: str) -> str | None:

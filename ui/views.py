@@ -144,14 +144,9 @@ def _image(path: Path) -> Image.Image | None:
 def models_table(settings: Settings) -> pd.DataFrame:
     """Registered models with their champion and previous champion (drift monitoring is not wired yet)."""
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
-    rows = []
-    for registered in client.search_registered_models(max_results=1000):
-        name = registered.name
-        champion = tracking.champion_version(client, name)
-        versions = client.search_model_versions(f"name = '{name}'")
-        rows.append([name, len(versions), champion or "", tracking.alias_version(client, name,
-                                                                                   tracking.PREVIOUS_CHAMPION) or "",
-                     _score(versions, champion), "not monitored yet"])
+    rows = [[model.name, len(model.versions), model.champion or "", model.previous_champion or "",
+             _score(model.versions, model.champion), "not monitored yet"]
+            for model in tracking.registered_models(client)]
     return pd.DataFrame(rows, columns=MODEL_COLUMNS)
 
 

@@ -87,20 +87,15 @@ def _client(settings: Settings):
 
 @router.get("", response_model=list[ModelOut], summary="Registered models with versions and aliases")
 def list_models(settings: Settings = Depends(get_settings), _=Depends(require("read"))):
-    client = _client(settings)
-    models = []
-    for registered in client.search_registered_models(max_results=1000):
-        versions = [VersionOut(
+    return [ModelOut(
+        name=model.name, champion=model.champion, previous_champion=model.previous_champion,
+        versions=[VersionOut(
             version=str(v.version), run_id=v.run_id, aliases=list(v.aliases or []),
             created_at=datetime.fromtimestamp(v.creation_timestamp / 1000, UTC),
             primary_metric=v.tags.get("poise.primary_metric"),
             primary_value=float(v.tags["poise.primary_value"]) if "poise.primary_value" in v.tags else None,
-        ) for v in client.search_model_versions(f"name = '{registered.name}'")]
-        models.append(ModelOut(
-            name=registered.name, champion=tracking.champion_version(client, registered.name),
-            previous_champion=tracking.alias_version(client, registered.name, tracking.PREVIOUS_CHAMPION),
-            versions=sorted(versions, key=lambda v: int(v.version))))
-    return models
+        ) for v in model.versions],
+    ) for model in tracking.registered_models(_client(settings))]
 
 
 async def _records(request: Request, settings: Settings) -> pd.DataFrame:
