@@ -125,6 +125,7 @@ def test_chat_approval_worker_serving_feedback_promote_and_rollback(service, chu
 
     models = client.get("/api/v1/models", headers=read).json()
     assert models[0]["name"] == "churn-api" and models[0]["champion"] == "1"
+    assert models[0]["versions"][0]["aliases"] == ["champion"]
 
     holdout = pd.read_parquet(settings.job_dir(job_id) / "holdout.parquet").drop(columns=["churned"]).head(20)
     records = json.loads(holdout.to_json(orient="records"))

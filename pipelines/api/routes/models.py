@@ -90,7 +90,10 @@ def list_models(settings: Settings = Depends(get_settings), _=Depends(require("r
     return [ModelOut(
         name=model.name, champion=model.champion, previous_champion=model.previous_champion,
         versions=[VersionOut(
-            version=str(v.version), run_id=v.run_id, aliases=list(v.aliases or []),
+            version=str(v.version), run_id=v.run_id,
+            aliases=[alias for alias, target in ((tracking.CHAMPION, model.champion),
+                                                 (tracking.PREVIOUS_CHAMPION, model.previous_champion))
+                     if target == str(v.version)],
             created_at=datetime.fromtimestamp(v.creation_timestamp / 1000, UTC),
             primary_metric=v.tags.get("poise.primary_metric"),
             primary_value=float(v.tags["poise.primary_value"]) if "poise.primary_value" in v.tags else None,
