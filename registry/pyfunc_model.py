@@ -24,12 +24,17 @@ class AutoGluonPyfunc(PythonModel):
 
         self._predictor = TabularPredictor.load(context.artifacts["predictor_dir"], check_packages=False)
         self._predictor.persist()
-        self._threshold = (context.model_config or {}).get("decision_threshold")
+        config = context.model_config or {}
+        self._threshold = config.get("decision_threshold")
+        self._prior_weights = config.get("prior_weights")
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         if not self._predictor.can_predict_proba:
             return pd.DataFrame({"label": self._predictor.predict(model_input).to_numpy()})
         proba = self._predictor.predict_proba(model_input)
+        if self._prior_weights:
+            proba = proba * [self._prior_weights[str(label)] for label in proba.columns]
+            proba = proba.div(proba.sum(axis=1).replace(0.0, 1.0), axis=0)
         labels = self._predictor.predict_from_proba(proba, decision_threshold=self._threshold)
         columns = {"label": labels.astype(str).to_numpy()}
         for label in proba.columns:
