@@ -64,6 +64,7 @@ def choose_policy(
     positive_class: str | None = None,
     threshold_policy: str = "calibrate",
     excluded_model_types: list[str] | None = None,
+    weight_column: str | None = None,
 ) -> dict[str, Any]:
     """The imbalance policy for this table and request, with a reason for each choice."""
     target = profile["target"]
@@ -108,10 +109,14 @@ def choose_policy(
     bag_folds = 5 if minority_rows < FEW_MINORITY_ROWS else 0
     if bag_folds:
         reasons.append(
-            f"5-fold bagging, no sample weights: only {minority_rows} minority rows, so models and the threshold "
-            "are validated on out-of-fold predictions of every training row (weights would distort them)"
+            f"5-fold bagging: only {minority_rows} minority rows, so models and the threshold are validated on "
+            "out-of-fold predictions of every training row"
+            + ("" if weight_column else "; no sample weights (they would distort those predictions)")
         )
-    else:
+    if weight_column:
+        reasons.append(f"sample weights from column '{weight_column}' (importance, recency and class weights "
+                       "set by drift retraining)")
+    elif not bag_folds:
         reasons.append(f"balanced sample weights: imbalance ratio {ratio:.1f}")
     if objective == "cost":
         eval_metric = "expected_cost"
@@ -139,7 +144,7 @@ def choose_policy(
         "eval_metric": eval_metric,
         "positive_class": chosen_positive if problem_type == "binary" else None,
         "minority_class": minority,
-        "sample_weight": None if bag_folds else "balance_weight",
+        "sample_weight": weight_column or (None if bag_folds else "balance_weight"),
         "calibrate_threshold": calibrate,
         "num_bag_folds": bag_folds,
         "excluded_model_types": sorted(set(excluded_model_types or []) | set(excluded_model_types_without_torch())),

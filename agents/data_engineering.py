@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
 from sklearn.tree import DecisionTreeClassifier
 
-from agents.errors import DataError
+from agents.errors import DataError, TooLargeError
 
 CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
@@ -87,6 +87,31 @@ def load_table(source: str | Path, *, max_bytes: int = 2_000_000_000) -> tuple[p
     if df.shape[0] == 0:
         raise DataError(f"{path}: no data rows (only a header)")
     return df, info
+
+
+def read_sql(url: str, query: str, *, max_rows: int) -> pd.DataFrame:
+    """Rows of a SQL query against a SQLAlchemy URL, refused past `max_rows`; any database error is the
+    query's problem and is reported as such."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            chunks, rows = [], 0
+            for chunk in pd.read_sql_query(text(query), connection, chunksize=50_000):
+                rows += len(chunk)
+                if rows > max_rows:
+                    raise TooLargeError(f"query returns more than {max_rows} rows")
+                chunks.append(chunk)
+    except DataError:
+        raise
+    except Exception as error:
+        raise DataError(f"query failed: {str(error).splitlines()[0][:300]}") from None
+    finally:
+        engine.dispose()
+    if not chunks:
+        raise DataError("query returned no rows")
+    return pd.concat(chunks, ignore_index=True)
 
 
 def _hash_and_check_utf8(path: Path) -> tuple[str, bool]:
@@ -218,19 +243,26 @@ def profile_table(
     *,
     drop_columns: Sequence[str] = (),
     keep_columns: Sequence[str] = (),
+    weight_column: str | None = None,
     leak_auc: float = 0.99,
     seed: int = 0,
 ) -> dict:
-    """Describe the table and decide which columns are usable features (JSON-serialisable)."""
+    """Describe the table and decide which columns are usable features (JSON-serialisable).
+
+    `weight_column` holds per-row training weights (drift retraining sets it): never a feature."""
     if target not in df.columns:
         raise DataError(_target_not_found(target, [str(name) for name in df.columns]))
     _check_column_options(df, target, drop_columns, keep_columns)
+    if weight_column is not None:
+        _check_weight_column(df, target, weight_column)
     target_profile = _profile_target(df[target], target)
     is_classification = target_profile["problem_type"] != "regression"
     leak_rows, class_codes = _leak_sample(df, target, seed) if is_classification else (None, None)
 
     columns, dropped, features = [], [], []
     for name in df.columns:
+        if name == weight_column:
+            continue
         entry = _describe_column(df[name], name, seed)
         if name == target:
             columns.append(entry | {"role": "target", "flags": [], "leak_auc": None, "action": "keep", "reason": None})
@@ -267,6 +299,7 @@ def profile_table(
         "columns": columns,
         "dropped": dropped,
         "features": features,
+        "weight_column": weight_column,
     }
 
 
@@ -291,6 +324,14 @@ def _check_column_options(
     both = sorted(set(drop_columns) & set(keep_columns))
     if both:
         raise DataError(f"column(s) in both drop_columns and keep_columns: {', '.join(map(repr, both))}")
+
+
+def _check_weight_column(df: pd.DataFrame, target: str, weight_column: str) -> None:
+    if weight_column not in df.columns or weight_column == target:
+        raise DataError(f"weight column {weight_column!r} is not a non-target column of the table")
+    weights = pd.to_numeric(df[weight_column], errors="coerce")
+    if weights.isna().any() or (weights < 0).any() or not (weights > 0).any():
+        raise DataError(f"weight column {weight_column!r} must hold non-negative numbers, not all zero")
 
 
 def _profile_target(series: pd.Series, name: str) -> dict:
@@ -496,6 +537,12 @@ def _out_of_fold_class_rates(
 # --- split --------------------------------------------------------------------
 
 
+def feature_types(profile: dict) -> dict[str, str]:
+    """Each feature's inferred type, in feature order."""
+    types = {entry["name"]: entry["inferred_type"] for entry in profile["columns"]}
+    return {name: types[name] for name in profile["features"]}
+
+
 def prepare_split(
     df: pd.DataFrame, profile: dict, *, holdout_fraction: float = 0.2, seed: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -505,8 +552,9 @@ def prepare_split(
     observations, and dropping them would change the class prior. They are counted in
     the summary because identical rows can sit on both sides of the split."""
     target = profile["target"]["name"]
+    weight_column = profile.get("weight_column")
     is_classification = profile["target"]["problem_type"] != "regression"
-    wanted = [*profile["features"], target]
+    wanted = [*profile["features"], target, *([weight_column] if weight_column else [])]
     missing = [name for name in wanted if name not in df.columns]
     if missing:
         raise DataError(f"columns in the profile but not in the table: {', '.join(map(repr, missing))}")
@@ -514,10 +562,11 @@ def prepare_split(
     labeled = df.loc[df[target].notna(), wanted].reset_index(drop=True)
     n_missing_target = len(df) - len(labeled)
 
-    types = {entry["name"]: entry["inferred_type"] for entry in profile["columns"]}
-    table = pd.DataFrame({name: _cast_column(labeled[name], types[name]) for name in profile["features"]})
+    table = cast_columns(labeled, feature_types(profile))
     labels = labeled[target]
     table[target] = _label_strings(labels) if is_classification else pd.to_numeric(labels)
+    if weight_column:  # training rows carry their weight; the holdout is scored unweighted
+        table[weight_column] = pd.to_numeric(labeled[weight_column]).astype("float64")
 
     try:
         train, holdout = train_test_split(table, test_size=holdout_fraction, random_state=seed,
@@ -527,6 +576,8 @@ def prepare_split(
     if is_classification:
         train, holdout = _ensure_every_class_in_holdout(train, holdout, target, seed)
     train, holdout = train.reset_index(drop=True), holdout.reset_index(drop=True)
+    if weight_column:
+        holdout = holdout.drop(columns=[weight_column])
     summary = {
         "n_rows_used": len(table),
         "n_duplicate_rows": int(labeled.duplicated().sum()),
@@ -539,6 +590,12 @@ def prepare_split(
         "seed": int(seed),
     }
     return train, holdout, summary
+
+
+def cast_columns(frame: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
+    """Columns cast as training cast them (`types`: column → inferred type), so live rows compare with
+    training rows value for value."""
+    return pd.DataFrame({name: _cast_column(frame[name], kind) for name, kind in types.items()}, index=frame.index)
 
 
 def _cast_column(series: pd.Series, inferred_type: str) -> pd.Series:

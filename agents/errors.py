@@ -14,3 +14,7 @@ class DataError(PoiseError):
 
 class SpecError(PoiseError):
     """The job options are inconsistent (unknown objective, costs without cost objective...)."""
+
+
+class TooLargeError(DataError):
+    """The input is over a configured size limit (bytes, rows or columns)."""

@@ -1,4 +1,4 @@
-"""The `poise` command line: train, inspect jobs, resume, run queued jobs, predict, open MLflow, demo.
+"""The `poise` command line: train, inspect jobs, resume, run queued jobs, predict, monitor drift, open MLflow, demo.
 
 Bad input ends with a one-line `error:` message and exit code 2 (no traceback);
 a failed job exits 1 and says where its log is.
@@ -190,14 +190,21 @@ def chat(
 
 @app.command()
 def approve(
-    job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix) waiting for approval.")],
-    reject: Annotated[bool, typer.Option("--reject", help="Reject the plan instead.")] = False,
+    job_id: Annotated[str, typer.Argument(help="Job or drift-check id (or a unique prefix) waiting for approval.")],
+    reject: Annotated[bool, typer.Option("--reject", help="Reject the plan (or promotion) instead.")] = False,
 ) -> None:
-    """Approve (or reject) the plan of a job that waits for approval, and run it."""
+    """Approve (or reject) the plan of a waiting job, or the promotion of a waiting drift check, and finish it."""
     from pipelines import runner
+    from pipelines.monitoring.runner import decide_check, find_check
 
     settings = Settings()
     try:
+        try:
+            runner.find_job(settings, job_id)
+        except PoiseError:
+            check = find_check(settings, job_id)
+            _finish_check(decide_check(check.id, not reject, settings, on_event=_progress))
+            return
         result = runner.decide(job_id, not reject, settings, on_event=_progress)
     except PoiseError as problem:
         _fail(str(problem))
@@ -315,6 +322,156 @@ def worker(
     console.print(f"worker {_escape(queue_worker.worker_id)} stopped", soft_wrap=True)
 
 
+@app.command()
+def monitor(
+    name: Annotated[str, typer.Argument(help="Registered model whose champion to check.")],
+    current: Annotated[Path | None, typer.Option(help="Batch to check (CSV/TSV/Parquet); default the "
+                                                  "predictions served since the last check.")] = None,
+    sql_source: Annotated[str | None, typer.Option(help="Named SQL source to read the batch from.")] = None,
+    sql_query: Annotated[str | None, typer.Option(help="Query giving the batch (with --sql-source).")] = None,
+    label_column: Annotated[str | None, typer.Option(help="Column of true labels; default the target.")] = None,
+    action: Annotated[str, typer.Option(help="auto | none | recalibrate | retrain.")] = "auto",
+    approval: Annotated[bool, typer.Option("--approval", help="Wait for `poise approve` before promoting.")] = False,
+    time_limit: Annotated[int | None, typer.Option(help="Retraining budget (s); default the champion's.")] = None,
+) -> None:
+    """Run one drift check now: analyse, decide, recalibrate or retrain, compare, promote or keep."""
+    from pipelines.monitoring.runner import check_now
+
+    settings = Settings()
+    try:
+        result = check_now(name, settings, _progress, current=str(current.expanduser().resolve()) if current else None,
+                           sql_source=sql_source, sql_query=sql_query, label_column=label_column, action=action,
+                           require_approval=approval, time_limit=time_limit)
+    except PoiseError as problem:
+        _fail(str(problem))
+    _finish_check(result)
+
+
+def _finish_check(result) -> None:
+    if result.status == "awaiting_approval":
+        console.print("Promotion waiting for approval:")
+        for line in result.plan:
+            console.print(f"  • {_escape(line)}")
+        console.print(f"Approve with [bold]poise approve {result.check_id[:12]}[/] (or --reject)")
+        return
+    if result.status == "failed":
+        _fail(f"drift check {result.check_id[:12]} failed: {result.error}", code=1)
+    table = Table(title=f"Drift check {result.check_id[:12]} of {result.model_name}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [("champion", f"v{result.champion_version}"), ("decision", result.decision), ("reason", result.reason)]
+    if result.challenger_version:
+        rows.append(("challenger", f"v{result.challenger_version}"))
+    if result.comparison:
+        rows.append(("comparison", result.comparison["reason"]))
+        rows.append(("promoted", "yes" if result.promoted else "no"))
+    rows += [("report", result.report_path or ""), ("wall time", f"{result.seconds:.1f}s")]
+    for key, value in rows:
+        table.add_row(key, _escape(str(value)))
+    console.print(table)
+
+
+@app.command()
+def checks(
+    name: Annotated[str | None, typer.Argument(help="Only this model's checks.")] = None,
+    limit: Annotated[int, typer.Option(help="How many recent checks.")] = 20,
+) -> None:
+    """List recent drift checks."""
+    from sqlalchemy import select
+
+    from registry.db import session_scope
+    from registry.models import DriftCheck
+
+    settings = Settings()
+    settings.ensure_home()
+    query = select(DriftCheck).order_by(DriftCheck.created_at.desc()).limit(limit)
+    if name:
+        query = query.where(DriftCheck.model_name == name)
+    table = Table("check", "model", "trigger", "status", "created", "rows", "decision", "challenger", "promoted")
+    with session_scope(settings.db_url) as session:
+        for c in session.scalars(query):
+            table.add_row(c.id[:12], _escape(c.model_name), c.trigger,
+                          f"[{STATUS_STYLE.get(c.status, 'default')}]{c.status}[/]", f"{c.created_at:%Y-%m-%d %H:%M}",
+                          "" if c.n_rows is None else f"{c.n_rows:,}", c.decision or "",
+                          f"v{c.challenger_version}" if c.challenger_version else "", "yes" if c.promoted else "")
+    console.print(table)
+
+
+@app.command()
+def schedule(
+    name: Annotated[str, typer.Argument(help="Registered model to check on a schedule.")],
+    every: Annotated[str | None, typer.Option(help="Interval, e.g. 30m, 1h, 1d.")] = None,
+    cron: Annotated[str | None, typer.Option(help="Crontab expression (UTC), e.g. '0 * * * *'.")] = None,
+    approval: Annotated[bool, typer.Option("--approval", help="Promotions wait for `poise approve`.")] = False,
+    remove: Annotated[bool, typer.Option("--remove", help="Delete the model's schedule instead.")] = False,
+) -> None:
+    """Schedule drift checks of a model's champion (run by `poise scheduler`, which `poise serve` starts)."""
+    from pipelines.scheduler import add_schedule, remove_schedule
+
+    settings = Settings()
+    settings.ensure_home()
+    if remove:
+        if not remove_schedule(settings, name):
+            _fail(f"model '{name}' has no schedule")
+        console.print(f"removed the drift-check schedule of {_escape(name)}")
+        return
+    try:
+        plan = add_schedule(settings, name, every=every, cron=cron, require_approval=approval)
+    except PoiseError as problem:
+        _fail(str(problem))
+    when = f"every {plan.every_seconds} s" if plan.every_seconds else f"cron '{plan.cron}' (UTC)"
+    console.print(f"drift checks of {_escape(name)} {_escape(when)}; next at {plan.next_run:%Y-%m-%d %H:%M:%S} UTC")
+
+
+@app.command()
+def schedules() -> None:
+    """List drift-check schedules."""
+    from pipelines.scheduler import list_schedules
+
+    settings = Settings()
+    settings.ensure_home()
+    table = Table("model", "every", "cron", "next run (UTC)", "approval")
+    for plan in list_schedules(settings):
+        table.add_row(_escape(plan.model_name), f"{plan.every_seconds} s" if plan.every_seconds else "",
+                      _escape(plan.cron or ""), f"{plan.next_run:%Y-%m-%d %H:%M:%S}" if plan.next_run else "",
+                      "yes" if plan.options.get("require_approval") else "")
+    console.print(table)
+
+
+@app.command()
+def scheduler() -> None:
+    """Fire scheduled drift checks (queued for workers) until stopped; several schedulers never double a check."""
+    import signal
+    import threading
+
+    from pipelines.scheduler import run_scheduler
+
+    settings = Settings()
+    settings.ensure_home()
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda signum, frame: stop.set())
+    console.print("scheduler running (Ctrl-C to stop)")
+    run_scheduler(settings, stop)
+    console.print("scheduler stopped")
+
+
+@app.command()
+def rollback(name: Annotated[str, typer.Argument(help="Registered model.")]) -> None:
+    """Make the previous champion the champion again (the current one becomes `previous-champion`)."""
+    from mlflow.exceptions import MlflowException
+
+    from registry import tracking
+
+    settings = Settings()
+    client = tracking.configure(settings.tracking_uri, settings.registry_uri)
+    try:
+        champion, replaced = tracking.rollback(client, name)
+    except MlflowException as problem:
+        _fail(str(problem.message))
+    console.print(f"{_escape(name)}: champion is v{champion} again (v{replaced} is now previous-champion)")
+
+
 def _start_mlflow_ui(settings: Settings, port: int) -> subprocess.Popen:
     """The MLflow server on Poise's store: one worker, no job runner, in its own process group."""
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -391,7 +548,7 @@ def serve(
     mlflow_ui: Annotated[bool, typer.Option("--mlflow-ui", help="Also serve the MLflow UI on 127.0.0.1.")] = False,
     mlflow_port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
 ) -> None:
-    """Start the API (with OpenAPI docs at /docs), job workers and optionally the MLflow UI."""
+    """Start the API (with OpenAPI docs at /docs), job workers, the drift-check scheduler and optionally the MLflow UI."""
     import uvicorn
 
     from pipelines.api.main import create_app
@@ -402,11 +559,11 @@ def serve(
     if not has_keys(settings.db_url):
         info, key = create_key(settings.db_url, "first-admin", ["admin"])
         console.print(f"Created the first admin API key (shown once): [bold]{key}[/]")
-    children = [subprocess.Popen([sys.executable, "-m", "pipelines.cli", "worker"], start_new_session=True)
-                for _ in range(workers)]
+    children = [subprocess.Popen([sys.executable, "-m", "pipelines.cli", command], start_new_session=True)
+                for command in ["worker"] * workers + ["scheduler"]]
     if mlflow_ui:
         children.append(_start_mlflow_ui(settings, mlflow_port))
-    console.print(f"API on http://{host}:{port} (docs at /docs); {workers} worker(s)"
+    console.print(f"API on http://{host}:{port} (docs at /docs); {workers} worker(s), drift-check scheduler"
                   + (f"; MLflow UI on http://127.0.0.1:{mlflow_port}" if mlflow_ui else ""))
     try:
         uvicorn.run(app_instance, host=host, port=port, log_level="warning")

@@ -1,4 +1,5 @@
-"""The job worker: runs queued jobs, so whoever submits a job (API, chat) never trains in its own process.
+"""The job worker: runs queued jobs and drift checks, so whoever submits one (API, chat, scheduler) never
+trains in its own process.
 
 Several worker processes serve one job database. A worker claims the oldest queued job
 atomically — PostgreSQL: `SELECT … FOR UPDATE SKIP LOCKED` then `UPDATE` in one
@@ -40,11 +41,12 @@ from agents.errors import SpecError
 from pipelines import runner
 from pipelines.settings import Settings
 from registry.db import session_scope
-from registry.models import Job, JobStep, utcnow
+from registry.models import DriftCheck, Job, JobStep, utcnow
 
 logger = logging.getLogger(__name__)
 
 CANCELLED_AT_ONCE = ("queued", runner.AWAITING_APPROVAL)
+Queue = type[Job] | type[DriftCheck]  # tables workers claim from: both have the same claim columns
 _NO_SYNC = {"synchronize_session": False}  # bulk statements; nothing is loaded in these sessions
 
 
@@ -53,46 +55,47 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def claim_next(db_url: str, worker_id: str) -> str | None:
-    """Claim the oldest queued job for `worker_id` (status "running", attempts + 1); its id, or None."""
-    claim = {"status": "running", "worker_id": worker_id, "heartbeat_at": utcnow(), "attempts": Job.attempts + 1}
-    oldest = select(Job.id).where(Job.status == "queued").order_by(Job.created_at, Job.id).limit(1)
+def claim_next(db_url: str, worker_id: str, queue: Queue = Job) -> str | None:
+    """Claim the oldest queued job (or drift check) for `worker_id` (status "running", attempts + 1); its id."""
+    claim = {"status": "running", "worker_id": worker_id, "heartbeat_at": utcnow(), "attempts": queue.attempts + 1}
+    oldest = select(queue.id).where(queue.status == "queued").order_by(queue.created_at, queue.id).limit(1)
     with session_scope(db_url) as session:
         if session.get_bind().dialect.name == "sqlite":
             return session.scalar(
-                update(Job).where(Job.id == oldest.scalar_subquery(), Job.status == "queued")
-                .values(**claim).returning(Job.id).execution_options(**_NO_SYNC))
-        job_id = session.scalar(oldest.with_for_update(skip_locked=True))
-        if job_id is not None:
-            session.execute(update(Job).where(Job.id == job_id).values(**claim).execution_options(**_NO_SYNC))
-        return job_id
+                update(queue).where(queue.id == oldest.scalar_subquery(), queue.status == "queued")
+                .values(**claim).returning(queue.id).execution_options(**_NO_SYNC))
+        item_id = session.scalar(oldest.with_for_update(skip_locked=True))
+        if item_id is not None:
+            session.execute(update(queue).where(queue.id == item_id).values(**claim).execution_options(**_NO_SYNC))
+        return item_id
 
 
-def requeue_stale(db_url: str, stale_after: float) -> list[str]:
-    """Queue again the running jobs whose worker's heartbeat is older than `stale_after` seconds; their ids.
+def requeue_stale(db_url: str, stale_after: float, queue: Queue = Job) -> list[str]:
+    """Queue again the running jobs (or checks) whose worker's heartbeat is older than `stale_after` seconds.
 
-    Only jobs claimed by a worker count: a job run directly by `poise train` has no worker and no heartbeat.
+    Only those claimed by a worker count: a job run directly by `poise train` has no worker and no heartbeat.
     """
-    stale = (Job.status == "running", Job.worker_id.is_not(None),
-             or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < utcnow() - timedelta(seconds=stale_after)))
+    stale = (queue.status == "running", queue.worker_id.is_not(None),
+             or_(queue.heartbeat_at.is_(None), queue.heartbeat_at < utcnow() - timedelta(seconds=stale_after)))
     requeued = {"status": "queued", "worker_id": None, "heartbeat_at": None}
     with session_scope(db_url) as session:
         if session.get_bind().dialect.name == "sqlite":
-            job_ids = list(session.scalars(
-                update(Job).where(*stale).values(**requeued).returning(Job.id).execution_options(**_NO_SYNC)))
+            item_ids = list(session.scalars(
+                update(queue).where(*stale).values(**requeued).returning(queue.id).execution_options(**_NO_SYNC)))
         else:
-            job_ids = list(session.scalars(select(Job.id).where(*stale).with_for_update(skip_locked=True)))
-            if job_ids:
-                session.execute(update(Job).where(Job.id.in_(job_ids)).values(**requeued)
+            item_ids = list(session.scalars(select(queue.id).where(*stale).with_for_update(skip_locked=True)))
+            if item_ids:
+                session.execute(update(queue).where(queue.id.in_(item_ids)).values(**requeued)
                                 .execution_options(**_NO_SYNC))
-    for job_id in job_ids:
-        logger.warning("job %s: its worker stopped beating for %ss; queued again", job_id, stale_after)
-    return job_ids
+    for item_id in item_ids:
+        logger.warning("%s %s: its worker stopped beating for %ss; queued again", queue.__tablename__, item_id,
+                       stale_after)
+    return item_ids
 
 
 @contextmanager
-def heartbeat(db_url: str, job_id: str, worker_id: str, every: float) -> Iterator[None]:
-    """While the block runs, a daemon thread sets the job's `heartbeat_at` to now every `every` seconds."""
+def heartbeat(db_url: str, job_id: str, worker_id: str, every: float, queue: Queue = Job) -> Iterator[None]:
+    """While the block runs, a daemon thread sets the item's `heartbeat_at` to now every `every` seconds."""
     stop = threading.Event()
 
     def beat() -> None:
@@ -100,7 +103,8 @@ def heartbeat(db_url: str, job_id: str, worker_id: str, every: float) -> Iterato
             try:
                 with session_scope(db_url) as session:
                     session.execute(
-                        update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+                        update(queue).where(queue.id == job_id, queue.worker_id == worker_id,
+                                            queue.status == "running")
                         .values(heartbeat_at=utcnow()).execution_options(**_NO_SYNC))
             except Exception:  # the next beat tries again; a long outage makes the job stale, as it should
                 logger.warning("job %s: heartbeat failed", job_id, exc_info=True)
@@ -133,6 +137,25 @@ def run_claimed(job_id: str, settings: Settings, worker_id: str) -> str:
                 .values(status="failed", error=f"{type(error).__name__}: {error}", finished_at=utcnow())
                 .execution_options(**_NO_SYNC))
             return session.scalar(select(Job.status).where(Job.id == job_id))
+
+
+def run_claimed_check(check_id: str, settings: Settings, worker_id: str) -> str:
+    """Run (or finish, with its pending approval answer) a drift check this worker claimed; its final status."""
+    from pipelines.monitoring.runner import run_check
+
+    try:
+        with session_scope(settings.db_url) as session:
+            check = session.get(DriftCheck, check_id)
+            decision, check.pending_decision = check.pending_decision, None
+        return run_check(check_id, settings, resume_value=decision).status
+    except Exception as error:
+        logger.exception("drift check %s failed outside its steps", check_id)
+        with session_scope(settings.db_url) as session:
+            session.execute(
+                update(DriftCheck).where(DriftCheck.id == check_id, DriftCheck.status == "running")
+                .values(status="failed", error=f"{type(error).__name__}: {error}", finished_at=utcnow())
+                .execution_options(**_NO_SYNC))
+            return session.scalar(select(DriftCheck.status).where(DriftCheck.id == check_id))
 
 
 def request_cancel(db_url: str, job_id: str) -> str:
@@ -175,17 +198,20 @@ class Worker:
         self.on_job = on_job or (lambda job_id, status: None)
 
     def run_once(self) -> str | None:
-        """Queue stale jobs again, claim one job and run it; its id, or None when nothing was queued."""
+        """Queue stale work again, claim one job (else one drift check) and run it; its id, or None when
+        nothing was queued."""
         db_url = self.settings.db_url
-        requeue_stale(db_url, self.stale_after)
-        job_id = claim_next(db_url, self.worker_id)
-        if job_id is None:
-            return None
-        logger.info("worker %s claimed job %s", self.worker_id, job_id)
-        with heartbeat(db_url, job_id, self.worker_id, self.heartbeat_seconds):
-            status = run_claimed(job_id, self.settings, self.worker_id)
-        self.on_job(job_id, status)
-        return job_id
+        for queue, run in ((Job, run_claimed), (DriftCheck, run_claimed_check)):
+            requeue_stale(db_url, self.stale_after, queue)
+            item_id = claim_next(db_url, self.worker_id, queue)
+            if item_id is None:
+                continue
+            logger.info("worker %s claimed %s %s", self.worker_id, queue.__tablename__, item_id)
+            with heartbeat(db_url, item_id, self.worker_id, self.heartbeat_seconds, queue):
+                status = run(item_id, self.settings, self.worker_id)
+            self.on_job(item_id, status)
+            return item_id
+        return None
 
     def run_forever(self, stop_event: threading.Event | None = None) -> None:
         """Run jobs until `stop_event` is set (checked between jobs); an unreachable database is retried."""

@@ -53,6 +53,7 @@ JOB_STATUSES: tuple[str, ...] = (
     "queued", "running", "succeeded", "failed", "rejected", "interrupted", "awaiting_approval", "cancelled",
 )
 STEP_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed", "waiting")
+SCHEDULER_TABLE = "poise_schedules"  # drift-check schedules: APScheduler's SQLAlchemy job store owns this table
 
 
 def utcnow() -> datetime:
@@ -298,3 +299,48 @@ class Prediction(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     feedback_label: Mapped[str | None] = mapped_column(String(200))
     feedback_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+CHECK_STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "awaiting_approval")
+
+
+class DriftCheck(Base):
+    """One drift check of a served model: its window, what the drift agent found, decided and did.
+
+    Queued checks are claimed by workers like jobs (`worker_id`, `heartbeat_at`, `attempts`).
+    A scheduled check carries the fire time it was created for; (model, fire time) is unique,
+    so two schedulers sharing the database never queue the same check twice."""
+
+    __tablename__ = "drift_checks"
+    __table_args__ = (
+        CheckConstraint(_in_list_sql("status", CHECK_STATUSES), name="status"),
+        UniqueConstraint("model_name", "scheduled_for"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    trigger: Mapped[str] = mapped_column(String(20))  # cli | api | schedule
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON(none_as_null=True))
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    champion_version: Mapped[str | None] = mapped_column(String(20))
+    window_start: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    window_end: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    n_rows: Mapped[int | None] = mapped_column(Integer)
+    decision: Mapped[str | None] = mapped_column(String(30))
+    reason: Mapped[str | None] = mapped_column(Text)
+    results: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    challenger_version: Mapped[str | None] = mapped_column(String(20))
+    promoted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    retrain_job_id: Mapped[str | None] = mapped_column(String(32))
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    worker_id: Mapped[str | None] = mapped_column(String(100))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    pending_decision: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+
+    def __repr__(self) -> str:
+        return f"DriftCheck(id={self.id!r}, model_name={self.model_name!r}, status={self.status!r})"

@@ -10,6 +10,8 @@ tag (so a resumed job never logs a second run or registers a second version), an
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -112,6 +114,31 @@ def log_and_register_model(
     for key, value in {**tags, JOB_TAG: job_id}.items():
         client.set_model_version_tag(name, version, key, str(value))
     return version
+
+
+REFERENCE_RUN_TAG = "poise.reference_run"
+
+
+def log_reference(client: MlflowClient, run_id: str, reference) -> None:
+    """Store a drift reference (`agents.drift.Reference`) as the run's `reference/` artifacts."""
+    with tempfile.TemporaryDirectory() as folder:
+        for name, frame in reference.frames().items():
+            frame.to_parquet(Path(folder) / f"{name}.parquet", index=False)
+        (Path(folder) / "meta.json").write_text(json.dumps(reference.meta, indent=1), encoding="utf-8")
+        client.log_artifacts(run_id, folder, "reference")
+
+
+def load_reference(client: MlflowClient, name: str, version: str) -> tuple[str, dict[str, pd.DataFrame], dict]:
+    """The drift reference of a registered version: (run holding it, frames by name, meta).
+
+    A version's reference lives on its own run unless its `poise.reference_run` tag names another
+    (a recalibrated or drift-retrained version is judged against the data it was adapted to)."""
+    model_version = client.get_model_version(name, version)
+    run_id = model_version.tags.get(REFERENCE_RUN_TAG) or model_version.run_id
+    with tempfile.TemporaryDirectory() as destination:
+        folder = Path(client.download_artifacts(run_id, "reference", destination))
+        frames = {path.stem: pd.read_parquet(path) for path in folder.glob("*.parquet")}
+        return run_id, frames, json.loads((folder / "meta.json").read_text(encoding="utf-8"))
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:

@@ -18,7 +18,7 @@ import pandas as pd
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from agents import automl, data_engineering, deployment, evaluation, summary
+from agents import automl, data_engineering, deployment, drift, evaluation, summary
 from agents.errors import PoiseError
 from agents.plan import describe
 from pipelines.training.configuration import TrainingContext
@@ -42,7 +42,7 @@ def user_errors(node: Node) -> Node:
     return wrapper
 
 
-def _write_parquet(df: pd.DataFrame, path: Path) -> Path:
+def write_parquet(df: pd.DataFrame, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     df.to_parquet(partial, index=False)
@@ -58,7 +58,7 @@ def _spec(state: TrainingState) -> JobSpec:
 def load(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     ctx = runtime.context
     table, info = data_engineering.load_table(_spec(state).data, max_bytes=ctx.settings.max_file_bytes)
-    raw_path = _write_parquet(table, ctx.job_dir / "raw.parquet")
+    raw_path = write_parquet(table, ctx.job_dir / "raw.parquet")
     return {"load_info": info, "raw_path": str(raw_path)}
 
 
@@ -68,7 +68,7 @@ def profile(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str
     table = pd.read_parquet(state["raw_path"])
     result = data_engineering.profile_table(
         table, spec.target, drop_columns=spec.drop_columns, keep_columns=spec.keep_columns,
-        seed=runtime.context.settings.seed,
+        weight_column=spec.weight_column, seed=runtime.context.settings.seed,
     )
     return {"profile": result}
 
@@ -92,7 +92,7 @@ def review(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str,
     try:
         amended = data_engineering.profile_table(
             pd.read_parquet(state["raw_path"]), spec.target, drop_columns=spec.drop_columns,
-            keep_columns=spec.keep_columns, seed=runtime.context.settings.seed)
+            keep_columns=spec.keep_columns, weight_column=spec.weight_column, seed=runtime.context.settings.seed)
     except PoiseError as problem:
         return {"review": {"by": "deterministic", "changes": None, "fallback": f"amendment rejected: {problem}"}}
     return {"spec": spec.model_dump(), "profile": amended, "review": {"by": "llm", "changes": amendment}}
@@ -130,8 +130,8 @@ def prepare(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str
     )
     card_json, card_md = data_engineering.write_data_card(state["profile"], summary, state["load_info"], ctx.job_dir)
     return {"split": {
-        "train_path": str(_write_parquet(train, ctx.job_dir / "train.parquet")),
-        "holdout_path": str(_write_parquet(holdout, ctx.job_dir / "holdout.parquet")),
+        "train_path": str(write_parquet(train, ctx.job_dir / "train.parquet")),
+        "holdout_path": str(write_parquet(holdout, ctx.job_dir / "holdout.parquet")),
         "summary": summary,
         "data_card": [str(card_json), str(card_md)],
     }}
@@ -141,7 +141,7 @@ def prepare(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str
 def train(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     ctx, spec = runtime.context, _spec(state)
     policy = automl.choose_policy(state["profile"], spec.objective, spec.cost_fn, spec.cost_fp, spec.positive_class,
-                                  spec.threshold_policy, spec.excluded_model_types)
+                                  spec.threshold_policy, spec.excluded_model_types, spec.weight_column)
     client = ctx.mlflow
     experiment_id = tracking.ensure_experiment(client, spec.name, ctx.settings.artifact_root)
     run_id = tracking.get_or_create_run(client, experiment_id, ctx.job_id, run_name=f"train-{ctx.job_id[:8]}")
@@ -182,6 +182,7 @@ def evaluate(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
     proba.columns = [str(c) for c in proba.columns]
     predicted = predictor.predict_from_proba(proba)
     metrics = evaluation.classification_metrics(holdout[spec.target], predicted, proba, policy)
+    write_parquet(drift.prediction_columns(predicted, proba), ctx.job_dir / "holdout_predictions.parquet")
     metrics["decision_threshold"] = state["fit"]["threshold"]
     train_labels = pd.read_parquet(state["split"]["train_path"], columns=[spec.target])[spec.target]
     baselines = evaluation.baseline_metrics(train_labels, holdout[spec.target], policy, seed=ctx.settings.seed)
@@ -200,6 +201,7 @@ def evaluate(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
     client.log_dict(run_id, metrics, "metrics/holdout.json")
     client.log_dict(run_id, baselines, "metrics/baselines.json")
     client.log_dict(run_id, json.loads(importance.reset_index().to_json(orient="records")), "metrics/feature_importance.json")
+    (ctx.job_dir / "feature_importance.json").write_text(importance["importance"].to_json(), encoding="utf-8")
     return {"metrics": metrics, "baselines": baselines}
 
 
@@ -240,9 +242,18 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
             "poise.gate": state["gate"]["reason"],
         },
     )
-    if state["gate"]["passed"]:
+    train = pd.read_parquet(state["split"]["train_path"]).drop(columns=[spec.weight_column] if spec.weight_column else [])
+    importance = json.loads((ctx.job_dir / "feature_importance.json").read_text(encoding="utf-8"))
+    tracking.log_reference(client, state["mlflow_run_id"], drift.Reference(
+        train=drift.sample(train, drift.REFERENCE_ROWS, ctx.settings.seed),
+        holdout=holdout, predictions=pd.read_parquet(ctx.job_dir / "holdout_predictions.parquet"),
+        meta=drift.reference_meta(policy, spec.target, data_engineering.feature_types(state["profile"]),
+                                  fit["threshold"], train[spec.target], state["gate"], importance),
+    ))
+    promoted = bool(state["gate"]["passed"]) and spec.promote
+    if promoted:
         tracking.promote(client, spec.name, version)
-    return {"model_version": version, "is_champion": bool(state["gate"]["passed"])}
+    return {"model_version": version, "is_champion": promoted}
 
 
 def explain(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:

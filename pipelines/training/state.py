@@ -32,6 +32,10 @@ class JobSpec(BaseModel):
     excluded_model_types: list[str] = Field(default_factory=list, description="AutoGluon model types not to fit.")
     threshold_policy: Literal["calibrate", "default"] = "calibrate"
     require_approval: bool = Field(False, description="Pause after profiling until the plan is approved.")
+    weight_column: str | None = Field(None, description="Column of per-row training weights, not a feature "
+                                      "(drift retraining sets it).")
+    promote: bool = Field(True, description="Move `champion` when the gate passes; drift retraining leaves "
+                          "promotion to its challenger-vs-champion comparison.")
     session_id: str | None = Field(None, description="Chat session that planned this job, if any.")
 
     @field_validator("name")

@@ -9,14 +9,20 @@ programmatically and passes an open connection (already inside a transaction) in
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from registry.models import Base
+from registry.models import SCHEDULER_TABLE, Base
 
 config = context.config
 target_metadata = Base.metadata
 
 
+def _not_the_scheduler_table(name, type_, parent_names) -> bool:
+    """APScheduler creates and owns its job-store table; migrations leave it alone."""
+    return not (type_ == "table" and name == SCHEDULER_TABLE)
+
+
 def _configure(**kwargs) -> None:
-    context.configure(target_metadata=target_metadata, compare_type=True, **kwargs)
+    context.configure(target_metadata=target_metadata, compare_type=True, include_name=_not_the_scheduler_table,
+                      **kwargs)
 
 
 def run_migrations_offline() -> None:

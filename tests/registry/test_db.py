@@ -32,7 +32,7 @@ from registry.db import (
 from registry.models import Base, Dataset, Job, JobStep, ModelVersion
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TABLES = {"jobs", "job_steps", "datasets", "model_versions", "alembic_version"}
+TABLES = {"jobs", "job_steps", "datasets", "model_versions", "drift_checks", "alembic_version"}
 HOSTILE = "'; DROP TABLE jobs;-- <script>alert(\"x\")</script> \\ \"quoted\" 日本語 ünïcödé 🚀 עברית\n\ttab"
 
 
@@ -53,7 +53,7 @@ def test_migrations_apply_on_fresh_database_and_are_idempotent(db_url: str) -> N
     engine = get_engine(db_url)
     assert get_engine(db_url) is engine  # cached per URL
     assert TABLES <= set(inspect(engine).get_table_names())
-    assert _head() == "0005"
+    assert _head() == "0006"
     assert _versions(engine) == [_head()]
 
     run_migrations(engine)  # second application: nothing to do

@@ -16,15 +16,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import pandas as pd
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agents.data_engineering import load_table
-from agents.errors import PoiseError
+from agents.data_engineering import load_table, read_sql
+from agents.errors import DataError, PoiseError, TooLargeError
 from pipelines import runner
 from pipelines.api.deps import get_db, get_settings, require
 from pipelines.settings import Settings
@@ -162,25 +161,14 @@ def _query_to_file(sql: SqlSource, settings: Settings) -> Path:
     url = settings.sql_sources.get(sql.source)
     if url is None:
         raise _bad(f"unknown SQL source '{sql.source}'; configured: {', '.join(settings.sql_sources) or 'none'}")
-    engine = create_engine(url)
     try:
-        with engine.connect() as connection:
-            chunks, rows = [], 0
-            for chunk in pd.read_sql_query(text(sql.query), connection, chunksize=50_000):
-                rows += len(chunk)
-                if rows > settings.table_max_rows:
-                    raise _bad(f"query returns more than {settings.table_max_rows} rows", 413)
-                chunks.append(chunk)
-    except HTTPException:
-        raise
-    except Exception as error:  # any database error is the query's problem, not the server's
-        raise _bad(f"query failed: {str(error).splitlines()[0][:300]}", 422) from None
-    finally:
-        engine.dispose()
-    if not chunks:
-        raise _bad("query returned no rows", 422)
+        table = read_sql(url, sql.query, max_rows=settings.table_max_rows)
+    except TooLargeError as error:
+        raise _bad(str(error), 413) from None
+    except DataError as error:
+        raise _bad(str(error), 422) from None
     path = _upload_dir(settings) / "query.parquet"
-    pd.concat(chunks, ignore_index=True).to_parquet(path, index=False)
+    table.to_parquet(path, index=False)
     return path
 
 

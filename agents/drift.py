@@ -1,0 +1,565 @@
+"""The drift monitoring agent: what changed between a model's reference data and a window of live data.
+
+Per-column tests miss changes in how columns move together, and a shift in the class
+prior moves every column's marginal without making the model wrong, so the agent
+looks at a window four ways and keeps the evidence of each:
+
+* per-column drift with Evidently (`DataDriftPreset`), the method and threshold of each
+  column recorded — its value is a p-value for tests and a distance for distances —
+  and one dataset rule: the share of drifted columns weighted by feature importance;
+* a domain classifier (LightGBM) told to separate reference rows from window rows:
+  drift when its out-of-fold ROC-AUC exceeds a threshold calibrated on clean splits
+  of the reference; its importances say which columns moved (together);
+* the class prior of the window: from feedback labels when most rows have them, else
+  by black-box shift estimation (Lipton et al., 2018) from the model's predictions and
+  its confusion matrix on the reference holdout, with a bootstrap interval;
+* prediction drift, label drift, and — with labels — the model's primary metric on
+  the window against what it should score under the window's prior.
+
+Before the covariate checks the reference is resampled to the window's prior, so a pure
+prior shift is not mistaken for covariate drift. `decide` turns the evidence into one
+of four decisions with its reason; `recalibration`, `retraining_table` and `compare`
+are the actions' numerical parts. Everything returned is JSON-able.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+
+from agents.errors import DataError
+
+REFERENCE_ROWS = 20_000  # training rows kept at registration
+ANALYSIS_ROWS = 5_000  # rows per side for the per-column and multivariate checks
+PREDICTION_ROWS = 20_000  # rows of an explicit batch scored by the champion for the prior estimate
+DRIFT_SHARE = 0.5  # dataset drift: importance-weighted share of drifted columns at or above this
+MIN_LABELLED = 30  # labelled window rows needed to judge performance or hold out a fresh test set
+PRIOR_MIN_RELATIVE_CHANGE = 0.25  # a prior shift must also be this large relative to the reference prior
+RECENCY_HALF_LIFE = 1.0  # in windows: reference rows (one window old or more) weigh half a window row
+WEIGHT = "poise_weight"
+LABEL, PROBA = "label", "proba_"
+
+
+@dataclass
+class Reference:
+    """What a registered version was trained and judged on: the drift baseline."""
+
+    train: pd.DataFrame  # features + target
+    holdout: pd.DataFrame  # features + target
+    predictions: pd.DataFrame  # the version's `label` and `proba_<class>` for each holdout row
+    meta: dict[str, Any]
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        return {"train": self.train, "holdout": self.holdout, "predictions": self.predictions}
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.meta["features"])
+
+    @property
+    def target(self) -> str:
+        return self.meta["target"]
+
+
+@dataclass
+class Window:
+    """Live rows to check: features, the served model's predictions, and feedback labels where known."""
+
+    features: pd.DataFrame
+    predictions: pd.DataFrame
+    labels: pd.Series  # NaN where no label is known
+    n_rows: int  # rows in the window before sampling
+
+
+def prediction_columns(predicted: pd.Series, proba: pd.DataFrame) -> pd.DataFrame:
+    """`label` plus `proba_<class>` columns, the shape the served model returns."""
+    frame = pd.DataFrame({LABEL: predicted.astype(str).to_numpy()})
+    for label in proba.columns:
+        frame[f"{PROBA}{label}"] = proba[label].to_numpy(dtype="float64")
+    return frame
+
+
+def reference_meta(policy: dict[str, Any], target: str, types: dict[str, str], threshold: float | None,
+                   train_labels: pd.Series, gate: dict[str, Any], importance: dict[str, float]) -> dict[str, Any]:
+    """`types`: each feature's inferred type, so live rows are cast as the training rows were."""
+    shares = train_labels.astype(str).value_counts(normalize=True)
+    return {
+        "target": target, "features": list(types), "types": types, "classes": sorted(shares.index),
+        "cost": [policy["cost_fn"], policy["cost_fp"]] if policy["objective"] == "cost" else None,
+        "positive_class": policy["positive_class"] or policy["minority_class"], "threshold": threshold,
+        "prior": {str(k): float(v) for k, v in shares.items()}, "objective": policy["objective"],
+        "primary_metric": gate["metric"], "primary_value": float(gate["value"]),
+        "feature_importance": {str(k): float(v) for k, v in importance.items()},
+    }
+
+
+def sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    return frame if len(frame) <= n else frame.sample(n=n, random_state=seed)
+
+
+def weighted_resample(frame: pd.DataFrame, weights: np.ndarray, n: int, seed: int) -> pd.DataFrame:
+    """`n` rows drawn with replacement with probability proportional to `weights`."""
+    p = np.asarray(weights, dtype="float64")
+    rows = np.random.default_rng(seed).choice(len(frame), size=n, replace=True, p=p / p.sum())
+    return frame.iloc[rows].reset_index(drop=True)
+
+
+def class_weights(labels: pd.Series, prior: dict[str, float], reference_prior: dict[str, float]) -> np.ndarray:
+    """Per-row weight q(y)/p(y) that gives rows drawn with prior p the prior q."""
+    ratio = {c: prior.get(c, 0.0) / reference_prior[c] for c in reference_prior}
+    return labels.astype(str).map(ratio).fillna(0.0).to_numpy(dtype="float64")
+
+
+# --- per-column drift (Evidently) ---------------------------------------------------------------------------------
+
+
+def _column_roles(frame: pd.DataFrame, features: list[str]) -> tuple[list[str], list[str]]:
+    numeric = [c for c in features if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
+    return numeric, [c for c in features if c not in numeric]
+
+
+def _evidently_frame(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
+    out = frame[numeric + categorical].copy()
+    for column in numeric:
+        out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
+    for column in categorical:
+        out[column] = out[column].astype("string").fillna("<missing>").astype(str)
+    return out
+
+
+def column_drift(reference: pd.DataFrame, current: pd.DataFrame, features: list[str],
+                 importance: dict[str, float], html_path: Path | None = None) -> dict[str, Any]:
+    """Evidently's per-column drift, each column's method/threshold/value, and the importance-weighted share."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    numeric, categorical = _column_roles(reference, features)
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+    snapshot = Report([DataDriftPreset(columns=numeric + categorical)]).run(
+        current_data=Dataset.from_pandas(_evidently_frame(current, numeric, categorical), data_definition=definition),
+        reference_data=Dataset.from_pandas(_evidently_frame(reference, numeric, categorical),
+                                           data_definition=definition))
+    if html_path is not None:
+        snapshot.save_html(str(html_path))
+    columns: dict[str, dict[str, Any]] = {}
+    for metric in snapshot.dict()["metrics"]:
+        config = metric["config"]
+        if not config["type"].endswith("ValueDrift"):
+            continue
+        method, threshold, value = config["method"], float(config["threshold"]), float(metric["value"])
+        is_p_value = "p_value" in method  # tests report p-values (small = drift), distances grow with drift
+        columns[config["column"]] = {
+            "method": method, "threshold": threshold, "value": value,
+            "score": "p_value" if is_p_value else "distance",
+            "drifted": bool(value < threshold if is_p_value else value >= threshold),
+        }
+    weights = {c: max(importance.get(c, 0.0), 0.0) for c in columns}
+    if sum(weights.values()) <= 0:
+        weights = dict.fromkeys(columns, 1.0)
+    total = sum(weights.values())
+    share = sum(weights[c] for c, r in columns.items() if r["drifted"]) / total
+    return {
+        "columns": columns,
+        "n_drifted": sum(r["drifted"] for r in columns.values()),
+        "weighted_share": float(share),
+        "rule": f"dataset drift when the importance-weighted share of drifted columns >= {DRIFT_SHARE}",
+        "drifted": bool(share >= DRIFT_SHARE),
+    }
+
+
+# --- multivariate drift (domain classifier) -----------------------------------------------------------------------
+
+
+def _encode(frames: list[pd.DataFrame], features: list[str]) -> list[pd.DataFrame]:
+    """Numbers stay numbers; anything else becomes category codes shared by all frames."""
+    joined = pd.concat([f[features] for f in frames], ignore_index=True)
+    numeric, _ = _column_roles(joined, features)
+    encoded = pd.DataFrame(index=joined.index)
+    for column in features:
+        if column in numeric:
+            encoded[column] = pd.to_numeric(joined[column], errors="coerce").astype("float64")
+        else:
+            encoded[column] = joined[column].astype("string").astype("category").cat.codes.astype("int32")
+    bounds = np.cumsum([0] + [len(f) for f in frames])
+    return [encoded.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds, bounds[1:])]
+
+
+def _classifier(seed: int):
+    from lightgbm import LGBMClassifier
+
+    return LGBMClassifier(n_estimators=80, learning_rate=0.1, num_leaves=15, min_child_samples=20, subsample=0.8,
+                          subsample_freq=1, colsample_bytree=0.8, random_state=seed, verbose=-1,
+                          n_jobs=max(1, os.cpu_count() or 1))
+
+
+def domain_auc(reference: pd.DataFrame, current: pd.DataFrame, features: list[str], seed: int,
+               folds: int = 3) -> tuple[float, dict[str, float]]:
+    """Out-of-fold ROC-AUC of a classifier telling `current` rows from `reference` rows, and its
+    normalised gain importances (which columns, alone or together, give the window away)."""
+    ref, cur = _encode([reference, current], features)
+    x = pd.concat([ref, cur], ignore_index=True)
+    y = np.r_[np.zeros(len(ref)), np.ones(len(cur))]
+    oof = np.zeros(len(x))
+    gain = np.zeros(len(features))
+    for train_idx, test_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+        model = _classifier(seed).fit(x.iloc[train_idx], y[train_idx])
+        oof[test_idx] = model.predict_proba(x.iloc[test_idx])[:, 1]
+        gain += model.booster_.feature_importance(importance_type="gain")
+    total = gain.sum() or 1.0
+    return float(roc_auc_score(y, oof)), {c: float(g / total) for c, g in zip(features, gain)}
+
+
+def null_auc_sd(n_reference: int, n_current: int) -> float:
+    """Standard deviation of the ROC-AUC of an uninformative score (Mann–Whitney null)."""
+    return float(np.sqrt((n_reference + n_current + 1) / (12.0 * n_reference * n_current)))
+
+
+_CLEAN_THRESHOLDS: dict[tuple, dict[str, Any]] = {}
+
+
+def domain_threshold(pool: pd.DataFrame, n_reference: int, n_current: int, features: list[str], seed: int,
+                     cache_key: str | None = None, splits: int = 2) -> dict[str, Any]:
+    """The AUC above which a window counts as drifted, calibrated on clean splits of the reference pool.
+
+    Disjoint random parts of reference rows, sized like the check, are told apart by the same
+    classifier; the threshold is the largest clean AUC plus two null standard deviations, and never
+    below 0.5 + 4 null standard deviations. Cached per reference and sizes within a process."""
+    key = (cache_key, n_reference, n_current, tuple(features), seed)
+    if cache_key is not None and key in _CLEAN_THRESHOLDS:
+        return _CLEAN_THRESHOLDS[key]
+    size_b = min(n_current, len(pool) // 2)
+    size_a = min(n_reference, len(pool) - size_b)
+    clean = []
+    for split in range(splits):
+        shuffled = pool.sample(frac=1.0, random_state=seed + 1 + split).reset_index(drop=True)
+        auc, _ = domain_auc(shuffled.iloc[:size_a], shuffled.iloc[size_a:size_a + size_b], features, seed)
+        clean.append(auc)
+    sd = null_auc_sd(size_a, size_b)
+    result = {"threshold": float(max(max(clean) + 2 * sd, 0.5 + 4 * sd)), "clean_aucs": clean,
+              "null_sd": sd, "clean_sizes": [size_a, size_b]}
+    if cache_key is not None:
+        _CLEAN_THRESHOLDS[key] = result
+    return result
+
+
+def importance_weights(reference: pd.DataFrame, current: pd.DataFrame, features: list[str], seed: int,
+                       clip: tuple[float, float] = (0.05, 20.0)) -> np.ndarray:
+    """Density-ratio weights p_window(x) / p_reference(x) for every reference row, from a domain classifier:
+    reference rows that look like the window count more. Clipped, mean 1."""
+    fit_ref, fit_cur = sample(reference, ANALYSIS_ROWS, seed), sample(current, ANALYSIS_ROWS, seed)
+    ref_all, ref_fit, cur_fit = _encode([reference, fit_ref, fit_cur], features)
+    x = pd.concat([ref_fit, cur_fit], ignore_index=True)
+    y = np.r_[np.zeros(len(ref_fit)), np.ones(len(cur_fit))]
+    p = np.clip(_classifier(seed).fit(x, y).predict_proba(ref_all)[:, 1], 1e-6, 1 - 1e-6)
+    weights = np.clip(p / (1 - p) * len(ref_fit) / len(cur_fit), *clip)
+    return weights / weights.mean()
+
+
+# --- prior, predictions, labels -----------------------------------------------------------------------------------
+
+
+def estimate_prior(reference: Reference, window: Window, seed: int, n_boot: int = 200) -> dict[str, Any]:
+    """The window's class prior: the feedback labels' shares when at least half the rows have one, else black-box
+    shift estimation — solve C w = mu, with C the joint (predicted, true) shares on the reference holdout and mu
+    the window's predicted-label shares — with a bootstrap interval over the window's predictions."""
+    classes = list(reference.meta["classes"])
+    reference_prior = reference.meta["prior"]
+    labelled = window.labels.dropna().astype(str)
+    rng = np.random.default_rng(seed)
+    if len(labelled) >= max(MIN_LABELLED, 0.5 * len(window.labels)):
+        counts = labelled.value_counts().reindex(classes, fill_value=0).to_numpy(dtype="float64")
+        boot = rng.multinomial(len(labelled), counts / counts.sum(), size=n_boot) / len(labelled)
+        estimate, method = counts / counts.sum(), "feedback labels"
+    else:
+        truth = reference.holdout[reference.target].astype(str)
+        predicted = reference.predictions[LABEL].astype(str)
+        joint = pd.crosstab(predicted, truth).reindex(index=classes, columns=classes, fill_value=0).to_numpy(float)
+        joint /= joint.sum()
+        true_shares = truth.value_counts(normalize=True).reindex(classes, fill_value=0).to_numpy(float)
+        confusion = joint / np.where(true_shares > 0, true_shares, 1.0)  # P(predicted | true)
+        window_pred = window.predictions[LABEL].astype(str).value_counts().reindex(classes, fill_value=0)
+        mu = window_pred.to_numpy(float) / max(window_pred.sum(), 1)
+
+        def solve(shares: np.ndarray) -> np.ndarray:
+            q, *_ = np.linalg.lstsq(confusion, shares, rcond=None)
+            q = np.clip(q, 0.0, None)
+            return q / q.sum() if q.sum() > 0 else np.full(len(classes), 1.0 / len(classes))
+
+        n = int(window_pred.sum())
+        estimate = solve(mu)
+        boot = np.array([solve(s) for s in rng.multinomial(n, mu, size=n_boot) / max(n, 1)])
+        method = "black-box shift estimation"
+    low, high = np.percentile(boot, [2.5, 97.5], axis=0)
+    ref = np.array([reference_prior.get(c, 0.0) for c in classes])
+    outside = (ref < low) | (ref > high)
+    relative = np.abs(estimate - ref) / np.where(ref > 0, ref, 1.0)
+    shifted = bool(np.any(outside & (relative >= PRIOR_MIN_RELATIVE_CHANGE)))
+    return {
+        "method": method, "prior": dict(zip(classes, estimate.round(6).tolist())),
+        "interval": {c: [float(lo), float(hi)] for c, lo, hi in zip(classes, low, high)},
+        "reference_prior": reference_prior, "shifted": shifted,
+        "rule": f"prior shift when a class's reference share lies outside the 95% interval and the estimate "
+                f"differs from it by >= {PRIOR_MIN_RELATIVE_CHANGE:.0%}",
+    }
+
+
+def _positive_proba(predictions: pd.DataFrame, positive: str) -> pd.Series:
+    return predictions[f"{PROBA}{positive}"].astype("float64")
+
+
+def prediction_drift(reference: Reference, window: Window) -> dict[str, Any]:
+    """K-S test on the positive-class probability (binary) or chi-square on predicted labels."""
+    positive, classes = reference.meta["positive_class"], reference.meta["classes"]
+    if len(classes) == 2 and f"{PROBA}{positive}" in window.predictions:
+        result = stats.ks_2samp(_positive_proba(reference.predictions, positive),
+                                _positive_proba(window.predictions, positive))
+        return {"method": "K-S p_value", "threshold": 0.05, "value": float(result.pvalue),
+                "drifted": bool(result.pvalue < 0.05)}
+    return _chi_square(reference.predictions[LABEL], window.predictions[LABEL], classes) | {"column": "prediction"}
+
+
+def _chi_square(reference: pd.Series, current: pd.Series, classes: list[str]) -> dict[str, Any]:
+    expected = reference.astype(str).value_counts(normalize=True).reindex(classes, fill_value=0).to_numpy(float)
+    observed = current.astype(str).value_counts().reindex(classes, fill_value=0).to_numpy(float)
+    keep = expected > 0
+    p_value = float(stats.chisquare(observed[keep], expected[keep] / expected[keep].sum() * observed.sum()).pvalue)
+    return {"method": "chi-square p_value", "threshold": 0.05, "value": p_value, "drifted": bool(p_value < 0.05)}
+
+
+# --- metrics ------------------------------------------------------------------------------------------------------
+
+
+def metric_value(metric: str, truth: pd.Series, predicted: pd.Series, positive: str, classes: list[str],
+                 weights: np.ndarray | None = None, cost: tuple[float, float] | None = None) -> float:
+    """The primary metric (as named by the training gate), optionally weighted per row."""
+    truth, predicted = truth.astype(str).to_numpy(), predicted.astype(str).to_numpy()
+    if metric == "f1":
+        return float(f1_score(truth, predicted, pos_label=positive, sample_weight=weights, zero_division=0))
+    if metric == "macro_f1":
+        return float(f1_score(truth, predicted, labels=classes, average="macro", sample_weight=weights,
+                              zero_division=0))
+    if metric == "balanced_accuracy":
+        return float(balanced_accuracy_score(truth, predicted, sample_weight=weights))
+    if metric == "expected_cost":
+        cost_fn, cost_fp = cost or (1.0, 1.0)
+        w = np.ones(len(truth)) if weights is None else weights
+        missed = (truth == positive) & (predicted != positive)
+        false_alarm = (truth != positive) & (predicted == positive)
+        return float((w * (cost_fn * missed + cost_fp * false_alarm)).sum() / w.sum())
+    raise DataError(f"unknown primary metric '{metric}'")
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric == "expected_cost"
+
+
+def _bootstrap(truth: pd.Series, predicted: list[pd.Series], metric: str, reference: Reference,
+               weights: np.ndarray | None, seed: int, n_boot: int) -> np.ndarray:
+    """Metric of each prediction set on `n_boot` paired resamples of the rows: shape (n_boot, len(predicted))."""
+    rng = np.random.default_rng(seed)
+    meta = reference.meta
+    out = np.empty((n_boot, len(predicted)))
+    truth = truth.reset_index(drop=True)
+    predicted = [p.reset_index(drop=True) for p in predicted]
+    for b in range(n_boot):
+        rows = rng.integers(0, len(truth), len(truth))
+        w = None if weights is None else weights[rows]
+        out[b] = [metric_value(metric, truth.iloc[rows], p.iloc[rows], meta["positive_class"], meta["classes"], w,
+                               meta.get("cost")) for p in predicted]
+    return out
+
+
+def performance(reference: Reference, window: Window, prior: dict[str, Any], seed: int,
+                n_boot: int = 300) -> dict[str, Any] | None:
+    """With enough feedback labels: the served model's primary metric on the labelled window rows, against
+    what it scores on the reference holdout reweighted to the window's prior (so a pure prior shift, which
+    moves F1 by itself, is not read as a drop). Drop when the window's 95% upper bound is below that."""
+    labelled = window.labels.notna().to_numpy()
+    truth = window.labels[labelled].astype(str)
+    if len(truth) < MIN_LABELLED or truth.nunique() < 2:
+        return None
+    meta, metric = reference.meta, reference.meta["primary_metric"]
+    predicted = window.predictions[LABEL][labelled].astype(str)
+    value = metric_value(metric, truth, predicted, meta["positive_class"], meta["classes"], cost=meta.get("cost"))
+    boot = _bootstrap(truth, [predicted], metric, reference, None, seed, n_boot)[:, 0]
+    low, high = np.percentile(boot, [2.5, 97.5])
+    weights = class_weights(reference.holdout[reference.target], prior["prior"], meta["prior"])
+    expected = metric_value(metric, reference.holdout[reference.target], reference.predictions[LABEL],
+                            meta["positive_class"], meta["classes"], weights, meta.get("cost"))
+    dropped = bool(low > expected) if lower_is_better(metric) else bool(high < expected)
+    return {"metric": metric, "window_value": value, "interval": [float(low), float(high)],
+            "expected_value": expected, "n_labelled": int(len(truth)), "dropped": dropped}
+
+
+# --- the analysis and the decision --------------------------------------------------------------------------------
+
+
+def analyse(reference: Reference, window: Window, seed: int, html_path: Path | None = None,
+            cache_key: str | None = None) -> dict[str, Any]:
+    """Every check on one window; the reference is first resampled to the window's prior when that shifted."""
+    features = [c for c in reference.features if c in window.features.columns]
+    missing = sorted(set(reference.features) - set(features))
+    if missing:
+        raise DataError(f"the window lacks feature column(s) {', '.join(map(repr, missing))}")
+    prior = estimate_prior(reference, window, seed)
+    pool = reference.train
+    if prior["shifted"]:
+        pool = weighted_resample(pool, class_weights(pool[reference.target], prior["prior"], reference.meta["prior"]),
+                                 len(pool), seed)
+    ref_sample = sample(pool, ANALYSIS_ROWS, seed)
+    cur_sample = sample(window.features, ANALYSIS_ROWS, seed)
+    columns = column_drift(ref_sample, cur_sample, features, reference.meta["feature_importance"], html_path)
+    auc, moved = domain_auc(ref_sample, cur_sample, features, seed)
+    calibration = domain_threshold(pool, len(ref_sample), len(cur_sample), features, seed,
+                                   cache_key=f"{cache_key}:{prior['shifted']}" if cache_key else None)
+    labelled = window.labels.dropna()
+    return {
+        "n_rows": window.n_rows, "sample_rows": {"reference": len(ref_sample), "window": len(cur_sample)},
+        "reference_resampled_to_prior": prior["shifted"],
+        "columns": columns,
+        "multivariate": {
+            "method": "domain classifier (LightGBM), out-of-fold ROC-AUC", "auc": auc, **calibration,
+            "drifted": bool(auc > calibration["threshold"]),
+            "top_columns": dict(sorted(moved.items(), key=lambda kv: -kv[1])[:5]),
+        },
+        "prior": prior,
+        "prediction_drift": prediction_drift(reference, window),
+        "label_drift": (_chi_square(reference.train[reference.target], labelled, reference.meta["classes"])
+                        if len(labelled) >= MIN_LABELLED else None),
+        "performance": performance(reference, window, prior, seed),
+    }
+
+
+DECISIONS = ("no_drift", "prior_shift", "covariate_drift", "performance_drop")
+ACTION_OF = {"no_drift": "none", "prior_shift": "recalibrate", "covariate_drift": "retrain",
+             "performance_drop": "retrain"}
+
+
+def decide(analysis: dict[str, Any]) -> tuple[str, str]:
+    """One decision and its reason, from the strongest evidence down."""
+    perf, columns, multi, prior = (analysis["performance"], analysis["columns"], analysis["multivariate"],
+                                   analysis["prior"])
+    if perf and perf["dropped"]:
+        return "performance_drop", (
+            f"{perf['metric']} on {perf['n_labelled']} labelled rows is {perf['window_value']:.3f} (95% CI "
+            f"{perf['interval'][0]:.3f}–{perf['interval'][1]:.3f}), below the {perf['expected_value']:.3f} "
+            "expected at the window's class prior")
+    against = " (reference resampled to the window's prior)" if analysis["reference_resampled_to_prior"] else ""
+    if columns["drifted"] or multi["drifted"]:
+        found = []
+        if columns["drifted"]:
+            found.append(f"{columns['n_drifted']} drifted columns, importance-weighted share "
+                         f"{columns['weighted_share']:.2f} >= {DRIFT_SHARE}")
+        if multi["drifted"]:
+            top = ", ".join(list(multi["top_columns"])[:3])
+            found.append(f"domain classifier AUC {multi['auc']:.3f} > {multi['threshold']:.3f} (mostly {top})")
+        return "covariate_drift", "; ".join(found) + against
+    if prior["shifted"]:
+        shares = ", ".join(f"{c}: {prior['reference_prior'].get(c, 0):.3f} → {q:.3f}" for c, q in prior["prior"].items())
+        return "prior_shift", (f"class prior moved ({shares}, {prior['method']}) and the features match the "
+                               "reference once it is resampled to the new prior")
+    return "no_drift", (f"{columns['n_drifted']} of {len(columns['columns'])} columns drifted (weighted share "
+                        f"{columns['weighted_share']:.2f} < {DRIFT_SHARE}); domain classifier AUC "
+                        f"{multi['auc']:.3f} <= {multi['threshold']:.3f}; prior unchanged")
+
+
+# --- actions ------------------------------------------------------------------------------------------------------
+
+
+def adjust_proba(predictions: pd.DataFrame, weights: dict[str, float]) -> pd.DataFrame:
+    """Probabilities moved to a new prior: p'(y|x) ∝ p(y|x) · q(y)/p(y)."""
+    proba = pd.DataFrame({c: predictions[f"{PROBA}{c}"] * w for c, w in weights.items()})
+    return proba.div(proba.sum(axis=1).replace(0, 1), axis=0)
+
+
+def recalibration(reference: Reference, prior: dict[str, float]) -> dict[str, Any]:
+    """Prior weights q/p and a threshold re-tuned for the primary metric on the reference holdout,
+    probabilities adjusted to the new prior and rows weighted to it. No refit."""
+    meta = reference.meta
+    weights = {c: prior.get(c, 0.0) / meta["prior"][c] for c in meta["classes"]}
+    proba = adjust_proba(reference.predictions, weights)
+    truth = reference.holdout[reference.target].astype(str)
+    row_weights = class_weights(truth, prior, meta["prior"])
+    positive, classes, metric = meta["positive_class"], meta["classes"], meta["primary_metric"]
+    threshold = None
+    if len(classes) == 2 and meta.get("threshold") is not None:
+        negative = next(c for c in classes if c != positive)
+        candidates = np.unique(np.quantile(proba[positive], np.linspace(0.0, 1.0, 201)))
+        scores = [metric_value(metric, truth, pd.Series(np.where(proba[positive] >= t, positive, negative)),
+                               positive, classes, row_weights, meta.get("cost")) for t in candidates]
+        best = int(np.argmin(scores) if lower_is_better(metric) else np.argmax(scores))
+        threshold = float(candidates[best])
+    return {"prior_weights": weights, "decision_threshold": threshold}
+
+
+def retraining_table(reference: Reference, window: Window, labelled_rows: np.ndarray, seed: int) -> pd.DataFrame:
+    """Reference rows plus the window's labelled rows, weighted for the new data: reference rows by density
+    ratio (rows that look like the window count more) and age (half a window row at `RECENCY_HALF_LIFE` 1),
+    then every class to the same total weight, so the imbalance policy holds under the new prior."""
+    features, target = reference.features, reference.target
+    old = reference.train[features + [target]].reset_index(drop=True)
+    old_weight = importance_weights(old, window.features, features, seed) * 0.5 ** (1.0 / RECENCY_HALF_LIFE)
+    new = window.features.loc[labelled_rows, features].reset_index(drop=True)
+    new[target] = window.labels[labelled_rows].astype(str).to_numpy()
+    table = pd.concat([old.assign(**{WEIGHT: old_weight}), new.assign(**{WEIGHT: 1.0})], ignore_index=True)
+    totals = table.groupby(target)[WEIGHT].transform("sum")
+    n_classes = table[target].nunique()
+    table[WEIGHT] = table[WEIGHT] * table[WEIGHT].sum() / (n_classes * totals)
+    return table
+
+
+def adapted_reference(reference: Reference, window: Window, evaluation: pd.DataFrame, predictions: pd.DataFrame,
+                      prior: dict[str, float], threshold: float | None, value: float, seed: int) -> Reference:
+    """The reference of a promoted challenger: the data it was adapted to. Training rows are the window's
+    labelled rows when it has enough, else the old reference reweighted to the window (density ratio and
+    prior); the holdout is the rows it was judged on (resampled by their weights when weighted)."""
+    features, target = reference.features, reference.target
+    labelled = window.labels.notna().to_numpy()
+    if labelled.sum() >= MIN_LABELLED:
+        train = window.features.loc[labelled, features].assign(**{target: window.labels[labelled].astype(str)})
+    else:
+        weights = (importance_weights(reference.train, window.features, features, seed)
+                   * class_weights(reference.train[target], prior, reference.meta["prior"]))
+        train = weighted_resample(reference.train, weights, len(reference.train), seed)
+    holdout, predictions = evaluation.reset_index(drop=True), predictions.reset_index(drop=True)
+    if WEIGHT in holdout:
+        rows = weighted_resample(pd.DataFrame({"row": np.arange(len(holdout))}), holdout[WEIGHT].to_numpy(),
+                                 len(holdout), seed)["row"].to_numpy()
+        holdout, predictions = holdout.iloc[rows].drop(columns=[WEIGHT]), predictions.iloc[rows]
+    shares = train[target].astype(str).value_counts(normalize=True)
+    meta = {**reference.meta, "prior": {c: float(shares.get(c, 0.0)) for c in reference.meta["classes"]},
+            "threshold": reference.meta["threshold"] if threshold is None else threshold, "primary_value": value}
+    return Reference(train=train.reset_index(drop=True), holdout=holdout.reset_index(drop=True),
+                     predictions=predictions.reset_index(drop=True), meta=meta)
+
+
+def compare(reference: Reference, truth: pd.Series, champion: pd.Series, challenger: pd.Series,
+            weights: np.ndarray | None, seed: int, n_boot: int = 1000, min_probability: float = 0.9) -> dict[str, Any]:
+    """Challenger vs champion on the same labelled rows: the primary metric of each, the difference with a
+    paired-bootstrap 95% interval, and the verdict — promote only when the challenger is better in at least
+    `min_probability` of the resamples."""
+    meta, metric = reference.meta, reference.meta["primary_metric"]
+    values = [metric_value(metric, truth, p, meta["positive_class"], meta["classes"], weights, meta.get("cost"))
+              for p in (champion, challenger)]
+    boot = _bootstrap(truth, [champion, challenger], metric, reference, weights, seed, n_boot)
+    gain = (boot[:, 0] - boot[:, 1]) if lower_is_better(metric) else (boot[:, 1] - boot[:, 0])
+    probability = float((gain > 0).mean())
+    better = probability >= min_probability and (values[1] < values[0] if lower_is_better(metric)
+                                                  else values[1] > values[0])
+    low, high = np.percentile(boot[:, 1] - boot[:, 0], [2.5, 97.5])
+    return {
+        "metric": metric, "champion": values[0], "challenger": values[1], "difference": values[1] - values[0],
+        "interval": [float(low), float(high)], "probability_better": probability, "n_rows": int(len(truth)),
+        "weighted": weights is not None, "promote": bool(better),
+        "reason": (f"challenger {metric} {values[1]:.3f} vs champion {values[0]:.3f} (difference 95% CI "
+                   f"{low:+.3f} to {high:+.3f}; better in {probability:.0%} of {n_boot} resamples, "
+                   f"{'promote' if better else f'keep the champion: needs {min_probability:.0%}'})"),
+    }

@@ -1,0 +1,1 @@
+"""The drift-monitoring graph: collect → analyse → decide → act → compare → approve → promote → report."""

@@ -1,0 +1,184 @@
+"""Runs drift checks: creates them, drives the monitor graph, records each outcome in `drift_checks`.
+
+Like training jobs, checks are checkpointed after every node (thread id `check-<id>` in the
+same SQLite checkpoint file), so a check waiting for approval is answered from any process,
+and queued checks are run by `poise worker` (see `pipelines.worker`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import traceback
+import uuid
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.types import Command
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from agents.errors import SpecError
+from pipelines.monitoring.configuration import MonitorContext
+from pipelines.monitoring.graph import AGENT_OF_STEP, build_graph
+from pipelines.monitoring.state import CheckSpec
+from pipelines.runner import AWAITING_APPROVAL, EventHandler, StepEvent
+from pipelines.settings import Settings
+from registry import tracking
+from registry.db import session_scope
+from registry.models import DriftCheck
+
+
+@dataclass
+class CheckResult:
+    check_id: str
+    status: str
+    model_name: str
+    decision: str | None = None
+    reason: str | None = None
+    champion_version: str | None = None
+    challenger_version: str | None = None
+    promoted: bool = False
+    error: str | None = None
+    report_path: str | None = None
+    plan: list[str] = field(default_factory=list)
+    comparison: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+
+def make_check_spec(model_name: str, **options: Any) -> CheckSpec:
+    try:
+        return CheckSpec(model_name=model_name, **{k: v for k, v in options.items() if v is not None})
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in error.errors())
+        raise SpecError(f"invalid check options: {problems}") from None
+
+
+def create_check(spec: CheckSpec, settings: Settings, trigger: str, scheduled_for: datetime | None = None) -> str:
+    """A queued check row; raises sqlalchemy's IntegrityError when (model, scheduled_for) exists already."""
+    settings.ensure_home()
+    check_id = uuid.uuid4().hex
+    with session_scope(settings.db_url) as session:
+        session.add(DriftCheck(id=check_id, model_name=spec.model_name, status="queued", trigger=trigger,
+                               spec=spec.model_dump(), scheduled_for=scheduled_for))
+    return check_id
+
+
+def check_now(model_name: str, settings: Settings, on_event: EventHandler | None = None, **options: Any) -> CheckResult:
+    """Create a check of `model_name` and run it in this process (what `poise monitor` does)."""
+    return run_check(create_check(make_check_spec(model_name, **options), settings, "cli"), settings, on_event)
+
+
+def find_check(settings: Settings, check_id: str) -> DriftCheck:
+    with session_scope(settings.db_url) as session:
+        found = session.get(DriftCheck, check_id)
+        if found is None:
+            matches = session.scalars(select(DriftCheck).where(DriftCheck.id.startswith(check_id)).limit(2)).all() \
+                if check_id else []
+            if len(matches) != 1:
+                raise SpecError(f"no drift check matches '{check_id}'" if not matches
+                                else f"'{check_id}' matches several drift checks")
+            found = matches[0]
+        session.expunge(found)
+        return found
+
+
+def decide_check(check_id: str, approved: bool, settings: Settings, by: str = "user",
+                 on_event: EventHandler | None = None) -> CheckResult:
+    """Answer a check waiting for approval of its promotion, and finish it here."""
+    check = find_check(settings, check_id)
+    if check.status != AWAITING_APPROVAL:
+        raise SpecError(f"drift check {check.id[:12]} is {check.status}, not waiting for approval")
+    return run_check(check.id, settings, on_event, resume_value={"approved": approved, "by": by})
+
+
+def queue_check_decision(check_id: str, approved: bool, settings: Settings, by: str = "user") -> None:
+    """Record the answer for a waiting check and queue it for a worker to finish."""
+    with session_scope(settings.db_url) as session:
+        check = session.get(DriftCheck, check_id)
+        if check is None or check.status != AWAITING_APPROVAL:
+            raise SpecError(f"drift check {check_id[:12]} is {check.status if check else 'unknown'}, "
+                            "not waiting for approval")
+        check.pending_decision, check.status = {"approved": approved, "by": by}, "queued"
+
+
+def run_check(check_id: str, settings: Settings, on_event: EventHandler | None = None,
+              resume_value: dict[str, Any] | None = None) -> CheckResult:
+    started = time.perf_counter()
+    notify = on_event or (lambda event: None)
+    with session_scope(settings.db_url) as session:
+        check = session.get(DriftCheck, check_id)
+        spec, check.status, check.error = check.spec, "running", None
+    context = MonitorContext(settings=settings, check_id=check_id)
+    context.check_dir.mkdir(parents=True, exist_ok=True)
+    config = {"configurable": {"thread_id": f"check-{check_id}"}}
+    with closing(sqlite3.connect(settings.checkpoint_path, check_same_thread=False)) as connection:
+        app = build_graph().compile(checkpointer=SqliteSaver(connection))
+        if resume_value is not None:
+            graph_input: Any = Command(resume=resume_value)
+        else:
+            graph_input = None if app.get_state(config).values else {"spec": spec}
+        opened: dict[str, float] = {}
+        try:
+            for task in app.stream(graph_input, config, context=context, stream_mode="tasks", durability="sync"):
+                _notify(task, check_id, opened, notify)
+        except Exception as error:  # a bug, not bad input: the checkpoint keeps what was done
+            (context.check_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+            state = app.get_state(config).values
+            if state.get("mlflow_run_id"):
+                tracking.finish_run(context.mlflow, state["mlflow_run_id"], "FAILED")
+            return _record(settings, check_id, "failed", state, f"{type(error).__name__}: {error}", started)
+        snapshot = app.get_state(config)
+    state = snapshot.values
+    if snapshot.interrupts:
+        result = _record(settings, check_id, AWAITING_APPROVAL, state, None, started)
+        result.plan = list(snapshot.interrupts[0].value["plan"])
+        return result
+    if state.get("error"):
+        if state.get("mlflow_run_id"):
+            tracking.finish_run(context.mlflow, state["mlflow_run_id"], "FAILED")
+        return _record(settings, check_id, "failed", state, state["error"], started)
+    return _record(settings, check_id, "succeeded", state, None, started)
+
+
+def _notify(task: dict[str, Any], check_id: str, opened: dict[str, float], notify: EventHandler) -> None:
+    node = task["name"]
+    agent = AGENT_OF_STEP.get(node, "pipeline")
+    if "input" in task:
+        opened[task["id"]] = time.perf_counter()
+        notify(StepEvent(check_id, node, agent, "running"))
+        return
+    result = task.get("result") or {}
+    status = ("waiting" if task.get("interrupts") else
+              "failed" if task.get("error") or result.get("error") else "succeeded")
+    message = result.get("error") or result.get("reason") or (str(task["error"])[:500] if task.get("error") else None)
+    notify(StepEvent(check_id, node, agent, status, round(time.perf_counter() - opened.pop(task["id"]), 2), message))
+
+
+def _record(settings: Settings, check_id: str, status: str, state: dict[str, Any], error: str | None,
+            started: float) -> CheckResult:
+    action, window = state.get("action") or {}, state.get("window") or {}
+    with session_scope(settings.db_url) as session:
+        check = session.get(DriftCheck, check_id)
+        check.status, check.error = status, error
+        check.champion_version = state.get("champion_version")
+        check.window_start = datetime.fromisoformat(window["start"]) if window.get("start") else None
+        check.window_end = datetime.fromisoformat(window["end"]) if window.get("end") else None
+        check.n_rows = window.get("n_rows")
+        check.decision, check.reason = state.get("decision"), state.get("reason")
+        check.results = {k: state.get(k) for k in ("window", "analysis", "action", "comparison", "approval")}
+        check.challenger_version = action.get("challenger_version")
+        check.retrain_job_id = action.get("retrain_job_id")
+        check.promoted = bool(state.get("promoted"))
+        check.mlflow_run_id = state.get("mlflow_run_id")
+        check.finished_at = None if status == AWAITING_APPROVAL else datetime.now(UTC)
+        model_name = check.model_name
+    return CheckResult(
+        check_id=check_id, status=status, model_name=model_name, decision=state.get("decision"),
+        reason=state.get("reason"), champion_version=state.get("champion_version"),
+        challenger_version=action.get("challenger_version"), promoted=bool(state.get("promoted")), error=error,
+        report_path=state.get("report_path"), comparison=state.get("comparison"),
+        seconds=round(time.perf_counter() - started, 2))
