@@ -105,11 +105,25 @@ def sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return frame if len(frame) <= n else frame.sample(n=n, random_state=seed)
 
 
-def weighted_resample(frame: pd.DataFrame, weights: np.ndarray, n: int, seed: int) -> pd.DataFrame:
-    """`n` rows drawn with replacement with probability proportional to `weights`."""
+def weighted_subsample(frame: pd.DataFrame, weights: np.ndarray, seed: int, share: float = 0.5) -> pd.DataFrame:
+    """About `share` of the rows, drawn without replacement with probability proportional to `weights`
+    (no row twice: repeated rows are easy for a domain classifier to spot)."""
     p = np.asarray(weights, dtype="float64")
-    rows = np.random.default_rng(seed).choice(len(frame), size=n, replace=True, p=p / p.sum())
-    return frame.iloc[rows].reset_index(drop=True)
+    n = min(max(1, int(share * len(frame))), int((p > 0).sum()))
+    rows = np.random.default_rng(seed).choice(len(frame), size=n, replace=False, p=p / p.sum())
+    return frame.iloc[np.sort(rows)].reset_index(drop=True)
+
+
+def prior_matched(frame: pd.DataFrame, target: str, prior: dict[str, float], seed: int) -> pd.DataFrame:
+    """The largest stratified subsample of `frame` (no row twice) whose class shares are `prior`.
+
+    Without replacement on purpose: repeated rows are easy for a domain classifier to spot."""
+    counts = frame[target].astype(str).value_counts()
+    wanted = {c: q for c, q in prior.items() if q > 0 and counts.get(c, 0) > 0}
+    total = min(counts[c] / q for c, q in wanted.items())
+    parts = [frame[frame[target].astype(str) == c].sample(n=max(1, int(q * total)), random_state=seed)
+             for c, q in wanted.items()]
+    return pd.concat(parts).sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
 def class_weights(labels: pd.Series, prior: dict[str, float], reference_prior: dict[str, float]) -> np.ndarray:
@@ -410,10 +424,8 @@ def analyse(reference: Reference, window: Window, seed: int, html_path: Path | N
     if missing:
         raise DataError(f"the window lacks feature column(s) {', '.join(map(repr, missing))}")
     prior = estimate_prior(reference, window, seed)
-    pool = reference.train
-    if prior["shifted"]:
-        pool = weighted_resample(pool, class_weights(pool[reference.target], prior["prior"], reference.meta["prior"]),
-                                 len(pool), seed)
+    pool = prior_matched(reference.train, reference.target, prior["prior"], seed) if prior["shifted"] \
+        else reference.train
     ref_sample = sample(pool, ANALYSIS_ROWS, seed)
     cur_sample = sample(window.features, ANALYSIS_ROWS, seed)
     columns = column_drift(ref_sample, cur_sample, features, reference.meta["feature_importance"], html_path)
@@ -444,14 +456,14 @@ ACTION_OF = {"no_drift": "none", "prior_shift": "recalibrate", "covariate_drift"
 
 
 def decide(analysis: dict[str, Any]) -> tuple[str, str]:
-    """One decision and its reason, from the strongest evidence down."""
+    """One decision and its reason: covariate drift when the features moved (whatever the labels say), else a
+    performance drop on labelled feedback (the concept changed), else a prior shift, else no drift."""
     perf, columns, multi, prior = (analysis["performance"], analysis["columns"], analysis["multivariate"],
                                    analysis["prior"])
-    if perf and perf["dropped"]:
-        return "performance_drop", (
-            f"{perf['metric']} on {perf['n_labelled']} labelled rows is {perf['window_value']:.3f} (95% CI "
-            f"{perf['interval'][0]:.3f}–{perf['interval'][1]:.3f}), below the {perf['expected_value']:.3f} "
-            "expected at the window's class prior")
+    dropped = perf is not None and perf["dropped"]
+    perf_text = (f"{perf['metric']} on {perf['n_labelled']} labelled rows is {perf['window_value']:.3f} (95% CI "
+                 f"{perf['interval'][0]:.3f}–{perf['interval'][1]:.3f}), below the {perf['expected_value']:.3f} "
+                 "expected at the window's class prior") if dropped else ""
     against = " (reference resampled to the window's prior)" if analysis["reference_resampled_to_prior"] else ""
     if columns["drifted"] or multi["drifted"]:
         found = []
@@ -461,7 +473,9 @@ def decide(analysis: dict[str, Any]) -> tuple[str, str]:
         if multi["drifted"]:
             top = ", ".join(list(multi["top_columns"])[:3])
             found.append(f"domain classifier AUC {multi['auc']:.3f} > {multi['threshold']:.3f} (mostly {top})")
-        return "covariate_drift", "; ".join(found) + against
+        return "covariate_drift", "; ".join(found) + against + (f"; and {perf_text}" if dropped else "")
+    if dropped:
+        return "performance_drop", perf_text + "; the features did not move: the concept changed"
     if prior["shifted"]:
         shares = ", ".join(f"{c}: {prior['reference_prior'].get(c, 0):.3f} → {q:.3f}" for c, q in prior["prior"].items())
         return "prior_shift", (f"class prior moved ({shares}, {prior['method']}) and the features match the "
@@ -528,11 +542,11 @@ def adapted_reference(reference: Reference, window: Window, evaluation: pd.DataF
     else:
         weights = (importance_weights(reference.train, window.features, features, seed)
                    * class_weights(reference.train[target], prior, reference.meta["prior"]))
-        train = weighted_resample(reference.train, weights, len(reference.train), seed)
+        train = weighted_subsample(reference.train, weights, seed)
     holdout, predictions = evaluation.reset_index(drop=True), predictions.reset_index(drop=True)
     if WEIGHT in holdout:
-        rows = weighted_resample(pd.DataFrame({"row": np.arange(len(holdout))}), holdout[WEIGHT].to_numpy(),
-                                 len(holdout), seed)["row"].to_numpy()
+        rows = weighted_subsample(pd.DataFrame({"row": np.arange(len(holdout))}), holdout[WEIGHT].to_numpy(),
+                                  seed)["row"].to_numpy()
         holdout, predictions = holdout.iloc[rows].drop(columns=[WEIGHT]), predictions.iloc[rows]
     shares = train[target].astype(str).value_counts(normalize=True)
     meta = {**reference.meta, "prior": {c: float(shares.get(c, 0.0)) for c in reference.meta["classes"]},

@@ -68,7 +68,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from benchmarks.datasets import TABLES, TARGET, load
+from pipelines.datasets import TABLES, TARGET, load
 
 METHODS = ("poise", "autogluon_default", "autogluon_balanced", "smote_lightgbm", "balanced_logreg")
 METRICS = ("macro_f1", "balanced_accuracy", "pr_auc", "minority_recall")

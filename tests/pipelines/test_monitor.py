@@ -1,0 +1,299 @@
+"""Drift checks end to end on a real KEEL table: real AutoGluon fits and retrains, the real MLflow store,
+the real job database, the CLI and the scheduler.
+
+One model is trained for the module; the tests then run in order like the life of a served model:
+clean traffic, a covariate shift, a rollback, a prior shift, a flipped correlation (with approval),
+and scheduled checks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from agents import deployment
+from pipelines import runner
+from pipelines.api.main import create_app
+from pipelines.cli import app
+from pipelines.datasets import load
+from pipelines.monitoring.runner import check_now, find_check
+from pipelines.scheduler import add_schedule, list_schedules, previous_fire_time, remove_schedule, run_scheduler
+from pipelines.settings import Settings
+from pipelines.worker import Worker
+from registry import tracking
+from registry.db import session_scope
+from registry.keys import create_key
+from registry.models import DriftCheck, Job, Prediction
+
+pytestmark = pytest.mark.slow
+
+NAME = "blocks"
+TARGET = "target"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """page_blocks0 (5,472 rows, imbalance ratio 8.8): 40 % trains v1, the rest is live traffic."""
+    home = tmp_path_factory.mktemp("monitor") / "home"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("POISE_HOME", str(home))
+        for name in ("POISE_DATABASE_URL", "POISE_MLFLOW_TRACKING_URI", "POISE_MLFLOW_REGISTRY_URI"):
+            patch.delenv(name, raising=False)
+        settings = Settings(home=home)
+        table, _ = load("page_blocks0")
+        table = table.sample(frac=1.0, random_state=0).reset_index(drop=True)
+        cut = int(0.4 * len(table))
+        data = home.parent / "train.csv"
+        table.iloc[:cut].to_csv(data, index=False)
+        result = runner.train(data, TARGET, name=NAME, time_limit=12, settings=settings)
+        assert result.status == "succeeded" and result.is_champion, result.error
+        yield settings, table.iloc[cut:].reset_index(drop=True), home.parent
+
+
+def _client(settings):
+    return tracking.configure(settings.tracking_uri, settings.registry_uri)
+
+
+def _top_feature(settings) -> str:
+    _, _, meta = tracking.load_reference(_client(settings), NAME, tracking.champion_version(_client(settings), NAME))
+    return max(meta["feature_importance"], key=meta["feature_importance"].get)
+
+
+def _serve(settings, rows: pd.DataFrame, labelled: bool = True) -> None:
+    """Log predictions of the champion for `rows` as the API does, with feedback labels."""
+    version = tracking.champion_version(_client(settings), NAME)
+    features = rows.drop(columns=[TARGET])
+    output = deployment.predict_table(tracking.load_model(NAME, version), features)
+    with session_scope(settings.db_url) as session:
+        for (_, row), (_, out), label in zip(features.iterrows(), output.iterrows(), rows[TARGET]):
+            session.add(Prediction(id=uuid.uuid4().hex, model_name=NAME, model_version=version,
+                                   inputs={k: float(v) for k, v in row.items()}, outputs=out.to_dict(),
+                                   feedback_label=label if labelled else None))
+
+
+def _versions(settings) -> list[str]:
+    return sorted(str(v.version) for v in _client(settings).search_model_versions(f"name = '{NAME}'"))
+
+
+def test_clean_traffic_from_the_prediction_log_raises_no_retrain(served):
+    settings, stream, _ = served
+    _serve(settings, stream.iloc[:400])
+    result = check_now(NAME, settings)
+
+    assert result.status == "succeeded", result.error
+    assert result.decision == "no_drift", result.reason
+    assert result.challenger_version is None and _versions(settings) == ["1"]
+    check = find_check(settings, result.check_id)
+    assert check.n_rows == 400 and check.window_end is not None and check.trigger == "cli"
+    assert check.results["window"]["source"] == "prediction log" and check.results["window"]["n_labelled"] == 400
+    analysis = check.results["analysis"]
+    assert analysis["performance"]["dropped"] is False
+    assert all({"method", "threshold", "value", "score", "drifted"} <= set(c) for c in analysis["columns"]["columns"].values())
+
+    run = _client(settings).get_run(check.mlflow_run_id)
+    assert run.data.tags["poise.decision"] == "no_drift" and run.info.status == "FINISHED"
+    drift_files = {a.path for a in _client(settings).list_artifacts(check.mlflow_run_id, "drift")}
+    assert {"drift/drift_report.html", "drift/analysis.json", "drift/report.md"} <= drift_files
+
+    again = check_now(NAME, settings)  # nothing served since: the window starts where the last one ended
+    assert again.status == "succeeded" and again.decision == "no_data"
+
+
+def test_covariate_shift_is_caught_in_the_first_window_and_a_retrained_version_promoted(served):
+    settings, stream, _ = served
+    column = _top_feature(settings)
+    shifted = stream.iloc[400:1200].copy()
+    shifted[column] = shifted[column] * 3.0  # the unit of the most important column changed upstream
+    _serve(settings, shifted)
+    result = check_now(NAME, settings)
+
+    assert result.status == "succeeded", result.error
+    assert result.decision == "covariate_drift", result.reason
+    assert result.challenger_version == "2"
+    assert result.promoted, result.comparison
+    client = _client(settings)
+    assert tracking.champion_version(client, NAME) == "2"
+    assert tracking.alias_version(client, NAME, tracking.PREVIOUS_CHAMPION) == "1"
+    assert result.comparison["challenger"] > result.comparison["champion"]
+    assert result.comparison["interval"][0] > 0 or result.comparison["probability_better"] >= 0.9
+
+    check = find_check(settings, result.check_id)
+    with session_scope(settings.db_url) as session:
+        job = session.get(Job, check.retrain_job_id)
+        assert job.status == "succeeded" and job.spec["weight_column"] == "poise_weight" and not job.spec["promote"]
+    assert check.results["action"]["evaluated_on"] == "fresh labelled holdout from the window"
+    # the new champion is judged against the data it was adapted to: the same traffic is no longer drift
+    _serve(settings, stream.iloc[1200:1600].assign(**{column: stream[column].iloc[1200:1600] * 3.0}))
+    after = check_now(NAME, settings)
+    assert after.status == "succeeded" and after.decision == "no_drift", after.reason
+
+
+def test_rollback_restores_the_previous_champion(served):
+    settings, _, _ = served
+    outcome = CliRunner().invoke(app, ["rollback", NAME])
+    assert outcome.exit_code == 0, outcome.output
+    client = _client(settings)
+    assert tracking.champion_version(client, NAME) == "1"
+    assert tracking.alias_version(client, NAME, tracking.PREVIOUS_CHAMPION) == "2"
+    assert CliRunner().invoke(app, ["rollback", "no-such-model"]).exit_code == 2
+
+
+def test_a_pure_prior_shift_is_recalibrated_without_a_refit(served):
+    settings, stream, folder = served
+    rest = stream.iloc[1600:2600]
+    positives, negatives = rest[rest[TARGET] == "positive"], rest[rest[TARGET] == "negative"]
+    batch = pd.concat([positives, negatives.sample(len(positives) * 7 // 3, random_state=0)])  # 30 % positive
+    path = folder / "prior.parquet"
+    batch.drop(columns=[TARGET]).sample(frac=1.0, random_state=0).to_parquet(path)  # no labels: estimate the prior
+
+    champion = tracking.champion_version(_client(settings), NAME)
+    jobs_before = _count(settings, Job)
+    result = check_now(NAME, settings, current=str(path))
+    assert result.status == "succeeded", result.error
+    assert result.decision == "prior_shift", result.reason
+    assert _count(settings, Job) == jobs_before  # no training job: recalibration only
+
+    client = _client(settings)
+    version = client.get_model_version(NAME, result.challenger_version)
+    assert version.tags["poise.derived_from"] == champion
+    info = mlflow.models.get_model_info(tracking.model_uri(NAME, result.challenger_version))
+    config = info.flavors["python_function"]["config"]
+    assert config["prior_weights"]["positive"] > 1.5 > 1.0 > config["prior_weights"]["negative"]
+    features = batch.drop(columns=[TARGET])
+    old = deployment.predict_table(tracking.load_model(NAME, champion), features)
+    new = deployment.predict_table(tracking.load_model(NAME, result.challenger_version), features)
+    assert (new["proba_positive"] >= old["proba_positive"] - 1e-9).all()
+    check = find_check(settings, result.check_id)
+    assert check.results["action"]["evaluated_on"].startswith("reference holdout weighted")
+    assert (tracking.champion_version(client, NAME) == result.challenger_version) == result.promoted
+
+
+def test_a_flipped_correlation_is_caught_retrained_and_promoted_after_approval(served):
+    settings, stream, folder = served
+    champion = tracking.champion_version(_client(settings), NAME)
+    reference = tracking.load_reference(_client(settings), NAME, champion)[1]["train"]
+    features = [c for c in reference.columns if c != TARGET]
+    corr = reference[features].corr(method="spearman").abs().where(~np.eye(len(features), dtype=bool)).stack()
+    a, b = corr.idxmax()
+    batch = stream.iloc[2600:].copy().reset_index(drop=True)
+    ranks = batch[a].rank(method="first").to_numpy().astype(int) - 1
+    batch[b] = np.sort(batch[b].to_numpy())[::-1][ranks]  # every value of b kept, order reversed against a
+    path = folder / "flipped.csv"
+    batch.to_csv(path, index=False)
+
+    outcome = CliRunner().invoke(app, ["monitor", NAME, "--current", str(path), "--approval"])
+    assert outcome.exit_code == 0, outcome.output
+    with session_scope(settings.db_url) as session:
+        check = session.scalars(select(DriftCheck).order_by(DriftCheck.created_at.desc())).first()
+        check_id, status = check.id, check.status
+        analysis = check.results["analysis"]
+    assert analysis["columns"]["columns"][a]["drifted"] is False and analysis["columns"]["columns"][b]["drifted"] is False
+    assert analysis["multivariate"]["drifted"] and {a, b} & set(analysis["multivariate"]["top_columns"])
+    assert status == "awaiting_approval", outcome.output
+    assert tracking.champion_version(_client(settings), NAME) == champion  # nothing moves before the answer
+
+    approved = CliRunner().invoke(app, ["approve", check_id[:10]])
+    assert approved.exit_code == 0, approved.output
+    finished = find_check(settings, check_id)
+    assert finished.status == "succeeded" and finished.promoted
+    assert tracking.champion_version(_client(settings), NAME) == finished.challenger_version == "4"
+
+
+def _count(settings, model) -> int:
+    with session_scope(settings.db_url) as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def test_previous_fire_time_for_interval_and_cron():
+    from datetime import UTC, datetime
+
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    now = datetime(2026, 1, 1, 3, 25, 7, tzinfo=UTC)
+    assert previous_fire_time(IntervalTrigger(minutes=10, start_date=start, timezone=UTC), now) == \
+        datetime(2026, 1, 1, 3, 20, tzinfo=UTC)
+    assert previous_fire_time(CronTrigger.from_crontab("0 * * * *", timezone=UTC), now) == \
+        datetime(2026, 1, 1, 3, 0, tzinfo=UTC)
+
+
+def test_the_api_queues_lists_and_reports_checks(served, serve_app):
+    settings, stream, folder = served
+    settings.data_folder.mkdir(parents=True, exist_ok=True)
+    stream.head(300).to_csv(settings.data_folder / "batch.csv", index=False)
+    keys = {scope: create_key(settings.db_url, f"checks-{scope}", [scope])[1] for scope in ("read", "submit", "admin")}
+    auth = lambda scope: {"Authorization": f"Bearer {keys[scope]}"}  # noqa: E731
+    with serve_app(create_app(settings)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        path = f"/api/v1/models/{NAME}/checks"
+        assert client.post(path, json={}, headers=auth("read")).status_code == 403
+        assert client.post(path, json={"data_path": "../train.csv"}, headers=auth("submit")).status_code == 400
+        assert client.post(path, json={"action": "explode"}, headers=auth("submit")).status_code == 422
+        assert client.get("/api/v1/models/bad name!/checks", headers=auth("read")).status_code == 422
+        queued = client.post(path, json={"data_path": "batch.csv", "action": "none"}, headers=auth("submit"))
+        assert queued.status_code == 202 and queued.json()["status"] == "queued"
+        check_id = queued.json()["id"]
+        assert client.get(f"/api/v1/checks/{check_id}/report", headers=auth("read")).status_code == 404
+
+        assert Worker(settings, poll_seconds=0.1).run_once() == check_id
+        listed = client.get(path, headers=auth("read")).json()
+        assert listed[0]["id"] == check_id and listed[0]["status"] == "succeeded" and listed[0]["results"] is None
+        detail = client.get(f"/api/v1/checks/{check_id}", headers=auth("read")).json()
+        assert detail["trigger"] == "api" and detail["n_rows"] == 300
+        assert detail["decision"] in ("no_drift", "covariate_drift", "prior_shift", "performance_drop")
+        assert detail["challenger_version"] is None  # action "none": report only
+        assert "multivariate" in detail["results"]["analysis"]
+        report = client.get(f"/api/v1/checks/{check_id}/report", headers=auth("read"))
+        assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
+        assert "Drift Summary" in report.text and "Blackpix" in report.text  # a column of page_blocks0
+        refused = client.post(f"/api/v1/checks/{check_id}/approve", json={"approved": True}, headers=auth("admin"))
+        assert refused.status_code == 409 and "not waiting for approval" in refused.json()["detail"]
+        assert client.get("/api/v1/checks/nope", headers=auth("read")).status_code == 404
+
+
+def test_two_schedulers_queue_each_scheduled_check_once_and_a_worker_runs_it(served):
+    settings, _, folder = served
+    outcome = CliRunner().invoke(app, ["schedule", NAME, "--every", "10s"])
+    assert outcome.exit_code == 0, outcome.output
+    assert [s.model_name for s in list_schedules(settings)] == [NAME]
+    assert CliRunner().invoke(app, ["schedule", NAME, "--every", "soon"]).exit_code == 2
+
+    stop = threading.Event()
+    schedulers = [threading.Thread(target=run_scheduler, args=(settings, stop, 0.5)) for _ in range(2)]
+    for thread in schedulers:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _scheduled(settings) < 2:
+        time.sleep(0.5)
+    stop.set()
+    for thread in schedulers:
+        thread.join(timeout=30)
+    assert remove_schedule(settings, NAME) and list_schedules(settings) == []
+
+    with session_scope(settings.db_url) as session:
+        slots = session.scalars(select(DriftCheck.scheduled_for).where(DriftCheck.trigger == "schedule")).all()
+    assert len(slots) >= 2 and len(slots) == len(set(slots))  # two schedulers, still one check per firing
+    assert all(slot.second % 10 == slots[0].second % 10 for slot in slots)
+
+    _serve(settings, pd.read_csv(folder / "flipped.csv").head(400))  # traffic like the champion's reference
+    worker = Worker(settings, poll_seconds=0.1)
+    assert worker.run_once() is not None
+    with session_scope(settings.db_url) as session:
+        ran = session.scalars(select(DriftCheck).where(DriftCheck.trigger == "schedule",
+                                                       DriftCheck.status != "queued")).all()
+        assert len(ran) == 1 and ran[0].status == "succeeded", ran[0].error
+        assert ran[0].attempts == 1 and ran[0].n_rows == 400
+
+
+def _scheduled(settings) -> int:
+    with session_scope(settings.db_url) as session:
+        return session.scalar(select(func.count()).where(DriftCheck.trigger == "schedule"))
