@@ -8,6 +8,9 @@ holdout, so the comparison is like for like.
 
 from __future__ import annotations
 
+import copy
+import gc
+import math
 import threading
 import time
 from pathlib import Path
@@ -78,8 +81,15 @@ def _verdict(metric: str, value: float, reference: float, compared_with: str, na
             "reference_value": reference, "reason": f"{metric} {value:.4f} {verdict} {named} ({reference:.4f}){where}"}
 
 
+NUMERIC_TYPES = ("double", "float", "long", "integer")
+
+
 def conform_to_signature(table: pd.DataFrame, input_schema) -> pd.DataFrame:
-    """Select and cast the model's input columns from a raw table, naming what is missing."""
+    """Select and cast the model's input columns from a raw table, naming what is missing.
+
+    Columns that already have the right kind of values (numbers in numeric columns, plain strings
+    or gaps in string columns) take a vectorised path; anything else is parsed value by value, so
+    bad values are named, never silently turned into NaN."""
     if input_schema is None:  # a model logged without signature takes the table as it is
         return table
     names = input_schema.input_names()
@@ -90,11 +100,11 @@ def conform_to_signature(table: pd.DataFrame, input_schema) -> pd.DataFrame:
     for spec in input_schema.inputs:
         values = table[spec.name]
         kind = spec.type.name
-        if kind in ("double", "float", "long", "integer"):
+        if kind in NUMERIC_TYPES:
             numbers = _numbers(spec.name, values)
             if kind in ("double", "float"):
                 columns[spec.name] = numbers
-            elif numbers.isna().any():
+            elif np.isnan(numbers).any():
                 raise DataError(f"column '{spec.name}' must be whole numbers without gaps for this model")
             else:
                 columns[spec.name] = numbers.astype("int64" if kind == "long" else "int32")
@@ -103,8 +113,8 @@ def conform_to_signature(table: pd.DataFrame, input_schema) -> pd.DataFrame:
         elif kind == "boolean":
             columns[spec.name] = values.astype("boolean")
         else:
-            columns[spec.name] = values.astype("string").astype(object).where(values.notna(), None)
-    return pd.DataFrame(columns)
+            columns[spec.name] = _strings(values)
+    return pd.DataFrame(columns, index=table.index)
 
 
 def predict_table(model, table: pd.DataFrame) -> pd.DataFrame:
@@ -116,15 +126,36 @@ def predict_table(model, table: pd.DataFrame) -> pd.DataFrame:
         raise DataError(f"input does not match the model's schema: {str(error)[:300]}") from None
 
 
-def _numbers(name: str, values: pd.Series) -> pd.Series:
-    """A numeric column, refusing values that are present but not finite numbers (no silent NaN)."""
-    numbers = pd.to_numeric(values.where(~values.map(lambda v: isinstance(v, (list, dict))), "x"),
-                            errors="coerce").astype("float64")
-    bad = values.notna() & ~np.isfinite(numbers.fillna(0.0).to_numpy()) | (values.notna() & numbers.isna())
+def _numbers(name: str, values: pd.Series) -> np.ndarray:
+    """A numeric column as float64, refusing values that are present but not finite numbers (no silent NaN)."""
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "biuf":  # numbers already (booleans as 0/1)
+        numbers = values.to_numpy(dtype="float64")
+        if not np.isinf(numbers).any():
+            return numbers
+    parsed = pd.to_numeric(values.where(~values.map(lambda v: isinstance(v, (list, dict))), "x"),
+                           errors="coerce").astype("float64")
+    bad = values.notna() & ~np.isfinite(parsed.fillna(0.0).to_numpy()) | (values.notna() & parsed.isna())
     if bad.any():
         example = values[bad].iloc[0]
         raise DataError(f"column '{name}' needs numbers; got {str(example)[:40]!r} in {int(bad.sum())} row(s)")
-    return numbers
+    return parsed.to_numpy()
+
+
+def _strings(values: pd.Series) -> np.ndarray:
+    """A string column as objects: text stays text, gaps become None, anything else its string form."""
+    if values.dtype == object:
+        items = values.tolist()
+        for i, item in enumerate(items):
+            if type(item) is not str:
+                if item is None or (type(item) is float and math.isnan(item)):
+                    items[i] = None
+                else:
+                    break
+        else:
+            out = np.empty(len(items), dtype=object)
+            out[:] = items
+            return out
+    return values.astype("string").astype(object).where(values.notna(), None).to_numpy()
 
 
 def batch_predict(settings, name: str, data, out, version: str | None = None) -> tuple[Path, int, str]:
@@ -153,6 +184,175 @@ def batch_predict(settings, name: str, data, out, version: str | None = None) ->
     return out, len(result), used
 
 
+def _settle_heap() -> None:
+    """Take what is alive now (libraries, loaded models) out of the cyclic collector's view.
+
+    A full collection walks every tracked object; with AutoGluon, MLflow and the web UI loaded
+    that stalled a request for ~0.35 s every few hundred requests (measured). Frozen objects are
+    still freed by reference counting; a replaced model's cycles are collected here first."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+class Unsupported(Exception):
+    """The model is outside what `BaggedLightGBMScorer` reproduces exactly."""
+
+
+class BaggedLightGBMScorer:
+    """The champion's class probabilities, computed like AutoGluon does but without its per-call overhead.
+
+    Covers what small time budgets usually produce: a bagged LightGBM model (one booster per fold),
+    or a weighted ensemble of such models. AutoGluon spends ~1.5 ms per single-row call on
+    bookkeeping around five ~25 µs booster calls (measured). This replays its arithmetic step by
+    step (the same input array for each booster, float32 after each fold model, the fold average,
+    the ensemble's own weighting function, AutoGluon's own feature transform and post-processing),
+    so it can be checked for bit-identical output; `ServedModel` uses it only after that check
+    passes on the model's input example. Anything else raises `Unsupported`."""
+
+    def __init__(self, predictor):
+        from autogluon.core.models import GreedyWeightedEnsembleModel, StackerEnsembleModel, WeightedEnsembleModel
+        from autogluon.tabular.models.lgb.lgb_model import LGBModel
+
+        if predictor.problem_type not in ("binary", "multiclass"):
+            raise Unsupported(f"problem type {predictor.problem_type}")
+        self.predictor = predictor
+        trainer = predictor._trainer
+        best = trainer.load_model(predictor.model_best)
+        self.ensemble = None
+        if type(best) is WeightedEnsembleModel:
+            children = [best.load_child(child) for child in best.models]
+            if len(children) != 1 or type(children[0]) is not GreedyWeightedEnsembleModel:
+                raise Unsupported("weighted ensemble with an unexpected inner model")
+            self._plain(best, *children)
+            self.ensemble = children[0]
+            bag_names = list(self.ensemble.base_model_names)
+        else:
+            bag_names = [best.name]
+        self.bags = []
+        for name in bag_names:
+            bag = trainer.load_model(name)
+            if type(bag) is not StackerEnsembleModel or bag.base_model_names:
+                raise Unsupported(f"{name} is not a first-level bagged model")
+            folds = [bag.load_child(child) for child in bag.models]
+            if not folds or any(type(fold) is not LGBModel or getattr(fold, "_requires_remap", True)
+                                for fold in folds):
+                raise Unsupported(f"{name} is not bagged LightGBM")
+            self._plain(bag, *folds)
+            self.bags.append([(list(fold.features), fold.model,
+                               (tuple(fold.features), repr(fold.model.pandas_categorical))) for fold in folds])
+
+    @staticmethod
+    def _plain(*models) -> None:
+        for model in models:
+            if model.temperature_scalar is not None or model.conformalize is not None or model.normalize_pred_probas:
+                raise Unsupported(f"{model.name} rescales its probabilities")
+
+    def predict_proba(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Like `TabularPredictor.predict_proba(features)`: one column per class, in AutoGluon's order."""
+        learner = self.predictor._learner
+        index = features.index
+        transformed = learner.transform_features(features)
+        arrays: dict[tuple, np.ndarray] = {}  # folds usually share their columns: one array for all of them
+        per_bag = [self._bag_proba(transformed, folds, arrays) for folds in self.bags]
+        if self.ensemble is None:
+            proba = per_bag[0]
+        else:  # the inner model's own weighting, then its float32 cast, then the (single-fold) average
+            proba = self.ensemble.model.predict_proba(per_bag).astype(np.float32) / 1
+        return learner._post_process_predict_proba(y_pred_proba=proba, as_pandas=True, index=index,
+                                                   as_multiclass=True, inverse_transform=True)
+
+    @staticmethod
+    def _bag_proba(transformed: pd.DataFrame, folds, arrays: dict) -> np.ndarray:
+        from lightgbm.basic import _data_from_pandas
+
+        total = None
+        for columns, booster, key in folds:
+            if key not in arrays:  # the array `Booster.predict(frame)` builds, built once per call
+                arrays[key] = _data_from_pandas(transformed[columns], feature_name="auto", categorical_feature="auto",
+                                                pandas_categorical=booster.pandas_categorical)[0]
+            raw = booster.predict(arrays[key], num_threads=0)  # as AutoGluon's LightGBM model calls it
+            if raw.ndim == 2 and raw.shape[1] == 2:  # binary as two columns: AutoGluon keeps the positive one
+                raw = raw[:, 1]
+            proba = raw.astype(np.float32)
+            if total is None:
+                total = proba
+            else:
+                total += proba
+        return total / len(folds)
+
+
+class _ScoredPredictor:
+    """The AutoGluon predictor, with plain `predict_proba(frame)` calls answered by a scorer."""
+
+    def __init__(self, predictor, scorer: BaggedLightGBMScorer):
+        self._predictor, self._scorer = predictor, scorer
+
+    def predict_proba(self, data, *args, **kwargs):
+        if args or kwargs or not isinstance(data, pd.DataFrame):
+            return self._predictor.predict_proba(data, *args, **kwargs)
+        return self._scorer.predict_proba(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._predictor, name)
+
+
+class ServedModel:
+    """A loaded version: its pyfunc, and the Poise AutoGluon model inside it, called directly.
+
+    `predict` conforms the table to the signature (what MLflow's schema enforcement would check)
+    and then, by `path`:
+    - "pyfunc": `mlflow.pyfunc` as it is (a model that is not a Poise AutoGluon pyfunc);
+    - "direct": the pyfunc's own `predict`, without MLflow's wrapper;
+    - "lightgbm": the pyfunc's own `predict` on a copy whose predictor takes its probabilities from
+      `BaggedLightGBMScorer`; chosen only when that gives exactly the pyfunc's output on the model's
+      input example plus a row of gaps, else `note` says why not.
+    So every path returns the pyfunc's output (label at the calibrated threshold, prior weights if
+    any, one `proba_<class>` column per class)."""
+
+    def __init__(self, version: str, pyfunc):
+        self.version = version
+        self.pyfunc = pyfunc
+        self.schema = pyfunc.metadata.get_input_schema()
+        self.path, self.note = "pyfunc", None
+        self._python_model = None
+        try:
+            inner = pyfunc.unwrap_python_model()
+        except (MlflowException, AttributeError, ValueError):
+            inner = None
+        if self.schema is None or getattr(inner, "_predictor", None) is None:
+            return
+        self._python_model, self.path = inner, "direct"
+        if not inner._predictor.can_predict_proba:
+            return
+        try:
+            fast = copy.copy(inner)
+            fast._predictor = _ScoredPredictor(inner._predictor, BaggedLightGBMScorer(inner._predictor))
+            self._check(fast)
+            self._python_model, self.path = fast, "lightgbm"
+        except Unsupported as reason:
+            self.note = f"AutoGluon's own predict_proba: {reason}"
+        except Exception as error:  # noqa: BLE001 - any surprise means: keep AutoGluon's own path
+            self.note = f"AutoGluon's own predict_proba: the scorer failed its check ({type(error).__name__}: {error})"
+
+    def _check(self, fast) -> None:
+        example = self.pyfunc.input_example
+        if not isinstance(example, pd.DataFrame) or example.empty:
+            raise Unsupported("no input example to check the scorer against")
+        gaps = pd.DataFrame([{name: None for name in example.columns}], dtype=object)
+        sample = conform_to_signature(pd.concat([example.astype(object), gaps], ignore_index=True), self.schema)
+        try:
+            pd.testing.assert_frame_equal(fast.predict(None, sample), self._python_model.predict(None, sample),
+                                          check_exact=True)
+        except AssertionError as difference:
+            raise Unsupported(f"scorer output differs from the pyfunc's: {str(difference)[:200]}") from None
+
+    def predict(self, table: pd.DataFrame) -> pd.DataFrame:
+        if self._python_model is None:
+            return predict_table(self.pyfunc, table)
+        return self._python_model.predict(None, conform_to_signature(table, self.schema))
+
+
 class ModelServer:
     """Serves each model's champion from memory, reloading it when the alias moves.
 
@@ -164,7 +364,7 @@ class ModelServer:
         self.settings = settings
         self.alias_ttl = alias_ttl
         self._client = tracking.configure(settings.tracking_uri, settings.registry_uri)
-        self._loaded: dict[str, tuple[str, Any]] = {}
+        self._loaded: dict[str, ServedModel] = {}
         self._alias_seen: dict[str, tuple[float, str | None]] = {}
         self._lock = threading.Lock()
 
@@ -176,21 +376,24 @@ class ModelServer:
             self._alias_seen[name] = seen
         return seen[1]
 
-    def model(self, name: str):
-        """(version, pyfunc model) of the current champion; raises SpecError when there is none."""
+    def model(self, name: str) -> ServedModel:
+        """The current champion, loaded; raises SpecError when there is none."""
         version = self.champion(name)
         if version is None:
             raise SpecError(f"model '{name}' has no champion version")
-        with self._lock:
-            loaded = self._loaded.get(name)
-            if loaded is None or loaded[0] != version:
-                loaded = (version, tracking.load_model(name, version))
-                self._loaded[name] = loaded
+        loaded = self._loaded.get(name)
+        if loaded is None or loaded.version != version:
+            with self._lock:
+                loaded = self._loaded.get(name)
+                if loaded is None or loaded.version != version:
+                    loaded = ServedModel(version, tracking.load_model(name, version))
+                    self._loaded[name] = loaded
+                    _settle_heap()
         return loaded
 
     def predict(self, name: str, table: pd.DataFrame) -> tuple[str, pd.DataFrame]:
-        version, model = self.model(name)
-        return version, predict_table(model, table)
+        served = self.model(name)
+        return served.version, served.predict(table)
 
     def forget(self, name: str) -> None:
         """Drop the cached alias so the next request sees a promotion or rollback at once."""

@@ -1,11 +1,17 @@
-"""Inputs conformed to a model's signature: numbers stay numbers, bad values are named, never silently NaN."""
+"""Inputs conformed to a model's signature: numbers stay numbers, bad values are named, never silently NaN.
+Served models: every serving path gives exactly the registered pyfunc's output."""
+
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from mlflow.types import ColSpec, Schema
 
-from agents.deployment import conform_to_signature
+from agents import automl
+from agents.deployment import ServedModel, conform_to_signature, predict_table, serving_frame
 from agents.errors import DataError
+from pipelines.settings import Settings
+from registry import tracking
 
 SCHEMA = Schema([ColSpec("double", "tenure"), ColSpec("string", "plan"), ColSpec("long", "visits")])
 
@@ -30,3 +36,77 @@ def test_missing_columns_and_gaps_in_integers_are_refused():
         conform_to_signature(pd.DataFrame({"tenure": [1.0], "plan": ["a"]}), SCHEMA)
     with pytest.raises(DataError, match="whole numbers without gaps"):
         conform_to_signature(pd.DataFrame({"tenure": [1.0], "plan": ["a"], "visits": [None]}), SCHEMA)
+
+
+def test_values_already_typed_take_the_fast_path_with_the_same_result():
+    schema = Schema([ColSpec("double", "tenure"), ColSpec("string", "plan"), ColSpec("double", "flag")])
+    table = pd.DataFrame({"tenure": [1.5, float("nan"), 3.0], "plan": ["monthly", float("nan"), None],
+                          "flag": [True, False, True]}, index=[7, 8, 9])
+    conformed = conform_to_signature(table, schema)
+    assert list(conformed.index) == [7, 8, 9]
+    assert conformed["tenure"].tolist()[::2] == [1.5, 3.0] and pd.isna(conformed["tenure"].iloc[1])
+    assert conformed["plan"].tolist() == ["monthly", None, None] and conformed["plan"].dtype == object
+    assert conformed["flag"].tolist() == [1.0, 0.0, 1.0]
+    mixed = conform_to_signature(pd.DataFrame({"tenure": ["2"], "plan": [3], "flag": [1]}), schema)
+    assert mixed["tenure"].tolist() == [2.0] and mixed["plan"].tolist() == ["3"]
+
+
+# ---------------------------------------------------------------------------------- served models (real fits)
+
+def _register(settings, name: str, table: pd.DataFrame, **fit) -> tuple[ServedModel, pd.DataFrame]:
+    """Fit AutoGluon on most of `table`, register it as Poise does, and load it as the API serves it."""
+    from autogluon.tabular import TabularPredictor
+
+    train, holdout = table.iloc[:640], table.iloc[640:].drop(columns=["churned"]).reset_index(drop=True)
+    predictor = TabularPredictor(label="churned", eval_metric="f1", path=str(settings.home / name), verbosity=0)
+    predictor.fit(train, excluded_model_types=["NN_TORCH", "FASTAI"], **fit)
+    deploy = automl.deployment_copy(Path(predictor.path), settings.home / f"{name}-deploy")
+    client = tracking.configure(settings.tracking_uri, settings.registry_uri)
+    run_id = tracking.get_or_create_run(client, tracking.ensure_experiment(client, name, settings.artifact_root),
+                                        f"job-{name}", run_name=name)
+    version = tracking.log_and_register_model(
+        client, run_id, name, f"job-{name}", deploy,
+        model_config={"decision_threshold": 0.3, "positive_class": "yes", "target": "churned",
+                      "classes": ["no", "yes"]},
+        input_example=serving_frame(holdout.head(5)), tags={})
+    return ServedModel(version, tracking.load_model(name, version)), holdout
+
+
+def _odd_rows(holdout: pd.DataFrame) -> pd.DataFrame:
+    """Gaps, unseen categories and extreme numbers, as a client may send them."""
+    first = holdout.iloc[0].to_dict()
+    return pd.DataFrame([
+        {k: None for k in first},
+        {**first, "plan": "lifetime", "region": None},
+        {**first, "tenure_months": 1e12, "monthly_charges": -1e12},
+        {**first, "tenure_months": None, "region": "mars"},
+    ])
+
+
+@pytest.mark.slow
+def test_a_bagged_lightgbm_champion_is_scored_directly_with_exactly_the_pyfunc_output(tmp_path, make_table):
+    settings = Settings(home=tmp_path / "home")
+    settings.ensure_home()
+    table = make_table(n_rows=800, seed=3).drop(columns=["customer_id"])
+    served, holdout = _register(settings, "bagged-gbm", table, num_bag_folds=3,
+                                hyperparameters={"GBM": [{}, {"extra_trees": True, "ag_args": {"name_suffix": "XT"}}]})
+    assert served.path == "lightgbm", served.note
+    for frame in (serving_frame(holdout), _odd_rows(holdout), serving_frame(holdout.head(1))):
+        expected = predict_table(served.pyfunc, frame)  # MLflow's pyfunc, schema enforcement and all
+        pd.testing.assert_frame_equal(served.predict(frame), expected, check_exact=True)
+    output = served.predict(serving_frame(holdout))
+    assert list(output.columns) == ["label", "proba_no", "proba_yes"]
+    assert set(output["label"]) <= {"no", "yes"} and (output["label"] == "yes").any()
+
+
+@pytest.mark.slow
+def test_other_champions_use_the_pyfunc_code_without_mlflow_and_give_the_same_output(tmp_path, make_table):
+    settings = Settings(home=tmp_path / "home")
+    settings.ensure_home()
+    table = make_table(n_rows=800, seed=4).drop(columns=["customer_id"])
+    served, holdout = _register(settings, "forest", table, hyperparameters={"RF": {"n_estimators": 50}})
+    assert served.path == "direct" and "not a first-level bagged model" in served.note
+    for frame in (serving_frame(holdout), _odd_rows(holdout)):
+        pd.testing.assert_frame_equal(served.predict(frame), predict_table(served.pyfunc, frame), check_exact=True)
+    with pytest.raises(DataError, match="column 'tenure_months' needs numbers"):
+        served.predict(serving_frame(holdout.head(1)).assign(tenure_months="soon"))
