@@ -2,6 +2,10 @@
 
 A key looks like `poise_<prefix>_<secret>`; the prefix locates the row, the hash of the
 whole key proves it. Keys are 256-bit random, so a fast hash is as good as a slow one.
+
+A process remembers the hashes of keys it verified for `VERIFIED_TTL` seconds (`recently_verified`),
+so a busy API does not read the key table on every request; a key revoked in another process stops
+working there within that time, one revoked in the same process at once.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +24,9 @@ from registry.models import ApiKey
 
 SCOPES = ("read", "submit", "predict", "admin")
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # write `last_used_at` at most this often per key
+VERIFIED_TTL = 5.0  # seconds a verified key is admitted from memory
+
+_verified: dict[tuple[str, str], tuple[float, KeyInfo]] = {}  # (db_url, key hash) -> (expiry, record)
 
 
 @dataclass
@@ -60,14 +68,26 @@ def verify_key(db_url: str, key: str) -> KeyInfo | None:
     parts = key.split("_")
     if len(parts) < 3 or parts[0] != "poise":
         return None
+    digest = _digest(key)
     with session_scope(db_url) as session:
         row = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
-        if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, _digest(key)):
+        if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):
+            _verified.pop((db_url, digest), None)
             return None
         now = datetime.now(UTC)
         if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
             row.last_used_at = now
-        return _info(row)
+        info = _info(row)
+    _verified[(db_url, digest)] = (time.monotonic() + VERIFIED_TTL, info)
+    return info
+
+
+def recently_verified(db_url: str, key: str) -> KeyInfo | None:
+    """The key's record if `verify_key` admitted it in this process less than `VERIFIED_TTL` seconds ago."""
+    found = _verified.get((db_url, _digest(key)))
+    if found is None or found[0] < time.monotonic():
+        return None
+    return found[1]
 
 
 def list_keys(db_url: str) -> list[KeyInfo]:
@@ -81,7 +101,9 @@ def revoke_key(db_url: str, key_id: int) -> bool:
         if row is None or row.revoked_at is not None:
             return False
         row.revoked_at = datetime.now(UTC)
-        return True
+        digest = row.key_hash
+    _verified.pop((db_url, digest), None)  # after the commit, so no check can remember it again
+    return True
 
 
 def has_keys(db_url: str) -> bool:

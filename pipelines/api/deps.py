@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 
 from fastapi import Depends, HTTPException, Request, Security
@@ -10,13 +11,13 @@ from sqlalchemy.orm import Session
 
 from pipelines.settings import Settings
 from registry.db import session_scope
-from registry.keys import KeyInfo, verify_key
+from registry.keys import KeyInfo, recently_verified, verify_key
 
 bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:  # async: no thread hop for a plain lookup
     return request.app.state.settings
 
 
@@ -26,9 +27,12 @@ def get_db(settings: Settings = Depends(get_settings)) -> Iterator[Session]:
 
 
 def require(scope: str) -> Callable[..., KeyInfo]:
-    """A dependency that admits a valid key holding `scope` (or `admin`)."""
+    """A dependency that admits a valid key holding `scope` (or `admin`).
 
-    def check(
+    A key verified in the last few seconds is admitted from memory (`recently_verified`); otherwise
+    the database decides, in a worker thread."""
+
+    async def check(
         settings: Settings = Depends(get_settings),
         credentials: HTTPAuthorizationCredentials | None = Security(bearer),
         header_key: str | None = Security(api_key_header),
@@ -37,7 +41,7 @@ def require(scope: str) -> Callable[..., KeyInfo]:
         if not key:
             raise HTTPException(401, "an API key is required (Authorization: Bearer <key> or X-API-Key)",
                                 headers={"WWW-Authenticate": "Bearer"})
-        info = verify_key(settings.db_url, key)
+        info = recently_verified(settings.db_url, key) or await asyncio.to_thread(verify_key, settings.db_url, key)
         if info is None:
             raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
         if scope not in info.scopes and "admin" not in info.scopes:
