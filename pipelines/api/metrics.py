@@ -32,6 +32,9 @@ class ApiMetrics:
         self.latency = Histogram("poise_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
                                  registry=self.registry,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.dropped_predictions = Counter(
+            "poise_prediction_log_dropped_rows_total", "Served predictions the prediction log failed to store",
+            registry=self.registry)
         self.registry.register(JobsCollector(db_url))
 
 

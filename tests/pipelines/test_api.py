@@ -10,13 +10,16 @@ import httpx
 import pandas as pd
 import pytest
 import uvicorn
+from mlflow.types import ColSpec, Schema
 from sqlalchemy import select
 
+from agents.deployment import conform_to_signature
 from pipelines.api.main import create_app
+from pipelines.api.routes.models import PredictionLog, _csv_table, _json_records, prediction_log
 from pipelines.settings import Settings
 from pipelines.worker import Worker
 from registry.db import session_scope
-from registry.keys import create_key
+from registry.keys import create_key, recently_verified, revoke_key
 from registry.models import Prediction
 
 
@@ -164,3 +167,96 @@ def test_chat_approval_worker_serving_feedback_promote_and_rollback(service, chu
     metrics = client.get("/metrics").text
     assert 'poise_jobs{status="succeeded"} 2.0' in metrics
     assert "poise_http_request_duration_seconds_bucket" in metrics
+
+
+def test_a_revoked_key_is_refused_at_once_though_verified_keys_are_remembered(service):
+    client, _, settings = service
+    info, key = create_key(settings.db_url, "short-lived", ["read"])
+    assert client.get("/api/v1/jobs", headers=_auth(key)).status_code == 200
+    assert recently_verified(settings.db_url, key) is not None  # the next request skips the key table
+    assert revoke_key(settings.db_url, info.id)
+    assert recently_verified(settings.db_url, key) is None
+    assert client.get("/api/v1/jobs", headers=_auth(key)).status_code == 401
+
+
+def _served(rows: int, label: str = "no") -> tuple[pd.DataFrame, pd.DataFrame]:
+    table = pd.DataFrame({"tenure": [float(i) for i in range(rows)], "plan": ["monthly", None] * (rows // 2) + [None] * (rows % 2)})
+    output = pd.DataFrame({"label": [label] * rows, "proba_no": [0.75] * rows, "proba_yes": [0.25] * rows})
+    return table, output
+
+
+def _stored(db_url: str, name: str) -> dict[str, Prediction]:
+    with session_scope(db_url) as db:
+        return {p.id: p for p in db.scalars(select(Prediction).where(Prediction.model_name == name))}
+
+
+def test_the_prediction_log_stores_every_row_off_the_request_path(poise_home):
+    settings = Settings(home=poise_home)
+    settings.ensure_home()
+    log = PredictionLog(settings.db_url, max_delay=30)  # nothing is written until asked
+    try:
+        ids = [log.add("m", "1", *_served(3)) for _ in range(4)]
+        assert all(len(batch) == 3 and len(set(batch)) == 3 for batch in ids)
+        assert log.pending == 4 and _stored(settings.db_url, "m") == {}
+        assert log.flush()
+        stored = _stored(settings.db_url, "m")
+        assert set(stored) == {pid for batch in ids for pid in batch} and log.pending == 0
+        first = stored[ids[0][1]]
+        assert first.model_version == "1" and first.inputs == {"tenure": 1.0, "plan": None}
+        assert first.outputs == {"label": "no", "proba_no": 0.75, "proba_yes": 0.25}
+        late = log.add("m", "1", *_served(2))
+    finally:
+        log.close()
+    assert set(late) <= set(_stored(settings.db_url, "m"))  # close writes what is still queued
+    after = log.add("m", "1", *_served(1))  # after close: stored at once
+    assert set(after) <= set(_stored(settings.db_url, "m"))
+
+
+def test_a_write_that_keeps_failing_is_counted_and_does_not_take_other_requests_with_it(poise_home):
+    settings = Settings(home=poise_home)
+    settings.ensure_home()
+    dropped = []
+    log = PredictionLog(settings.db_url, max_delay=30, retries=2, on_drop=dropped.append)
+    try:
+        good = log.add("m", "1", *_served(2))
+        table, output = _served(2)
+        bad = log.add("m", "1", table, output.assign(label=[object(), object()]))  # not JSON: cannot be stored
+        also_good = log.add("m", "1", *_served(1))
+        assert log.flush()
+    finally:
+        log.close()
+    stored = _stored(settings.db_url, "m")
+    assert set(good) | set(also_good) <= set(stored) and not set(bad) & set(stored)
+    assert dropped == [2] and log.dropped_rows == 2
+
+
+def test_stopping_the_api_writes_the_predictions_it_has_answered(poise_home):
+    settings = Settings(home=poise_home)
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    log = prediction_log(app)
+    log.max_delay = 600  # would wait ten minutes: only the shutdown can write these
+    ids = log.add("m", "1", *_served(5))
+    time.sleep(0.2)
+    assert _stored(settings.db_url, "m") == {}
+    server.should_exit = True
+    thread.join(timeout=30)
+    assert set(_stored(settings.db_url, "m")) == set(ids)
+
+
+def test_a_csv_body_gives_the_frame_its_rows_give_as_json():
+    body = b"age,smoker,plan,code\n41,true,t,007\n,false,,12\n39.5,TRUE,f,x\n"
+    table = _csv_table(body)
+    assert table["age"].tolist()[::2] == [41.0, 39.5] and pd.isna(table["age"].iloc[1])
+    assert table["smoker"].tolist() == ["true", "false", "TRUE"]  # text, not booleans
+    assert table["plan"].tolist()[::2] == ["t", "f"] and pd.isna(table["plan"].iloc[1])
+    assert table["code"].tolist() == ["007", "12", "x"]  # not every value is a number: kept as written
+    as_json = pd.DataFrame(_json_records(json.dumps({"records": [
+        {"age": 41, "smoker": "true", "plan": "t"}, {"age": None, "smoker": "false", "plan": None},
+        {"age": 39.5, "smoker": "TRUE", "plan": "f"}]}).encode()))
+    schema = Schema([ColSpec("double", "age"), ColSpec("string", "smoker"), ColSpec("string", "plan")])
+    pd.testing.assert_frame_equal(conform_to_signature(table, schema), conform_to_signature(as_json, schema))

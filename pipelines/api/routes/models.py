@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import io
-import uuid
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pandas as pd
-from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Request, Response
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, Field
 from sqlalchemy import insert, select
@@ -22,7 +30,18 @@ from registry import tracking
 from registry.db import session_scope
 from registry.models import Prediction
 
-router = APIRouter(prefix="/api/v1/models", tags=["models"])
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    yield
+    log = getattr(app.state, "prediction_log", None)
+    if log is not None:  # a clean stop writes every prediction already answered
+        await asyncio.to_thread(log.close)
+
+
+router = APIRouter(prefix="/api/v1/models", tags=["models"], lifespan=_lifespan)
 
 
 class VersionOut(BaseModel):
@@ -105,15 +124,9 @@ async def _records(request: Request, settings: Settings) -> pd.DataFrame:
     body = await request.body()
     content_type = request.headers.get("content-type", "")
     if "csv" in content_type:
-        try:
-            table = pd.read_csv(io.BytesIO(body))
-        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
-            raise HTTPException(422, f"unreadable CSV: {str(error).splitlines()[0][:200]}") from None
+        table = _csv_table(body)
     else:
-        try:
-            table = pd.DataFrame(PredictIn.model_validate_json(body).records)
-        except ValueError as error:
-            raise HTTPException(422, f"expected JSON {{\"records\": [...]}} or text/csv: {str(error)[:300]}") from None
+        table = pd.DataFrame(_json_records(body))
     if len(table) > settings.predict_max_rows:
         raise HTTPException(413, f"{len(table)} rows; at most {settings.predict_max_rows} per request")
     if table.empty:
@@ -121,17 +134,188 @@ async def _records(request: Request, settings: Settings) -> pd.DataFrame:
     return table
 
 
+def _csv_table(body: bytes) -> pd.DataFrame:
+    """A CSV body as the same frame its rows would give as JSON records: a column whose every value is
+    a number is numeric, any other column keeps its text (pandas alone would turn `true`/`false` into
+    booleans, which the model then sees as the unknown categories `True`/`False`)."""
+    try:
+        table = pd.read_csv(io.BytesIO(body), dtype=str)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
+        raise HTTPException(422, f"unreadable CSV: {str(error).splitlines()[0][:200]}") from None
+    for column in table.columns:
+        numbers = pd.to_numeric(table[column], errors="coerce")
+        if numbers.notna().sum() == table[column].notna().sum():
+            table[column] = numbers
+    return table
+
+
+def _json_records(body: bytes) -> list[dict[str, Any]]:
+    """The `records` of a JSON body `{"records": [{...}, ...]}` (at least one object)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:  # what orjson refuses but Python's JSON reads: NaN, Infinity, numbers beyond float range
+            data = json.loads(body)
+        except (ValueError, RecursionError) as error:
+            raise HTTPException(422, f"expected JSON {{\"records\": [...]}} or text/csv: unreadable JSON: "
+                                     f"{str(error)[:200]}") from None
+    records = data.get("records") if isinstance(data, dict) else None
+    if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
+        raise HTTPException(422, "expected JSON {\"records\": [...]} or text/csv: `records` must be a non-empty "
+                                 "list of objects (column name to value)")
+    return records
+
+
+def _new_ids(count: int) -> list[str]:
+    """`count` random 128-bit ids as 32 hex digits (the `predictions.id` format)."""
+    digits = os.urandom(16 * count).hex()
+    return [digits[i:i + 32] for i in range(0, 32 * count, 32)]
+
+
+def _plain_records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts of plain Python values, gaps as None (what `to_dict` gives, built column-wise)."""
+    columns = []
+    for name in table.columns:
+        values = table[name]
+        items = values.tolist()
+        missing = values.isna().to_numpy()
+        if missing.any():
+            items = [None if gap else item for item, gap in zip(items, missing, strict=True)]
+        columns.append(items)
+    return [dict(zip(table.columns, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def _rows(name: str, version: str, ids: list[str], table: pd.DataFrame, output: pd.DataFrame,
+          created_at: datetime) -> list[dict[str, Any]]:
+    inputs, outputs = _plain_records(table), _plain_records(output)
+    return [{"id": pid, "model_name": name, "model_version": version, "inputs": row_in, "outputs": row_out,
+             "created_at": created_at} for pid, row_in, row_out in zip(ids, inputs, outputs, strict=True)]
+
+
 def _log(settings: Settings, name: str, version: str, table: pd.DataFrame, output: pd.DataFrame) -> list[str]:
-    """Store every served row (one bulk INSERT) and return the prediction ids."""
-    ids = [uuid.uuid4().hex for _ in range(len(table))]
-    inputs = table.astype(object).where(table.notna(), None).to_dict(orient="records")
-    outputs = output.to_dict(orient="records")
-    now = datetime.now(UTC)
-    rows = [{"id": pid, "model_name": name, "model_version": version, "inputs": row_in, "outputs": row_out,
-             "created_at": now} for pid, row_in, row_out in zip(ids, inputs, outputs, strict=True)]
+    """Store every served row now (one bulk INSERT) and return the prediction ids."""
+    ids = _new_ids(len(table))
     with session_scope(settings.db_url) as session:
-        session.execute(insert(Prediction), rows)
+        session.execute(insert(Prediction), _rows(name, version, ids, table, output, datetime.now(UTC)))
     return ids
+
+
+class PredictionLog:
+    """The prediction log, written off the request path.
+
+    `add` gives every served row an id and queues it; a background thread stores what is queued
+    in bulk INSERTs into `predictions`, at most `max_delay` seconds after it was queued (sooner
+    when `max_rows` rows wait or `flush` asks). `flush` returns once everything queued before the
+    call is stored, so feedback sent right after a prediction finds it. `close` flushes and stops
+    the thread; the API calls it on shutdown, and at interpreter exit it runs anyway. A write that
+    still fails after retries is logged and its rows counted as dropped (`on_drop`)."""
+
+    def __init__(self, db_url: str, max_delay: float = 0.25, max_rows: int = 20_000, retries: int = 3,
+                 on_drop: Callable[[int], None] | None = None):
+        self.db_url, self.max_delay, self.max_rows, self.retries = db_url, max_delay, max_rows, retries
+        self.on_drop = on_drop
+        self.dropped_rows = 0
+        self._cond = threading.Condition()
+        self._pending: list[tuple] = []
+        self._pending_rows = 0
+        self._queued = 0  # requests queued so far
+        self._done = 0  # requests written (or dropped) so far
+        self._urgent = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="poise-prediction-log", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def add(self, name: str, version: str, table: pd.DataFrame, output: pd.DataFrame) -> list[str]:
+        ids = _new_ids(len(table))
+        item = (name, version, ids, table, output, datetime.now(UTC))
+        with self._cond:
+            if not self._closed:
+                self._pending.append(item)
+                self._pending_rows += len(ids)
+                self._queued += 1
+                self._urgent = self._urgent or self._pending_rows >= self.max_rows
+                self._cond.notify_all()
+                return ids
+        self._write([item])  # after close (a request finishing during shutdown): store it now
+        return ids
+
+    def flush(self, timeout: float = 60.0) -> bool:
+        """Wait until everything queued so far is stored; False if that took longer than `timeout`."""
+        with self._cond:
+            target = self._queued
+            if self._done >= target:
+                return True
+            self._urgent = True
+            self._cond.notify_all()
+            return self._cond.wait_for(lambda: self._done >= target, timeout)
+
+    def close(self, timeout: float = 60.0) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def pending(self) -> int:
+        return self._queued - self._done
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending or self._closed)
+                if not self._pending:
+                    return  # closed, nothing left
+                deadline = time.monotonic() + self.max_delay
+                while not (self._urgent or self._closed) and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)  # let more requests join this INSERT
+                batch, self._pending, self._pending_rows, self._urgent = self._pending, [], 0, False
+            try:
+                self._write(batch)
+            finally:
+                with self._cond:
+                    self._done += len(batch)
+                    self._cond.notify_all()
+
+    def _write(self, batch: list[tuple]) -> None:
+        error: Exception | None = None
+        for attempt in range(self.retries):
+            try:
+                rows = [row for item in batch for row in _rows(*item)]
+                with session_scope(self.db_url) as session:
+                    session.execute(insert(Prediction), rows)
+                return
+            except Exception as problem:  # noqa: BLE001 - the thread must survive any one bad write
+                error = problem
+                time.sleep(0.2 * (attempt + 1))
+        if len(batch) > 1:  # one bad request must not take the others with it
+            for item in batch:
+                self._write([item])
+            return
+        dropped = len(batch[0][2])
+        self.dropped_rows += dropped
+        logger.error("prediction log: dropped %d row(s) of %s v%s after %d attempts: %s",
+                     dropped, batch[0][0], batch[0][1], self.retries, str(error)[:300])
+        if self.on_drop is not None:
+            self.on_drop(dropped)
+
+
+_log_lock = threading.Lock()
+
+
+def prediction_log(app: FastAPI) -> PredictionLog:
+    """The app's prediction log, started on first use."""
+    log = getattr(app.state, "prediction_log", None)
+    if log is None:
+        with _log_lock:
+            log = getattr(app.state, "prediction_log", None)
+            if log is None:
+                metrics = getattr(app.state, "metrics", None)
+                log = PredictionLog(app.state.settings.db_url,
+                                    on_drop=metrics.dropped_predictions.inc if metrics is not None else None)
+                app.state.prediction_log = log
+    return log
 
 
 @router.post(
@@ -150,16 +334,22 @@ async def predict(name: str, request: Request, settings: Settings = Depends(get_
         raise HTTPException(404 if "no champion" in str(problem) else 422, str(problem)) from None
     except MlflowException as error:
         raise HTTPException(404, f"model '{name}' cannot be loaded: {str(error)[:200]}") from None
-    ids = await asyncio.to_thread(_log, settings, name, version, table, output)
-    proba_columns = [c for c in output.columns if c.startswith("proba_")]
-    return PredictOut(model=name, version=version, predictions=[
-        PredictionOut(id=pid, label=str(label), probabilities={c.removeprefix("proba_"): float(p) for c, p in
-                                                                 zip(proba_columns, row, strict=True)})
-        for pid, label, row in zip(ids, output["label"], output[proba_columns].itertuples(index=False), strict=True)])
+    ids = prediction_log(request.app).add(name, version, table, output)
+    labels = [str(label) for label in output["label"].tolist()]
+    proba = [(c.removeprefix("proba_"), output[c].to_numpy(dtype="float64").tolist())
+             for c in output.columns if c.startswith("proba_")]
+    predictions = [{"id": pid, "label": label, "probabilities": {cls: values[i] for cls, values in proba}}
+                   for i, (pid, label) in enumerate(zip(ids, labels, strict=True))]
+    return Response(orjson.dumps({"model": name, "version": version, "predictions": predictions}),
+                    media_type="application/json")
 
 
 @router.post("/{name}/feedback", response_model=FeedbackOut, summary="Attach true labels to prediction ids")
-def feedback(name: str, body: FeedbackIn, db: Session = Depends(get_db), _=Depends(require("predict"))):
+def feedback(name: str, body: FeedbackIn, request: Request, db: Session = Depends(get_db),
+             _=Depends(require("predict"))):
+    log = getattr(request.app.state, "prediction_log", None)
+    if log is not None:  # predictions answered before this call are stored before it looks for them
+        log.flush()
     wanted = {item.prediction_id: item.label for item in body.items}
     found = db.scalars(select(Prediction).where(Prediction.id.in_(wanted), Prediction.model_name == name)).all()
     now = datetime.now(UTC)
