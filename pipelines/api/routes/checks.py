@@ -1,0 +1,126 @@
+"""Drift checks: list a model's checks, queue one (a worker runs it), read one and its Evidently report,
+answer a check waiting to promote."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from agents.errors import PoiseError
+from pipelines.api.deps import get_db, get_settings, require
+from pipelines.api.routes.jobs import Decision, SqlSource, _resolve_data_path
+from pipelines.monitoring.runner import create_check, make_check_spec, queue_check_decision
+from pipelines.settings import Settings
+from pipelines.training.state import MODEL_NAME
+from registry.models import DriftCheck
+
+router = APIRouter(prefix="/api/v1", tags=["drift checks"])
+
+
+class CheckRequest(BaseModel):
+    data_path: str | None = Field(None, description="A batch file inside the data folder; default the "
+                                  "predictions served since the last check.")
+    sql: SqlSource | None = None
+    label_column: str | None = None
+    action: Literal["auto", "none", "recalibrate", "retrain"] = "auto"
+    require_approval: bool = False
+
+
+class CheckOut(BaseModel):
+    id: str
+    model_name: str
+    status: str
+    trigger: str
+    created_at: datetime
+    finished_at: datetime | None
+    scheduled_for: datetime | None
+    champion_version: str | None
+    n_rows: int | None
+    decision: str | None
+    reason: str | None
+    challenger_version: str | None
+    promoted: bool
+    retrain_job_id: str | None
+    mlflow_run_id: str | None
+    error: str | None
+    results: dict[str, Any] | None = None
+
+
+def _out(check: DriftCheck, detail: bool) -> CheckOut:
+    out = CheckOut.model_validate(check, from_attributes=True)
+    if not detail:
+        out.results = None
+    return out
+
+
+def _model_name(name: str) -> str:
+    if not MODEL_NAME.match(name):
+        raise HTTPException(422, "model names use letters, digits, '.', '_' or '-'")
+    return name
+
+
+@router.get("/models/{name}/checks", response_model=list[CheckOut], summary="A model's drift checks, newest first")
+def list_checks(name: str, limit: int = 50, db: Session = Depends(get_db), _=Depends(require("read"))):
+    query = select(DriftCheck).where(DriftCheck.model_name == _model_name(name))
+    return [_out(c, detail=False) for c in
+            db.scalars(query.order_by(DriftCheck.created_at.desc()).limit(max(1, min(limit, 500))))]
+
+
+@router.post("/models/{name}/checks", status_code=202, response_model=CheckOut, summary="Queue a drift check")
+def submit_check(name: str, request: CheckRequest, settings: Settings = Depends(get_settings),
+                 db: Session = Depends(get_db), _=Depends(require("submit"))):
+    if request.data_path is not None and request.sql is not None:
+        raise HTTPException(400, "give at most one of data_path or sql")
+    current = str(_resolve_data_path(request.data_path, settings)) if request.data_path else None
+    if request.sql is not None and request.sql.source not in settings.sql_sources:
+        raise HTTPException(400, f"unknown SQL source '{request.sql.source}'; configured: "
+                                 f"{', '.join(settings.sql_sources) or 'none'}")
+    try:
+        spec = make_check_spec(
+            _model_name(name), current=current, sql_source=request.sql.source if request.sql else None,
+            sql_query=request.sql.query if request.sql else None, label_column=request.label_column,
+            action=request.action, require_approval=request.require_approval)
+    except PoiseError as problem:
+        raise HTTPException(422, str(problem)) from None
+    return _out(db.get(DriftCheck, create_check(spec, settings, "api")), detail=False)
+
+
+def _check(db: Session, check_id: str) -> DriftCheck:
+    check = db.get(DriftCheck, check_id)
+    if check is None:
+        raise HTTPException(404, f"no drift check '{check_id}'")
+    return check
+
+
+@router.get("/checks/{check_id}", response_model=CheckOut, summary="One drift check with its analysis")
+def get_check(check_id: str, db: Session = Depends(get_db), _=Depends(require("read"))):
+    return _out(_check(db, check_id), detail=True)
+
+
+@router.get("/checks/{check_id}/report", response_class=FileResponse, summary="The check's Evidently HTML report")
+def check_report(check_id: str, settings: Settings = Depends(get_settings), db: Session = Depends(get_db),
+                 _=Depends(require("read"))):
+    check = _check(db, check_id)
+    path = settings.home / "checks" / check.id / "drift_report.html"
+    if not path.is_file():
+        raise HTTPException(404, f"drift check {check.id[:12]} has no report ({check.status})")
+    return FileResponse(path, media_type="text/html")
+
+
+@router.post("/checks/{check_id}/approve", response_model=CheckOut,
+             summary="Approve or reject the promotion a check waits for (a worker finishes it)")
+def approve_check(check_id: str, body: Decision, settings: Settings = Depends(get_settings),
+                  db: Session = Depends(get_db), key=Depends(require("admin"))):
+    check = _check(db, check_id)
+    try:
+        queue_check_decision(check.id, body.approved, settings, by=f"api:{key.name}")
+    except PoiseError as problem:
+        raise HTTPException(409, str(problem)) from None
+    db.expire_all()
+    return _out(_check(db, check_id), detail=False)
