@@ -19,12 +19,14 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 from mlflow import MlflowClient
 from PIL import Image
+from sqlalchemy import func, select
 
 from agents.errors import SpecError
 from pipelines import runner
 from pipelines.settings import Settings
 from registry import tracking
-from registry.models import Job
+from registry.db import session_scope
+from registry.models import DriftCheck, Job
 
 UPLOAD_SUFFIXES = (".csv", ".tsv", ".parquet")
 HEADLINE_METRICS = ("macro_f1", "balanced_accuracy", "pr_auc", "roc_auc", "minority_recall", "minority_precision")
@@ -142,12 +144,31 @@ def _image(path: Path) -> Image.Image | None:
 
 
 def models_table(settings: Settings) -> pd.DataFrame:
-    """Registered models with their champion and previous champion (drift monitoring is not wired yet)."""
+    """Registered models with their champion, previous champion and drift status."""
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+    status = drift_status(settings)
     rows = [[model.name, len(model.versions), model.champion or "", model.previous_champion or "",
-             _score(model.versions, model.champion), "not monitored yet"]
+             _score(model.versions, model.champion), status.get(model.name, "not checked yet")]
             for model in tracking.registered_models(client)]
     return pd.DataFrame(rows, columns=MODEL_COLUMNS)
+
+
+def drift_status(settings: Settings) -> dict[str, str]:
+    """Each checked model's latest drift check in a few words: decision, what it did, when."""
+    newest = (select(DriftCheck.model_name, func.max(DriftCheck.created_at).label("at"))
+              .group_by(DriftCheck.model_name).subquery())
+    latest = select(DriftCheck).join(newest, (DriftCheck.model_name == newest.c.model_name)
+                                     & (DriftCheck.created_at == newest.c.at))
+    status = {}
+    with session_scope(settings.db_url) as session:
+        for check in session.scalars(latest):
+            words = (check.decision or check.status).replace("_", " ")
+            if check.status == runner.AWAITING_APPROVAL:
+                words += f", v{check.challenger_version} awaits approval"
+            elif check.challenger_version:
+                words += f", v{check.challenger_version} {'promoted' if check.promoted else 'kept out'}"
+            status[check.model_name] = f"{words} ({check.created_at:%Y-%m-%d %H:%M} UTC)"
+    return status
 
 
 def _score(versions, champion: str | None) -> str:

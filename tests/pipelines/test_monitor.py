@@ -26,13 +26,14 @@ from pipelines.api.main import create_app
 from pipelines.cli import app
 from pipelines.datasets import load
 from pipelines.monitoring.runner import check_now, find_check
-from pipelines.scheduler import add_schedule, list_schedules, previous_fire_time, remove_schedule, run_scheduler
+from pipelines.scheduler import list_schedules, previous_fire_time, remove_schedule, run_scheduler
 from pipelines.settings import Settings
 from pipelines.worker import Worker
 from registry import tracking
 from registry.db import session_scope
 from registry.keys import create_key
 from registry.models import DriftCheck, Job, Prediction
+from ui.views import drift_status
 
 pytestmark = pytest.mark.slow
 
@@ -258,6 +259,8 @@ def test_the_api_queues_lists_and_reports_checks(served, serve_app):
         refused = client.post(f"/api/v1/checks/{check_id}/approve", json={"approved": True}, headers=auth("admin"))
         assert refused.status_code == 409 and "not waiting for approval" in refused.json()["detail"]
         assert client.get("/api/v1/checks/nope", headers=auth("read")).status_code == 404
+    # the web UI's Models tab shows the latest check per model
+    assert drift_status(settings)[NAME].startswith(detail["decision"].replace("_", " "))
 
 
 def test_two_schedulers_queue_each_scheduled_check_once_and_a_worker_runs_it(served):

@@ -106,4 +106,4 @@ def test_upload_chat_approve_and_see_the_results(served_ui, page, churn_csv, tmp
     page.get_by_role("tab", name="Models").click()
     models = page.locator("#models")
     expect(models).to_contain_text("customers-churned", timeout=30 * SECOND)
-    expect(models).to_contain_text("not monitored yet")
+    expect(models).to_contain_text("not checked yet")
