@@ -1,7 +1,7 @@
 """Does Poise beat plain AutoGluon and classic rebalancing recipes on imbalanced tables?
 
 Poise claims to be imbalance-aware. This script checks that claim on imbalanced binary
-tables shipped inside installed packages (see `benchmarks/datasets.py`), at an equal time
+tables shipped inside installed packages (see `pipelines/datasets.py`), at an equal time
 budget, against:
 
 - `autogluon_default`: `TabularPredictor(label=...)` with its defaults (no weights, default
@@ -33,8 +33,7 @@ from pathlib import Path
 
 # Both must happen before any library import: OpenMP reads the policy when LightGBM loads
 # (busy-waiting threads slow fits badly on 2 cores), and run as a script Python puts
-# benchmarks/ first on sys.path, where our `datasets.py` would shadow any top-level
-# `datasets` package for every library in this process.
+# benchmarks/ first on sys.path; the repository root goes there instead.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
