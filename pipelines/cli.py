@@ -545,6 +545,8 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the API.")] = 8000,
     workers: Annotated[int, typer.Option(help="Job worker processes to start beside the API.")] = 1,
+    scheduler: Annotated[bool, typer.Option("--scheduler/--no-scheduler",
+                                            help="Also fire scheduled drift checks.")] = True,
     mlflow_ui: Annotated[bool, typer.Option("--mlflow-ui", help="Also serve the MLflow UI on 127.0.0.1.")] = False,
     mlflow_port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
 ) -> None:
@@ -560,10 +562,11 @@ def serve(
         info, key = create_key(settings.db_url, "first-admin", ["admin"])
         console.print(f"Created the first admin API key (shown once): [bold]{key}[/]")
     children = [subprocess.Popen([sys.executable, "-m", "pipelines.cli", command], start_new_session=True)
-                for command in ["worker"] * workers + ["scheduler"]]
+                for command in ["worker"] * workers + ["scheduler"] * scheduler]
     if mlflow_ui:
         children.append(_start_mlflow_ui(settings, mlflow_port))
-    console.print(f"API on http://{host}:{port} (docs at /docs); {workers} worker(s), drift-check scheduler"
+    console.print(f"API on http://{host}:{port} (docs at /docs); {workers} worker(s)"
+                  + (", drift-check scheduler" if scheduler else "")
                   + (f"; MLflow UI on http://127.0.0.1:{mlflow_port}" if mlflow_ui else ""))
     try:
         uvicorn.run(app_instance, host=host, port=port, log_level="warning")

@@ -32,7 +32,7 @@ COMPOSE = DOCKER / "compose.yaml"
 ENV_EXAMPLE = DOCKER / ".env.example"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
-SERVICES = {"postgres", "mlflow", "api", "worker"}
+SERVICES = {"postgres", "mlflow", "api", "worker", "scheduler"}
 NAMED_VOLUMES = {"pgdata", "mlartifacts", "poise-home"}
 SECRET_NAME = re.compile(r"PASSWORD|KEY|SECRET|TOKEN", re.IGNORECASE)
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}; `$${` is an escaped `$`.
@@ -310,7 +310,7 @@ def test_poise_commands_exist_in_the_cli():
         if argv[0] == "poise":
             check_cli_args(root, "poise", argv[1:])
             checked += 1
-    assert checked >= 2  # api and worker
+    assert checked >= 3  # api, worker and scheduler
 
 
 def test_dockerfile_default_command_exists_in_the_cli():
@@ -325,9 +325,11 @@ def test_serve_and_worker_commands():
     api = effective_argv(services["api"])
     assert api[:2] == ["poise", "serve"]
     assert api[api.index("--host") + 1] == "0.0.0.0" and api[api.index("--port") + 1] == "8000"
-    # Job workers run in their own service: the API container starts none of its own.
-    assert api[api.index("--workers") + 1] == "0"
+    # Job workers and the scheduler run in their own services: the API container starts none of its own.
+    assert api[api.index("--workers") + 1] == "0" and "--no-scheduler" in api
     assert effective_argv(services["worker"])[:2] == ["poise", "worker"]
+    assert effective_argv(services["scheduler"]) == ["poise", "scheduler"]
+    assert environment(services["scheduler"]) == environment(services["api"])
 
 
 def test_mlflow_server_command():
