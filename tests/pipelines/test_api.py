@@ -204,6 +204,9 @@ def test_the_prediction_log_stores_every_row_off_the_request_path(poise_home):
         first = stored[ids[0][1]]
         assert first.model_version == "1" and first.inputs == {"tenure": 1.0, "plan": None}
         assert first.outputs == {"label": "no", "proba_no": 0.75, "proba_yes": 0.25}
+        sent = [{"tenure": 4, "plan": "yearly", "extra": [1, 2]}]  # a JSON request's records: stored as sent
+        as_sent = log.add("m", "1", sent, _served(1)[1])
+        assert log.flush() and _stored(settings.db_url, "m")[as_sent[0]].inputs == sent[0]
         late = log.add("m", "1", *_served(2))
     finally:
         log.close()
@@ -257,6 +260,6 @@ def test_a_csv_body_gives_the_frame_its_rows_give_as_json():
     assert table["code"].tolist() == ["007", "12", "x"]  # not every value is a number: kept as written
     as_json = pd.DataFrame(_json_records(json.dumps({"records": [
         {"age": 41, "smoker": "true", "plan": "t"}, {"age": None, "smoker": "false", "plan": None},
-        {"age": 39.5, "smoker": "TRUE", "plan": "f"}]}).encode()))
+        {"age": 39.5, "smoker": "TRUE", "plan": "f"}]}).encode())[0])
     schema = Schema([ColSpec("double", "age"), ColSpec("string", "smoker"), ColSpec("string", "plan")])
     pd.testing.assert_frame_equal(conform_to_signature(table, schema), conform_to_signature(as_json, schema))

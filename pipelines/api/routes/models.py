@@ -120,18 +120,23 @@ def list_models(settings: Settings = Depends(get_settings), _=Depends(require("r
     ) for model in tracking.registered_models(_client(settings))]
 
 
-async def _records(request: Request, settings: Settings) -> pd.DataFrame:
+async def _records(request: Request, settings: Settings) -> tuple[pd.DataFrame, list[dict[str, Any]] | None]:
+    """The request's rows as a frame, and as the JSON records they came as (None for CSV, or when the
+    JSON needed Python's reader: its NaN and infinities are not JSON the log could store)."""
     body = await request.body()
     content_type = request.headers.get("content-type", "")
+    records = None
     if "csv" in content_type:
         table = _csv_table(body)
     else:
-        table = pd.DataFrame(_json_records(body))
+        records, strict = _json_records(body)
+        table = pd.DataFrame(records)
+        records = records if strict else None
     if len(table) > settings.predict_max_rows:
         raise HTTPException(413, f"{len(table)} rows; at most {settings.predict_max_rows} per request")
     if table.empty:
         raise HTTPException(422, "no rows to predict")
-    return table
+    return table, records
 
 
 def _csv_table(body: bytes) -> pd.DataFrame:
@@ -149,11 +154,14 @@ def _csv_table(body: bytes) -> pd.DataFrame:
     return table
 
 
-def _json_records(body: bytes) -> list[dict[str, Any]]:
-    """The `records` of a JSON body `{"records": [{...}, ...]}` (at least one object)."""
+def _json_records(body: bytes) -> tuple[list[dict[str, Any]], bool]:
+    """The `records` of a JSON body `{"records": [{...}, ...]}` (at least one object), and whether the
+    body was strict JSON."""
+    strict = True
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
+        strict = False
         try:  # what orjson refuses but Python's JSON reads: NaN, Infinity, numbers beyond float range
             data = json.loads(body)
         except (ValueError, RecursionError) as error:
@@ -163,7 +171,7 @@ def _json_records(body: bytes) -> list[dict[str, Any]]:
     if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
         raise HTTPException(422, "expected JSON {\"records\": [...]} or text/csv: `records` must be a non-empty "
                                  "list of objects (column name to value)")
-    return records
+    return records, strict
 
 
 def _new_ids(count: int) -> list[str]:
@@ -185,9 +193,10 @@ def _plain_records(table: pd.DataFrame) -> list[dict[str, Any]]:
     return [dict(zip(table.columns, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
-def _rows(name: str, version: str, ids: list[str], table: pd.DataFrame, output: pd.DataFrame,
+def _rows(name: str, version: str, ids: list[str], table: pd.DataFrame | list[dict[str, Any]], output: pd.DataFrame,
           created_at: datetime) -> list[dict[str, Any]]:
-    inputs, outputs = _plain_records(table), _plain_records(output)
+    inputs = table if isinstance(table, list) else _plain_records(table)
+    outputs = _plain_records(output)
     return [{"id": pid, "model_name": name, "model_version": version, "inputs": row_in, "outputs": row_out,
              "created_at": created_at} for pid, row_in, row_out in zip(ids, inputs, outputs, strict=True)]
 
@@ -226,7 +235,9 @@ class PredictionLog:
         self._thread.start()
         atexit.register(self.close)
 
-    def add(self, name: str, version: str, table: pd.DataFrame, output: pd.DataFrame) -> list[str]:
+    def add(self, name: str, version: str, table: pd.DataFrame | list[dict[str, Any]], output: pd.DataFrame
+            ) -> list[str]:
+        """Queue served rows: the inputs as a frame, or as the request's JSON records (stored as sent)."""
         ids = _new_ids(len(table))
         item = (name, version, ids, table, output, datetime.now(UTC))
         with self._cond:
@@ -326,7 +337,7 @@ def prediction_log(app: FastAPI) -> PredictionLog:
 )
 async def predict(name: str, request: Request, settings: Settings = Depends(get_settings),
                   _=Depends(require("predict"))):
-    table = await _records(request, settings)
+    table, records = await _records(request, settings)
     server = request.app.state.model_server
     try:
         version, output = await asyncio.to_thread(server.predict, name, table)
@@ -334,7 +345,7 @@ async def predict(name: str, request: Request, settings: Settings = Depends(get_
         raise HTTPException(404 if "no champion" in str(problem) else 422, str(problem)) from None
     except MlflowException as error:
         raise HTTPException(404, f"model '{name}' cannot be loaded: {str(error)[:200]}") from None
-    ids = prediction_log(request.app).add(name, version, table, output)
+    ids = prediction_log(request.app).add(name, version, table if records is None else records, output)
     labels = [str(label) for label in output["label"].tolist()]
     proba = [(c.removeprefix("proba_"), output[c].to_numpy(dtype="float64").tolist())
              for c in output.columns if c.startswith("proba_")]
