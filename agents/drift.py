@@ -393,9 +393,10 @@ def _bootstrap(truth: pd.Series, predicted: list[pd.Series], metric: str, refere
 
 def performance(reference: Reference, window: Window, prior: dict[str, Any], seed: int,
                 n_boot: int = 300) -> dict[str, Any] | None:
-    """With enough feedback labels: the served model's primary metric on the labelled window rows, against
-    what it scores on the reference holdout reweighted to the window's prior (so a pure prior shift, which
-    moves F1 by itself, is not read as a drop). Drop when the window's 95% upper bound is below that."""
+    """With enough feedback labels: the served model's primary metric on the labelled window rows against
+    what it scored on the reference holdout reweighted to the window's prior (a pure prior shift moves F1 by
+    itself and is not a drop). Both are estimates from a few hundred rows, so the drop is judged on their
+    difference, each side bootstrapped: a drop when even the difference's 99th percentile is a loss."""
     labelled = window.labels.notna().to_numpy()
     truth = window.labels[labelled].astype(str)
     if len(truth) < MIN_LABELLED or truth.nunique() < 2:
@@ -403,46 +404,56 @@ def performance(reference: Reference, window: Window, prior: dict[str, Any], see
     meta, metric = reference.meta, reference.meta["primary_metric"]
     predicted = window.predictions[LABEL][labelled].astype(str)
     value = metric_value(metric, truth, predicted, meta["positive_class"], meta["classes"], cost=meta.get("cost"))
-    boot = _bootstrap(truth, [predicted], metric, reference, None, seed, n_boot)[:, 0]
-    low, high = np.percentile(boot, [2.5, 97.5])
-    weights = class_weights(reference.holdout[reference.target], prior["prior"], meta["prior"])
-    expected = metric_value(metric, reference.holdout[reference.target], reference.predictions[LABEL],
-                            meta["positive_class"], meta["classes"], weights, meta.get("cost"))
-    dropped = bool(low > expected) if lower_is_better(metric) else bool(high < expected)
-    return {"metric": metric, "window_value": value, "interval": [float(low), float(high)],
-            "expected_value": expected, "n_labelled": int(len(truth)), "dropped": dropped}
+    ref_truth, ref_predicted = reference.holdout[reference.target], reference.predictions[LABEL]
+    weights = class_weights(ref_truth, prior["prior"], meta["prior"])
+    expected = metric_value(metric, ref_truth, ref_predicted, meta["positive_class"], meta["classes"], weights,
+                            meta.get("cost"))
+    gain = (_bootstrap(truth, [predicted], metric, reference, None, seed, n_boot)[:, 0]
+            - _bootstrap(ref_truth, [ref_predicted], metric, reference, weights, seed + 1, n_boot)[:, 0])
+    if lower_is_better(metric):
+        gain = -gain
+    low, high = np.percentile(gain, [1, 99])
+    return {"metric": metric, "window_value": value, "expected_value": expected,
+            "difference_interval_98": [float(low), float(high)], "n_labelled": int(len(truth)),
+            "n_reference": int(len(ref_truth)), "dropped": bool(high < 0)}
 
 
 # --- the analysis and the decision --------------------------------------------------------------------------------
 
 
+def covariate_drift(pool: pd.DataFrame, current: pd.DataFrame, features: list[str], importance: dict[str, float],
+                    seed: int, html_path: Path | None = None, cache_key: str | None = None) -> dict[str, Any]:
+    """Per-column and multivariate drift of `current` against samples of the reference rows `pool`."""
+    ref_sample, cur_sample = sample(pool, ANALYSIS_ROWS, seed), sample(current, ANALYSIS_ROWS, seed)
+    columns = column_drift(ref_sample, cur_sample, features, importance, html_path)
+    auc, moved = domain_auc(ref_sample, cur_sample, features, seed)
+    calibration = domain_threshold(pool, len(ref_sample), len(cur_sample), features, seed, cache_key=cache_key)
+    multivariate = {"method": "domain classifier (LightGBM), out-of-fold ROC-AUC", "auc": auc, **calibration,
+                    "drifted": bool(auc > calibration["threshold"]),
+                    "top_columns": dict(sorted(moved.items(), key=lambda kv: -kv[1])[:5])}
+    return {"sample_rows": {"reference": len(ref_sample), "window": len(cur_sample)}, "columns": columns,
+            "multivariate": multivariate, "drifted": columns["drifted"] or multivariate["drifted"]}
+
+
 def analyse(reference: Reference, window: Window, seed: int, html_path: Path | None = None,
             cache_key: str | None = None) -> dict[str, Any]:
-    """Every check on one window; the reference is first resampled to the window's prior when that shifted."""
+    """Every check on one window. When the class prior moved, the features are also compared with the
+    reference resampled to the new prior: drift that vanishes there is the prior shift itself."""
     features = [c for c in reference.features if c in window.features.columns]
     missing = sorted(set(reference.features) - set(features))
     if missing:
         raise DataError(f"the window lacks feature column(s) {', '.join(map(repr, missing))}")
+    importance = reference.meta["feature_importance"]
     prior = estimate_prior(reference, window, seed)
-    pool = prior_matched(reference.train, reference.target, prior["prior"], seed) if prior["shifted"] \
-        else reference.train
-    ref_sample = sample(pool, ANALYSIS_ROWS, seed)
-    cur_sample = sample(window.features, ANALYSIS_ROWS, seed)
-    columns = column_drift(ref_sample, cur_sample, features, reference.meta["feature_importance"], html_path)
-    auc, moved = domain_auc(ref_sample, cur_sample, features, seed)
-    calibration = domain_threshold(pool, len(ref_sample), len(cur_sample), features, seed,
-                                   cache_key=f"{cache_key}:{prior['shifted']}" if cache_key else None)
+    raw = covariate_drift(reference.train, window.features, features, importance, seed, html_path,
+                          cache_key=f"{cache_key}:raw" if cache_key else None)
+    matched = None
+    if prior["shifted"] and raw["drifted"]:
+        matched = covariate_drift(prior_matched(reference.train, reference.target, prior["prior"], seed),
+                                  window.features, features, importance, seed)
     labelled = window.labels.dropna()
     return {
-        "n_rows": window.n_rows, "sample_rows": {"reference": len(ref_sample), "window": len(cur_sample)},
-        "reference_resampled_to_prior": prior["shifted"],
-        "columns": columns,
-        "multivariate": {
-            "method": "domain classifier (LightGBM), out-of-fold ROC-AUC", "auc": auc, **calibration,
-            "drifted": bool(auc > calibration["threshold"]),
-            "top_columns": dict(sorted(moved.items(), key=lambda kv: -kv[1])[:5]),
-        },
-        "prior": prior,
+        "n_rows": window.n_rows, **raw, "prior_matched": matched, "prior": prior,
         "prediction_drift": prediction_drift(reference, window),
         "label_drift": (_chi_square(reference.train[reference.target], labelled, reference.meta["classes"])
                         if len(labelled) >= MIN_LABELLED else None),
@@ -455,31 +466,40 @@ ACTION_OF = {"no_drift": "none", "prior_shift": "recalibrate", "covariate_drift"
              "performance_drop": "retrain"}
 
 
+def _drift_text(evidence: dict[str, Any]) -> str:
+    columns, multi = evidence["columns"], evidence["multivariate"]
+    found = []
+    if columns["drifted"]:
+        found.append(f"{columns['n_drifted']} drifted columns, importance-weighted share "
+                     f"{columns['weighted_share']:.2f} >= {DRIFT_SHARE}")
+    if multi["drifted"]:
+        found.append(f"domain classifier AUC {multi['auc']:.3f} > {multi['threshold']:.3f} "
+                     f"(mostly {', '.join(list(multi['top_columns'])[:3])})")
+    return "; ".join(found)
+
+
 def decide(analysis: dict[str, Any]) -> tuple[str, str]:
-    """One decision and its reason: covariate drift when the features moved (whatever the labels say), else a
-    performance drop on labelled feedback (the concept changed), else a prior shift, else no drift."""
-    perf, columns, multi, prior = (analysis["performance"], analysis["columns"], analysis["multivariate"],
-                                   analysis["prior"])
+    """One decision and its reason: covariate drift when the features moved beyond what the prior explains,
+    else a performance drop on labelled feedback (the concept changed), else a prior shift, else no drift."""
+    perf, prior, matched = analysis["performance"], analysis["prior"], analysis["prior_matched"]
     dropped = perf is not None and perf["dropped"]
-    perf_text = (f"{perf['metric']} on {perf['n_labelled']} labelled rows is {perf['window_value']:.3f} (95% CI "
-                 f"{perf['interval'][0]:.3f}–{perf['interval'][1]:.3f}), below the {perf['expected_value']:.3f} "
-                 "expected at the window's class prior") if dropped else ""
-    against = " (reference resampled to the window's prior)" if analysis["reference_resampled_to_prior"] else ""
-    if columns["drifted"] or multi["drifted"]:
-        found = []
-        if columns["drifted"]:
-            found.append(f"{columns['n_drifted']} drifted columns, importance-weighted share "
-                         f"{columns['weighted_share']:.2f} >= {DRIFT_SHARE}")
-        if multi["drifted"]:
-            top = ", ".join(list(multi["top_columns"])[:3])
-            found.append(f"domain classifier AUC {multi['auc']:.3f} > {multi['threshold']:.3f} (mostly {top})")
-        return "covariate_drift", "; ".join(found) + against + (f"; and {perf_text}" if dropped else "")
+    perf_text = (f"{perf['metric']} on {perf['n_labelled']} labelled rows is {perf['window_value']:.3f}, below the "
+                 f"{perf['expected_value']:.3f} expected at the window's class prior (difference 98% interval "
+                 f"{perf['difference_interval_98'][0]:+.3f} to {perf['difference_interval_98'][1]:+.3f})"
+                 ) if dropped else ""
+    if analysis["drifted"] and (matched is None or matched["drifted"]):
+        text = _drift_text(analysis)
+        if matched is not None:
+            text += f"; still drifted against the reference resampled to the new prior ({_drift_text(matched)})"
+        return "covariate_drift", text + (f"; and {perf_text}" if dropped else "")
     if dropped:
-        return "performance_drop", perf_text + "; the features did not move: the concept changed"
+        return "performance_drop", perf_text + "; the features did not move beyond the prior: the concept changed"
     if prior["shifted"]:
         shares = ", ".join(f"{c}: {prior['reference_prior'].get(c, 0):.3f} → {q:.3f}" for c, q in prior["prior"].items())
-        return "prior_shift", (f"class prior moved ({shares}, {prior['method']}) and the features match the "
-                               "reference once it is resampled to the new prior")
+        how = ("the features match the reference once it is resampled to the new prior" if matched is not None
+               else "the features did not move")
+        return "prior_shift", f"class prior moved ({shares}, {prior['method']}); {how}"
+    columns, multi = analysis["columns"], analysis["multivariate"]
     return "no_drift", (f"{columns['n_drifted']} of {len(columns['columns'])} columns drifted (weighted share "
                         f"{columns['weighted_share']:.2f} < {DRIFT_SHARE}); domain classifier AUC "
                         f"{multi['auc']:.3f} <= {multi['threshold']:.3f}; prior unchanged")
