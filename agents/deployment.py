@@ -117,6 +117,36 @@ def conform_to_signature(table: pd.DataFrame, input_schema) -> pd.DataFrame:
     return pd.DataFrame(columns, index=table.index)
 
 
+def conform_records(records: list[dict[str, Any]], input_schema) -> pd.DataFrame | None:
+    """`conform_to_signature(pd.DataFrame(records), input_schema)`, built straight from JSON records when
+    every value is plain (numbers or null in numeric columns, text or null in string columns); None
+    otherwise, and for models without a signature or with integer, date or boolean inputs."""
+    if input_schema is None:
+        return None
+    present = set().union(*records)
+    columns = {}
+    for spec in input_schema.inputs:
+        if spec.name not in present:
+            return None  # the frame path names what is missing
+        values = [record.get(spec.name) for record in records]
+        kind = spec.type.name
+        if kind in ("double", "float"):
+            if not all(value is None or type(value) is float or (type(value) is int and -2**53 < value < 2**53)
+                       for value in values):
+                return None
+            columns[spec.name] = np.array([np.nan if value is None else value for value in values], dtype="float64")
+            if np.isinf(columns[spec.name]).any():
+                return None
+        elif kind == "string":
+            if not all(value is None or type(value) is str for value in values):
+                return None
+            columns[spec.name] = np.empty(len(values), dtype=object)
+            columns[spec.name][:] = values
+        else:
+            return None
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(records)))
+
+
 def predict_table(model, table: pd.DataFrame) -> pd.DataFrame:
     """A loaded pyfunc model's predictions for a raw table, conformed to its signature first."""
     features = conform_to_signature(table, model.metadata.get_input_schema())
@@ -352,6 +382,13 @@ class ServedModel:
             return predict_table(self.pyfunc, table)
         return self._python_model.predict(None, conform_to_signature(table, self.schema))
 
+    def predict_records(self, records: list[dict[str, Any]]) -> pd.DataFrame:
+        """`predict(pd.DataFrame(records))`, skipping the intermediate frame when the records are plain."""
+        features = conform_records(records, self.schema) if self._python_model is not None else None
+        if features is None:
+            return self.predict(pd.DataFrame(records))
+        return self._python_model.predict(None, features)
+
 
 class ModelServer:
     """Serves each model's champion from memory, reloading it when the alias moves.
@@ -391,9 +428,21 @@ class ModelServer:
                     _settle_heap()
         return loaded
 
+    def warm(self, name: str) -> ServedModel | None:
+        """The loaded champion if it can serve now without a registry call (alias checked within
+        `alias_ttl`, that version loaded), else None."""
+        seen, loaded = self._alias_seen.get(name), self._loaded.get(name)
+        if seen is None or loaded is None or loaded.version != seen[1] or time.monotonic() - seen[0] > self.alias_ttl:
+            return None
+        return loaded
+
     def predict(self, name: str, table: pd.DataFrame) -> tuple[str, pd.DataFrame]:
         served = self.model(name)
         return served.version, served.predict(table)
+
+    def predict_records(self, name: str, records: list[dict[str, Any]]) -> tuple[str, pd.DataFrame]:
+        served = self.model(name)
+        return served.version, served.predict_records(records)
 
     def forget(self, name: str) -> None:
         """Drop the cached alias so the next request sees a promotion or rollback at once."""

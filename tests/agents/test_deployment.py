@@ -1,6 +1,7 @@
 """Inputs conformed to a model's signature: numbers stay numbers, bad values are named, never silently NaN.
 Served models: every serving path gives exactly the registered pyfunc's output."""
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -8,7 +9,7 @@ import pytest
 from mlflow.types import ColSpec, Schema
 
 from agents import automl
-from agents.deployment import ServedModel, conform_to_signature, predict_table, serving_frame
+from agents.deployment import ServedModel, conform_records, conform_to_signature, predict_table, serving_frame
 from agents.errors import DataError
 from pipelines.settings import Settings
 from registry import tracking
@@ -49,6 +50,26 @@ def test_values_already_typed_take_the_fast_path_with_the_same_result():
     assert conformed["flag"].tolist() == [1.0, 0.0, 1.0]
     mixed = conform_to_signature(pd.DataFrame({"tenure": ["2"], "plan": [3], "flag": [1]}), schema)
     assert mixed["tenure"].tolist() == [2.0] and mixed["plan"].tolist() == ["3"]
+
+
+def test_plain_json_records_are_conformed_without_a_frame_and_anything_else_is_left_to_the_frame_path():
+    schema = Schema([ColSpec("double", "tenure"), ColSpec("string", "plan")])
+    pool = [None, 1, 2.5, -3, "monthly", "", True, [1], {"a": 1}, 2**60]
+    cases = [[{"tenure": a, "plan": b}] for a in pool for b in pool]
+    cases += [[{"tenure": 1}, {"tenure": 2.5, "plan": "x"}], [{"plan": "x"}, {"tenure": None, "plan": None}]]
+    fast = 0
+    for records in cases:
+        direct = conform_records(records, schema)
+        try:
+            expected = conform_to_signature(pd.DataFrame(records), schema)
+        except DataError:
+            assert direct is None, records
+            continue
+        if direct is not None:
+            fast += 1
+            pd.testing.assert_frame_equal(direct, expected, check_exact=True)
+    assert fast == 4 * 3 + 2  # (None, 1, 2.5, -3) x (None, "monthly", "") and the two multi-row cases
+    assert conform_records([{"plan": "x"}], schema) is None  # a missing column: the frame path names it
 
 
 # ---------------------------------------------------------------------------------- served models (real fits)
@@ -94,6 +115,8 @@ def test_a_bagged_lightgbm_champion_is_scored_directly_with_exactly_the_pyfunc_o
     for frame in (serving_frame(holdout), _odd_rows(holdout), serving_frame(holdout.head(1))):
         expected = predict_table(served.pyfunc, frame)  # MLflow's pyfunc, schema enforcement and all
         pd.testing.assert_frame_equal(served.predict(frame), expected, check_exact=True)
+        records = json.loads(frame.to_json(orient="records"))  # as a JSON request brings them
+        pd.testing.assert_frame_equal(served.predict_records(records), expected, check_exact=True)
     output = served.predict(serving_frame(holdout))
     assert list(output.columns) == ["label", "proba_no", "proba_yes"]
     assert set(output["label"]) <= {"no", "yes"} and (output["label"] == "yes").any()
