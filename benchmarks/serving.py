@@ -16,9 +16,10 @@ Three ways to predict, each for 1-row and 1,000-row requests, one client, sequen
   own session, `POST /invocations` with `{"dataframe_records": [...]}`.
 
 Per method and size: p50 and p99 latency (ms) and throughput (rows/s over the whole loop). The API's
-extra work per request is measured piece by piece in this process: the API-key check (a SELECT and an
-UPDATE of `last_used_at`), the prediction-log insert (one row per predicted row) and the request model
-validation, so the table says what dominates the API's overhead.
+extra work per request is measured piece by piece in this process: the API-key check (from the database,
+and from the few-seconds memory of verified keys that most requests hit), the prediction log (the bulk
+INSERT its writer thread does, and the enqueue the request does) and the body parsing, so the table says
+what dominates the API's overhead. `ModelServer`'s serving path for the model is recorded too.
 
 Targets: p50 single row of the API ≤ 0.5 × `mlflow models serve`; API overhead over in-process
 (p50 API − p50 in-process, 1 row) ≤ 2 ms.
@@ -61,7 +62,7 @@ import pandas as pd
 
 from agents.deployment import ModelServer, serving_frame
 from pipelines import runner
-from pipelines.api.routes.models import PredictIn, _log
+from pipelines.api.routes.models import PredictionLog, _json_records, _log
 from pipelines.demo import DEMO_TARGET, write_demo_table
 from pipelines.settings import Settings
 from registry import keys
@@ -152,8 +153,8 @@ def serve_api(home: str, port: int) -> None:
 
     The header is added only when the request carries `x-bench-timing`; the timers themselves always run
     (a few `perf_counter` calls per request). Parts: `auth` (API-key check), `parse` (body to frame),
-    `predict` (ModelServer.predict), `log` (prediction-log insert), `app` (whole app until the response
-    starts, including middleware, thread hops and the response model).
+    `predict` (ModelServer.predict), `log` (queueing the rows for the prediction-log writer), `app` (whole
+    app until the response starts, including middleware, thread hops and the response).
     """
     import contextvars
 
@@ -188,11 +189,13 @@ def serve_api(home: str, port: int) -> None:
                 add(name, time.perf_counter() - started)
         return wrapper
 
+    deps.recently_verified = timed("auth", deps.recently_verified)
     deps.verify_key = timed("auth", deps.verify_key)
     routes._records = timed_async("parse", routes._records)
-    routes._log = timed("log", routes._log)
+    routes.PredictionLog.add = timed("log", routes.PredictionLog.add)
     app = create_app(Settings(home=Path(home)))
     app.state.model_server.predict = timed("predict", app.state.model_server.predict)
+    app.state.model_server.predict_records = timed("predict", app.state.model_server.predict_records)
 
     async def outer(scope, receive, send):
         if scope["type"] != "http":
@@ -284,27 +287,40 @@ def bench_api_parts(settings: Settings, frames, bodies, key: str, args) -> dict:
     version, _ = server.predict(MODEL_NAME, frames[1])
     latencies, wall = measure(lambda: keys.verify_key(settings.db_url, key), args.n_small, args.loop_seconds)
     out["verify_key"] = {1: summarize(latencies, 1, wall)}
-    for name, fn in (("parse_body", lambda b: pd.DataFrame(PredictIn.model_validate_json(b).records)),):
+    latencies, wall = measure(lambda: keys.recently_verified(settings.db_url, key), args.n_small, args.loop_seconds)
+    out["recently_verified"] = {1: summarize(latencies, 1, wall)}
+    for name, fn in (("parse_body", lambda b: _json_records(b)[0]),):
         out[name] = {}
         for rows, body in bodies.items():
             n = args.n_small if rows == 1 else args.n_large
             latencies, wall = measure(lambda b=body, fn=fn: fn(b), n, args.loop_seconds)
             out[name][rows] = summarize(latencies, rows, wall)
-    out["predict_in_thread"] = {}  # as the API calls it: asyncio.to_thread, i.e. from a pool thread
+    out["predict_records"] = {}  # what the API calls for a JSON body: the records, no intermediate frame
+    for rows, frame in frames.items():
+        n = args.n_small if rows == 1 else args.n_large
+        latencies, wall = measure(lambda r=records_of(frame): server.predict_records(MODEL_NAME, r), n,
+                                  args.loop_seconds)
+        out["predict_records"][rows] = summarize(latencies, rows, wall)
+    out["predict_in_thread"] = {}  # as the API calls big requests: asyncio.to_thread, i.e. from a pool thread
     with ThreadPoolExecutor(max_workers=4) as pool:
         for rows, frame in frames.items():
             n = args.n_small if rows == 1 else args.n_large
             latencies, wall = measure(lambda f=frame: pool.submit(server.predict, MODEL_NAME, f).result(),
                                       n, args.loop_seconds)
             out["predict_in_thread"][rows] = summarize(latencies, rows, wall)
-    out["log_predictions"] = {}
+    out["log_predictions"], out["log_enqueue"] = {}, {}
+    log = PredictionLog(settings.db_url)
     for rows, frame in frames.items():
         n = args.n_small if rows == 1 else args.n_large
-        table = pd.DataFrame(records_of(frame))  # what the API logs: the request's records
-        _, output = server.predict(MODEL_NAME, table)
+        table = records_of(frame)  # what the API logs for a JSON request: its records as sent
+        _, output = server.predict(MODEL_NAME, pd.DataFrame(table))
         latencies, wall = measure(lambda t=table, o=output: _log(settings, MODEL_NAME, version, t, o),
                                   n, args.loop_seconds)
         out["log_predictions"][rows] = summarize(latencies, rows, wall)
+        latencies, wall = measure(lambda t=table, o=output: log.add(MODEL_NAME, version, t, o), n, args.loop_seconds)
+        out["log_enqueue"][rows] = summarize(latencies, rows, wall)
+        log.flush()
+    log.close()
     return out
 
 
@@ -499,6 +515,9 @@ def split_tracebacks(log: str) -> list[str]:
 
 def print_report(out: dict) -> None:
     m = out["latency"]
+    model = out.get("model", {})
+    print(f"\nModel {model.get('name')} v{model.get('version')}, ModelServer path: {model.get('serving_path')}"
+          + (f" ({model['serving_note']})" if model.get("serving_note") else ""))
     print("\nServing latency (sequential, one client, warmed)")
     print(f"{'method':<14}{'rows':>6}{'requests':>10}{'p50 ms':>10}{'p99 ms':>10}{'rows/s':>12}")
     for method in ("in_process", "poise_api", "mlflow_serve"):
@@ -508,16 +527,19 @@ def print_report(out: dict) -> None:
                 print(f"{method:<14}{rows:>6}{r['requests']:>10}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}"
                       f"{r['rows_per_s']:>12.1f}")
     print("\nParts of an API request, timed alone in-process (p50 ms)")
-    print(f"{'part':<36}{'1 row':>10}{'1000 rows':>12}")
+    print(f"{'part':<42}{'1 row':>10}{'1000 rows':>12}")
     for name, label in (("predict", "ModelServer.predict"),
+                        ("predict_records", "ModelServer.predict_records (JSON)"),
                         ("predict_in_thread", "ModelServer.predict in a pool thread"),
                         ("verify_key", "API key check (SELECT + UPDATE)"),
-                        ("parse_body", "parse JSON body (PredictIn -> frame)"),
-                        ("log_predictions", "prediction-log insert")):
+                        ("recently_verified", "API key check, verified < 5 s ago"),
+                        ("parse_body", "parse JSON body (to records)"),
+                        ("log_predictions", "prediction-log insert (writer thread)"),
+                        ("log_enqueue", "prediction-log enqueue (request)")):
         r = out["api_parts"].get(name) if name != "predict" else m["in_process"]
         one = r.get("1", {}).get("p50_ms")
         big = r.get("1000", {}).get("p50_ms")
-        print(f"{label:<36}{one if one is not None else '-':>10}{big if big is not None else '-':>12}")
+        print(f"{label:<42}{one if one is not None else '-':>10}{big if big is not None else '-':>12}")
     b = out.get("api_server_timing_p50_ms", {})
     if b:
         names = [k for k in b["1"] if k != "requests"]
@@ -606,6 +628,8 @@ def main() -> None:
         _, predict_key = keys.create_key(settings.db_url, "bench", ["predict"])
         _, admin_key = keys.create_key(settings.db_url, "bench-admin", ["admin"])
 
+        served = ModelServer(settings).model(MODEL_NAME)
+        out["model"].update(serving_path=served.path, serving_note=served.note)
         print("in-process ...", flush=True)
         latency = {"in_process": bench_in_process(settings, frames, args)}
         print("API parts in-process ...", flush=True)
