@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from agents.errors import DataError
@@ -42,8 +42,11 @@ ANALYSIS_ROWS = 5_000  # rows per side for the per-column and multivariate check
 PREDICTION_ROWS = 20_000  # rows of an explicit batch scored by the champion for the prior estimate
 DRIFT_SHARE = 0.5  # dataset drift: importance-weighted share of drifted columns at or above this
 MIN_LABELLED = 30  # labelled window rows needed to judge performance or hold out a fresh test set
-PRIOR_MIN_RELATIVE_CHANGE = 0.25  # a prior shift must also be this large relative to the reference prior
-RECENCY_HALF_LIFE = 1.0  # in windows: reference rows (one window old or more) weigh half a window row
+PRIOR_MIN_RELATIVE_CHANGE = 0.3  # a prior shift must also be this large relative to the reference prior
+OLD_ROW_WEIGHT = {  # what a reference row weighs next to a window row when retraining, by decision
+    "covariate_drift": 0.5,  # recency only: its label still follows its features
+    "performance_drop": 0.1,  # the concept changed: its label may be wrong now
+}
 WEIGHT = "poise_weight"
 LABEL, PROBA = "label", "proba_"
 
@@ -311,7 +314,7 @@ def estimate_prior(reference: Reference, window: Window, seed: int, n_boot: int 
         estimate = solve(mu)
         boot = np.array([solve(s) for s in rng.multinomial(n, mu, size=n_boot) / max(n, 1)])
         method = "black-box shift estimation"
-    low, high = np.percentile(boot, [2.5, 97.5], axis=0)
+    low, high = np.percentile(boot, [0.5, 99.5], axis=0)
     ref = np.array([reference_prior.get(c, 0.0) for c in classes])
     outside = (ref < low) | (ref > high)
     relative = np.abs(estimate - ref) / np.where(ref > 0, ref, 1.0)
@@ -320,7 +323,7 @@ def estimate_prior(reference: Reference, window: Window, seed: int, n_boot: int 
         "method": method, "prior": dict(zip(classes, estimate.round(6).tolist())),
         "interval": {c: [float(lo), float(hi)] for c, lo, hi in zip(classes, low, high)},
         "reference_prior": reference_prior, "shifted": shifted,
-        "rule": f"prior shift when a class's reference share lies outside the 95% interval and the estimate "
+        "rule": f"prior shift when a class's reference share lies outside the 99% interval and the estimate "
                 f"differs from it by >= {PRIOR_MIN_RELATIVE_CHANGE:.0%}",
     }
 
@@ -351,24 +354,46 @@ def _chi_square(reference: pd.Series, current: pd.Series, classes: list[str]) ->
 # --- metrics ------------------------------------------------------------------------------------------------------
 
 
-def metric_value(metric: str, truth: pd.Series, predicted: pd.Series, positive: str, classes: list[str],
-                 weights: np.ndarray | None = None, cost: tuple[float, float] | None = None) -> float:
-    """The primary metric (as named by the training gate), optionally weighted per row."""
-    truth, predicted = truth.astype(str).to_numpy(), predicted.astype(str).to_numpy()
+def _codes(labels: pd.Series, classes: list[str]) -> np.ndarray:
+    """Class index per row (labels outside `classes` get index len(classes): never a hit)."""
+    index = {c: i for i, c in enumerate(classes)}
+    return labels.astype(str).map(index).fillna(len(classes)).to_numpy(dtype="int64")
+
+
+def _from_confusion(metric: str, matrix: np.ndarray, positive: int, cost: tuple[float, float] | None) -> float:
+    """The metric from a (k+1)×(k+1) weighted confusion matrix (rows: truth, columns: predicted;
+    the last index is "a label the model does not know")."""
+    k = matrix.shape[0] - 1
+    hits = np.diag(matrix)[:k]
+    true_totals, predicted_totals = matrix[:k].sum(axis=1), matrix[:, :k].sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.where(true_totals + predicted_totals > 0, 2 * hits / (true_totals + predicted_totals), 0.0)
+        recall = np.where(true_totals > 0, hits / true_totals, np.nan)
     if metric == "f1":
-        return float(f1_score(truth, predicted, pos_label=positive, sample_weight=weights, zero_division=0))
+        return float(f1[positive])
     if metric == "macro_f1":
-        return float(f1_score(truth, predicted, labels=classes, average="macro", sample_weight=weights,
-                              zero_division=0))
+        return float(f1.mean())
     if metric == "balanced_accuracy":
-        return float(balanced_accuracy_score(truth, predicted, sample_weight=weights))
+        return float(np.nanmean(recall))
     if metric == "expected_cost":
         cost_fn, cost_fp = cost or (1.0, 1.0)
-        w = np.ones(len(truth)) if weights is None else weights
-        missed = (truth == positive) & (predicted != positive)
-        false_alarm = (truth != positive) & (predicted == positive)
-        return float((w * (cost_fn * missed + cost_fp * false_alarm)).sum() / w.sum())
+        missed = matrix[positive].sum() - matrix[positive, positive]
+        false_alarm = matrix[:, positive].sum() - matrix[positive, positive]
+        return float((cost_fn * missed + cost_fp * false_alarm) / matrix.sum())
     raise DataError(f"unknown primary metric '{metric}'")
+
+
+def _confusion(truth: np.ndarray, predicted: np.ndarray, k: int, weights: np.ndarray | None) -> np.ndarray:
+    return np.bincount(truth * (k + 1) + predicted, weights=weights, minlength=(k + 1) ** 2).reshape(k + 1, k + 1)
+
+
+def metric_value(metric: str, truth: pd.Series, predicted: pd.Series, positive: str, classes: list[str],
+                 weights: np.ndarray | None = None, cost: tuple[float, float] | None = None) -> float:
+    """The primary metric (as named by the training gate: f1 of `positive`, macro_f1, balanced_accuracy
+    or expected_cost), optionally weighted per row."""
+    k = len(classes)
+    matrix = _confusion(_codes(truth, classes), _codes(predicted, classes), k, weights)
+    return _from_confusion(metric, matrix, classes.index(positive), cost)
 
 
 def lower_is_better(metric: str) -> bool:
@@ -378,16 +403,18 @@ def lower_is_better(metric: str) -> bool:
 def _bootstrap(truth: pd.Series, predicted: list[pd.Series], metric: str, reference: Reference,
                weights: np.ndarray | None, seed: int, n_boot: int) -> np.ndarray:
     """Metric of each prediction set on `n_boot` paired resamples of the rows: shape (n_boot, len(predicted))."""
-    rng = np.random.default_rng(seed)
     meta = reference.meta
+    classes, k = list(meta["classes"]), len(meta["classes"])
+    positive = classes.index(meta["positive_class"])
+    truth_codes = _codes(truth, classes)
+    predicted_codes = [_codes(p, classes) for p in predicted]
+    rng = np.random.default_rng(seed)
     out = np.empty((n_boot, len(predicted)))
-    truth = truth.reset_index(drop=True)
-    predicted = [p.reset_index(drop=True) for p in predicted]
     for b in range(n_boot):
-        rows = rng.integers(0, len(truth), len(truth))
+        rows = rng.integers(0, len(truth_codes), len(truth_codes))
         w = None if weights is None else weights[rows]
-        out[b] = [metric_value(metric, truth.iloc[rows], p.iloc[rows], meta["positive_class"], meta["classes"], w,
-                               meta.get("cost")) for p in predicted]
+        out[b] = [_from_confusion(metric, _confusion(truth_codes[rows], p[rows], k, w), positive, meta.get("cost"))
+                  for p in predicted_codes]
     return out
 
 
@@ -534,13 +561,15 @@ def recalibration(reference: Reference, prior: dict[str, float]) -> dict[str, An
     return {"prior_weights": weights, "decision_threshold": threshold}
 
 
-def retraining_table(reference: Reference, window: Window, labelled_rows: np.ndarray, seed: int) -> pd.DataFrame:
+def retraining_table(reference: Reference, window: Window, labelled_rows: np.ndarray, decision: str,
+                     seed: int) -> pd.DataFrame:
     """Reference rows plus the window's labelled rows, weighted for the new data: reference rows by density
-    ratio (rows that look like the window count more) and age (half a window row at `RECENCY_HALF_LIFE` 1),
-    then every class to the same total weight, so the imbalance policy holds under the new prior."""
+    ratio (rows that look like the window count more) times `OLD_ROW_WEIGHT` (age, and doubt about old
+    labels after a concept change), then every class to the same total weight, so the imbalance policy
+    holds under the new prior."""
     features, target = reference.features, reference.target
     old = reference.train[features + [target]].reset_index(drop=True)
-    old_weight = importance_weights(old, window.features, features, seed) * 0.5 ** (1.0 / RECENCY_HALF_LIFE)
+    old_weight = importance_weights(old, window.features, features, seed) * OLD_ROW_WEIGHT.get(decision, 0.5)
     new = window.features.loc[labelled_rows, features].reset_index(drop=True)
     new[target] = window.labels[labelled_rows].astype(str).to_numpy()
     table = pd.concat([old.assign(**{WEIGHT: old_weight}), new.assign(**{WEIGHT: 1.0})], ignore_index=True)

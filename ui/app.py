@@ -1,4 +1,5 @@
-"""The Poise web UI: chat to plan a job, approve the plan, watch it run, read the results.
+"""The Poise web UI: chat to plan a job, approve the plan, watch it run, read the results; see models,
+their drift checks, and approve a check's promotion.
 
 Why a page at all: the CLI and the REST API serve people who script; this page serves the
 people who would rather upload a table and talk. It adds no logic of its own: the chat is
@@ -80,6 +81,13 @@ def build_ui(settings: Settings) -> gr.Blocks:
                                         format="png", interactive=False, height=360)
         with gr.Tab("Models") as models_tab:
             models = gr.Dataframe(elem_id="models", label="Registered models", interactive=False)
+            checks = gr.Dataframe(elem_id="checks", label="Drift checks", interactive=False, wrap=True)
+            with gr.Row():
+                check_id = gr.Textbox(elem_id="check-id", show_label=False, scale=3, max_length=32,
+                                      placeholder="check id of a check awaiting approval")
+                approve_check = gr.Button("Approve promotion", elem_id="approve-check", scale=1)
+                reject_check = gr.Button("Reject", elem_id="reject-check", scale=1)
+            check_answer = gr.Markdown(elem_id="check-answer")
             refresh = gr.Button("Refresh", size="sm")
 
         chat_outputs = [message, chat, session_id, job_id]
@@ -128,7 +136,12 @@ def build_ui(settings: Settings) -> gr.Blocks:
             [shown, headline, steps, plan, approve, chat, results, metrics, details, summary, confusion, pr_curve],
             show_progress="hidden")
         for trigger in (models_tab.select, refresh.click, ui.load):
-            trigger(lambda: views.models_table(settings), None, models, show_progress="hidden")
+            trigger(lambda: (views.models_table(settings), views.checks_table(settings)), None, [models, checks],
+                    show_progress="hidden")
+        for button, approved in ((approve_check, True), (reject_check, False)):
+            button.click(lambda text, approved=approved: (views.plain(views.answer_check(settings, text, approved)),
+                                                          views.checks_table(settings)),
+                         check_id, [check_answer, checks])
     return ui
 
 

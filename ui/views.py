@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from PIL import Image
 from sqlalchemy import func, select
 
-from agents.errors import SpecError
+from agents.errors import PoiseError, SpecError
 from pipelines import runner
 from pipelines.settings import Settings
 from registry import tracking
@@ -32,6 +32,7 @@ UPLOAD_SUFFIXES = (".csv", ".tsv", ".parquet")
 HEADLINE_METRICS = ("macro_f1", "balanced_accuracy", "pr_auc", "roc_auc", "minority_recall", "minority_precision")
 STEP_COLUMNS = ["step", "status", "sec", "message"]
 MODEL_COLUMNS = ["model", "versions", "champion", "previous champion", "champion score", "drift"]
+CHECK_COLUMNS = ["check", "model", "status", "created (UTC)", "rows", "decision", "challenger", "promoted", "reason"]
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~])")
 
 
@@ -169,6 +170,30 @@ def drift_status(settings: Settings) -> dict[str, str]:
                 words += f", v{check.challenger_version} {'promoted' if check.promoted else 'kept out'}"
             status[check.model_name] = f"{words} ({check.created_at:%Y-%m-%d %H:%M} UTC)"
     return status
+
+
+def checks_table(settings: Settings, limit: int = 30) -> pd.DataFrame:
+    """Recent drift checks, newest first (ids shortened to 12 characters, enough to answer one)."""
+    with session_scope(settings.db_url) as session:
+        rows = [[c.id[:12], c.model_name, c.status, f"{c.created_at:%Y-%m-%d %H:%M}",
+                 "" if c.n_rows is None else c.n_rows, c.decision or "",
+                 f"v{c.challenger_version}" if c.challenger_version else "", "yes" if c.promoted else "",
+                 c.reason or c.error or ""]
+                for c in session.scalars(select(DriftCheck).order_by(DriftCheck.created_at.desc()).limit(limit))]
+    return pd.DataFrame(rows, columns=CHECK_COLUMNS)
+
+
+def answer_check(settings: Settings, check_id: str, approved: bool) -> str:
+    """Approve or reject the promotion a drift check waits for; a worker finishes the check."""
+    from pipelines.monitoring.runner import find_check, queue_check_decision
+
+    try:
+        check = find_check(settings, check_id.strip())
+        queue_check_decision(check.id, approved, settings, by="ui")
+    except PoiseError as problem:
+        return str(problem)
+    verb = "approved" if approved else "rejected"
+    return f"Promotion of v{check.challenger_version} {verb}; a worker finishes check {check.id[:12]}."
 
 
 def _score(versions, champion: str | None) -> str:

@@ -191,7 +191,8 @@ def act(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, Any]
         evaluation = _evaluation_rows(reference, window, split[1] if split else None, weights)
         action = {"challenger_version": version, **recalibration}
     else:
-        table = drift.retraining_table(reference, window, split[0] if split else np.array([], dtype=int), seed)
+        table = drift.retraining_table(reference, window, split[0] if split else np.array([], dtype=int),
+                                       state["decision"], seed)
         job = _retrain(ctx, spec, state["champion_version"], table)
         weights = drift.importance_weights(reference.holdout, window.features, reference.features, seed)
         evaluation = _evaluation_rows(reference, window, split[1] if split else None, weights)

@@ -183,8 +183,31 @@ def test_retraining_table_balances_classes_and_weights_recent_rows(served):
     rows = stream.sample(400, random_state=7).reset_index(drop=True)
     rows[reference.features[0]] = rows[reference.features[0]] * 2
     window = _window(model, rows, reference.features, labelled=True)
-    table = drift.retraining_table(reference, window, np.arange(200), seed=0)
+    table = drift.retraining_table(reference, window, np.arange(200), "covariate_drift", seed=0)
     assert len(table) == len(reference.train) + 200
     totals = table.groupby(TARGET)[drift.WEIGHT].sum()
     assert totals.max() == pytest.approx(totals.min())
     assert (table[drift.WEIGHT] > 0).all()
+    concept = drift.retraining_table(reference, window, np.arange(200), "performance_drop", seed=0)
+    old = np.arange(len(reference.train))  # after a concept change old labels count less, new rows the same
+    assert concept[drift.WEIGHT].iloc[old].sum() / concept[drift.WEIGHT].sum() < \
+        table[drift.WEIGHT].iloc[old].sum() / table[drift.WEIGHT].sum()
+
+
+def test_metrics_from_the_confusion_matrix_match_scikit_learn():
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    rng = np.random.default_rng(0)
+    classes = ["a", "b", "c"]
+    truth = pd.Series(rng.choice(classes, 500, p=[0.7, 0.2, 0.1]))
+    predicted = pd.Series(rng.choice(classes, 500, p=[0.6, 0.3, 0.1]))
+    for weights in (None, rng.random(500)):
+        assert drift.metric_value("macro_f1", truth, predicted, "c", classes, weights) == pytest.approx(
+            f1_score(truth, predicted, labels=classes, average="macro", sample_weight=weights))
+        assert drift.metric_value("f1", truth, predicted, "c", classes, weights) == pytest.approx(
+            f1_score(truth, predicted, labels=["c"], average="macro", sample_weight=weights))
+        assert drift.metric_value("balanced_accuracy", truth, predicted, "c", classes, weights) == pytest.approx(
+            balanced_accuracy_score(truth, predicted, sample_weight=weights))
+    binary = ["negative", "positive"]
+    t, p = pd.Series(["positive", "positive", "negative", "negative"]), pd.Series(["negative", "positive", "positive", "negative"])
+    assert drift.metric_value("expected_cost", t, p, "positive", binary, cost=(10.0, 1.0)) == pytest.approx((10 + 1) / 4)

@@ -33,7 +33,7 @@ from registry import tracking
 from registry.db import session_scope
 from registry.keys import create_key
 from registry.models import DriftCheck, Job, Prediction
-from ui.views import drift_status
+from ui import views
 
 pytestmark = pytest.mark.slow
 
@@ -202,11 +202,17 @@ def test_a_flipped_correlation_is_caught_retrained_and_promoted_after_approval(s
     assert status == "awaiting_approval", outcome.output
     assert tracking.champion_version(_client(settings), NAME) == champion  # nothing moves before the answer
 
-    approved = CliRunner().invoke(app, ["approve", check_id[:10]])
-    assert approved.exit_code == 0, approved.output
+    # the web UI's answer queues the decision; a worker resumes the check from its checkpoint
+    answer = views.answer_check(settings, check_id[:12], True)
+    assert answer.startswith("Promotion of v4 approved"), answer
+    assert Worker(settings, poll_seconds=0.1).run_once() == check_id
     finished = find_check(settings, check_id)
-    assert finished.status == "succeeded" and finished.promoted
+    assert finished.status == "succeeded" and finished.promoted and finished.results["approval"]["by"] == "ui"
     assert tracking.champion_version(_client(settings), NAME) == finished.challenger_version == "4"
+    assert "not waiting for approval" in views.answer_check(settings, check_id, False)
+    late = CliRunner().invoke(app, ["approve", check_id[:12]])
+    assert late.exit_code == 2 and "not waiting for approval" in late.output
+    assert views.checks_table(settings).iloc[0]["check"] == check_id[:12]
 
 
 def _count(settings, model) -> int:
@@ -260,7 +266,7 @@ def test_the_api_queues_lists_and_reports_checks(served, serve_app):
         assert refused.status_code == 409 and "not waiting for approval" in refused.json()["detail"]
         assert client.get("/api/v1/checks/nope", headers=auth("read")).status_code == 404
     # the web UI's Models tab shows the latest check per model
-    assert drift_status(settings)[NAME].startswith(detail["decision"].replace("_", " "))
+    assert views.drift_status(settings)[NAME].startswith(detail["decision"].replace("_", " "))
 
 
 def test_two_schedulers_queue_each_scheduled_check_once_and_a_worker_runs_it(served):
