@@ -11,6 +11,7 @@ from langgraph.graph import END, START, StateGraph
 from pipelines.monitoring import nodes
 from pipelines.monitoring.configuration import MonitorContext
 from pipelines.monitoring.state import MonitorState
+from pipelines.training.graph import continue_unless_error
 
 STEPS = ("collect", "analyse", "decide", "act", "compare", "approve", "promote", "report")
 AGENT_OF_STEP = {"collect": "drift", "analyse": "drift", "decide": "drift", "act": "automl", "compare": "deployment",
@@ -25,22 +26,15 @@ def _after_decide(state: MonitorState) -> str:
     return "report" if state["action"]["kind"] == "none" else "act"
 
 
-def _unless_error(next_step: str):
-    def route(state: MonitorState) -> str:
-        return END if state.get("error") else next_step
-
-    return route
-
-
 def build_graph() -> StateGraph:
     graph = StateGraph(MonitorState, context_schema=MonitorContext)
     for step in STEPS:
         graph.add_node(step, getattr(nodes, step))
     graph.add_edge(START, "collect")
     graph.add_conditional_edges("collect", _after_collect, ["analyse", "report", END])
-    graph.add_conditional_edges("analyse", _unless_error("decide"), ["decide", END])
+    graph.add_conditional_edges("analyse", continue_unless_error("decide"), ["decide", END])
     graph.add_conditional_edges("decide", _after_decide, ["act", "report"])
-    graph.add_conditional_edges("act", _unless_error("compare"), ["compare", END])
+    graph.add_conditional_edges("act", continue_unless_error("compare"), ["compare", END])
     graph.add_edge("compare", "approve")
     graph.add_edge("approve", "promote")
     graph.add_edge("promote", "report")

@@ -22,8 +22,10 @@ AGENT_OF_STEP = {
 }
 
 
-def _continue_unless_error(next_step: str):
-    def route(state: TrainingState) -> str:
+def continue_unless_error(next_step: str):
+    """A router: end the graph when the last node set `error`, else go to `next_step`."""
+
+    def route(state: dict) -> str:
         return END if state.get("error") else next_step
 
     return route
@@ -36,7 +38,7 @@ def build_graph() -> StateGraph:
     graph.add_edge(START, STEPS[0])
     for step, next_step in zip(STEPS, STEPS[1:]):
         if step in CAN_END_JOB:
-            graph.add_conditional_edges(step, _continue_unless_error(next_step), [next_step, END])
+            graph.add_conditional_edges(step, continue_unless_error(next_step), [next_step, END])
         else:
             graph.add_edge(step, next_step)
     graph.add_edge(STEPS[-1], END)
