@@ -42,7 +42,10 @@ ANALYSIS_ROWS = 5_000  # rows per side for the per-column and multivariate check
 PREDICTION_ROWS = 20_000  # rows of an explicit batch scored by the champion for the prior estimate
 DRIFT_SHARE = 0.5  # dataset drift: importance-weighted share of drifted columns at or above this
 MIN_LABELLED = 30  # labelled window rows needed to judge performance or hold out a fresh test set
-PRIOR_MIN_RELATIVE_CHANGE = 0.3  # a prior shift must also be this large relative to the reference prior
+# A prior shift must also be large: half again (or a third less) of the reference share. A smaller move
+# changes the best threshold little, and windows of a few hundred rows move that much by chance
+# next to a reference that is itself a sample.
+PRIOR_MIN_RELATIVE_CHANGE = 0.5
 OLD_ROW_WEIGHT = {  # what a reference row weighs next to a window row when retraining, by decision
     "covariate_drift": 0.5,  # recency only: its label still follows its features
     "performance_drop": 0.1,  # the concept changed: its label may be wrong now
