@@ -22,6 +22,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
 
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous-champion"
@@ -87,9 +88,14 @@ def log_and_register_model(
     predictor_dir: Path,
     model_config: dict[str, Any],
     input_example: pd.DataFrame,
+    output_example: pd.DataFrame,
     tags: dict[str, str],
 ) -> str:
-    """Log the predictor as a pyfunc on the job's run and register it; returns the version."""
+    """Log the predictor as a pyfunc on the job's run and register it; returns the version.
+
+    The signature comes from the examples given (the model's own predictions of them), so MLflow
+    does not load the predictor a second time to infer it; it still loads it once to check that
+    the input example serves."""
     existing = find_version(client, name, job_id)
     if existing is not None:
         return existing
@@ -107,6 +113,7 @@ def log_and_register_model(
             artifacts={"predictor_dir": str(predictor_dir)},
             model_config=model_config,
             input_example=input_example,
+            signature=infer_signature(input_example, output_example),
             pip_requirements=requirements,
             registered_model_name=name,
         )

@@ -224,7 +224,7 @@ def _register_recalibrated(ctx: MonitorContext, name: str, champion: str, recali
     return tracking.log_and_register_model(
         ctx.mlflow, run_id, name, ctx.check_id, predictor_dir, model_config=config,
         input_example=deployment.serving_frame(reference.holdout[reference.features].head(5)),
-        tags={DERIVED_FROM_TAG: champion, "poise.kind": "recalibrated"})
+        output_example=reference.predictions.head(5), tags={DERIVED_FROM_TAG: champion, "poise.kind": "recalibrated"})
 
 
 def training_spec(settings, name: str, version: str) -> dict[str, Any]:

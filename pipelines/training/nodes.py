@@ -226,6 +226,7 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
     client, fit, policy = ctx.mlflow, state["fit"], state["policy"]
     deploy_dir = automl.deployment_copy(Path(fit["predictor_dir"]), ctx.job_dir / "deploy")
     holdout = pd.read_parquet(state["split"]["holdout_path"])
+    predictions = pd.read_parquet(ctx.job_dir / "holdout_predictions.parquet")
     version = tracking.log_and_register_model(
         client, state["mlflow_run_id"], spec.name, ctx.job_id, deploy_dir,
         model_config={
@@ -233,6 +234,7 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
             "target": spec.target, "classes": sorted(state["profile"]["target"]["class_counts"]),
         },
         input_example=deployment.serving_frame(holdout.drop(columns=[spec.target]).head(5)),
+        output_example=predictions.head(5),
         tags={
             "poise.data_hash": state["load_info"]["content_hash"],
             "poise.imbalance_ratio": f"{state['profile']['target']['imbalance_ratio']:.3f}",
@@ -246,7 +248,7 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
     importance = json.loads((ctx.job_dir / "feature_importance.json").read_text(encoding="utf-8"))
     tracking.log_reference(client, state["mlflow_run_id"], drift.Reference(
         train=drift.sample(train, drift.REFERENCE_ROWS, ctx.settings.seed),
-        holdout=holdout, predictions=pd.read_parquet(ctx.job_dir / "holdout_predictions.parquet"),
+        holdout=holdout, predictions=predictions,
         meta=drift.reference_meta(policy, spec.target, data_engineering.feature_types(state["profile"]),
                                   fit["threshold"], train[spec.target], state["gate"], importance),
     ))
