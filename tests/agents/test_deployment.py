@@ -85,11 +85,15 @@ def _register(settings, name: str, table: pd.DataFrame, **fit) -> tuple[ServedMo
     client = tracking.configure(settings.tracking_uri, settings.registry_uri)
     run_id = tracking.get_or_create_run(client, tracking.ensure_experiment(client, name, settings.artifact_root),
                                         f"job-{name}", run_name=name)
+    example = serving_frame(holdout.head(5))
+    proba = predictor.predict_proba(example)
+    output_example = pd.DataFrame({"label": predictor.predict_from_proba(proba).astype(str).to_numpy(),
+                                   **{f"proba_{c}": proba[c].to_numpy(dtype="float64") for c in proba.columns}})
     version = tracking.log_and_register_model(
         client, run_id, name, f"job-{name}", deploy,
         model_config={"decision_threshold": 0.3, "positive_class": "yes", "target": "churned",
                       "classes": ["no", "yes"]},
-        input_example=serving_frame(holdout.head(5)), tags={})
+        input_example=example, output_example=output_example, tags={})
     return ServedModel(version, tracking.load_model(name, version)), holdout
 
 
