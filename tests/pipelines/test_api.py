@@ -91,6 +91,8 @@ def test_paths_stay_in_the_data_folder_and_sql_sources_are_named(service):
     headers = _auth(keys["submit"])
     traversal = client.post("/api/v1/jobs", json={"target": "y", "data_path": "../../../etc/passwd"}, headers=headers)
     assert traversal.status_code == 400 and "inside the data folder" in traversal.json()["detail"]
+    nul = client.post("/api/v1/jobs", json={"target": "y", "data_path": "e\u0000x.csv"}, headers=headers)
+    assert nul.status_code == 400 and "NUL" in nul.json()["detail"]  # found by schemathesis: was a 500
     unknown = client.post("/api/v1/jobs", json={"target": "y", "sql": {"source": "prod", "query": "SELECT 1"}},
                           headers=headers)
     assert unknown.status_code == 400 and "unknown SQL source" in unknown.json()["detail"]

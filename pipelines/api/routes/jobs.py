@@ -149,6 +149,8 @@ def _upload_dir(settings: Settings) -> Path:
 
 def _resolve_data_path(raw: str, settings: Settings) -> Path:
     folder = settings.data_folder
+    if "\x00" in raw:  # the OS refuses such a path outright
+        raise _bad("data_path contains a NUL character", 400)
     candidate = (folder / raw).resolve()
     if not candidate.is_relative_to(folder):
         raise _bad(f"data_path must stay inside the data folder ({folder})", 400)
