@@ -3,13 +3,11 @@ service flow — chat → plan approval → worker → champion → predictions 
 
 import json
 import sqlite3
-import threading
 import time
 
 import httpx
 import pandas as pd
 import pytest
-import uvicorn
 from mlflow.types import ColSpec, Schema
 from sqlalchemy import select
 
@@ -24,7 +22,7 @@ from registry.models import Prediction
 
 
 @pytest.fixture
-def service(poise_home, tmp_path):
+def service(poise_home, tmp_path, serve_app):
     source = tmp_path / "warehouse.db"
     with sqlite3.connect(source) as connection:
         connection.execute("CREATE TABLE customers (tenure REAL, plan TEXT, churned TEXT)")
@@ -33,19 +31,10 @@ def service(poise_home, tmp_path):
                                 for i in range(200)])
     settings = Settings(home=poise_home, upload_max_bytes=2_000_000, predict_max_rows=500,
                         sql_sources={"warehouse": f"sqlite:///{source}"})
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
     keys = {scope: create_key(settings.db_url, f"test-{scope}", [scope])[1] for scope in ("read", "submit", "predict",
                                                                                             "admin")}
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+    with serve_app(create_app(settings)) as url, httpx.Client(base_url=url, timeout=120) as client:
         yield client, keys, settings
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def _auth(key: str) -> dict[str, str]:
@@ -235,21 +224,15 @@ def test_a_write_that_keeps_failing_is_counted_and_does_not_take_other_requests_
     assert dropped == [2] and log.dropped_rows == 2
 
 
-def test_stopping_the_api_writes_the_predictions_it_has_answered(poise_home):
+def test_stopping_the_api_writes_the_predictions_it_has_answered(poise_home, serve_app):
     settings = Settings(home=poise_home)
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    log = prediction_log(app)
-    log.max_delay = 600  # would wait ten minutes: only the shutdown can write these
-    ids = log.add("m", "1", *_served(5))
-    time.sleep(0.2)
-    assert _stored(settings.db_url, "m") == {}
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serve_app(app):
+        log = prediction_log(app)
+        log.max_delay = 600  # would wait ten minutes: only the shutdown can write these
+        ids = log.add("m", "1", *_served(5))
+        time.sleep(0.2)
+        assert _stored(settings.db_url, "m") == {}
     assert set(_stored(settings.db_url, "m")) == set(ids)
 
 
