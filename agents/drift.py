@@ -46,6 +46,9 @@ MIN_LABELLED = 30  # labelled window rows needed to judge performance or hold ou
 # changes the best threshold little, and windows of a few hundred rows move that much by chance
 # next to a reference that is itself a sample.
 PRIOR_MIN_RELATIVE_CHANGE = 0.5
+# How sure the paired bootstrap must be that a challenger is better before it is promoted: a refit may
+# fail where the window had no data; a recalibration is the same model moved to a new prior by Bayes' rule.
+PROMOTION_CONFIDENCE = {"retrain": 0.9, "recalibrate": 0.8}
 OLD_ROW_WEIGHT = {  # what a reference row weighs next to a window row when retraining, by decision
     "covariate_drift": 0.5,  # recency only: its label still follows its features
     "performance_drop": 0.1,  # the concept changed: its label may be wrong now
@@ -608,7 +611,8 @@ def adapted_reference(reference: Reference, window: Window, evaluation: pd.DataF
 
 
 def compare(reference: Reference, truth: pd.Series, champion: pd.Series, challenger: pd.Series,
-            weights: np.ndarray | None, seed: int, n_boot: int = 1000, min_probability: float = 0.9) -> dict[str, Any]:
+            weights: np.ndarray | None, seed: int, n_boot: int = 1000,
+            min_probability: float = PROMOTION_CONFIDENCE["retrain"]) -> dict[str, Any]:
     """Challenger vs champion on the same labelled rows: the primary metric of each, the difference with a
     paired-bootstrap 95% interval, and the verdict — promote only when the challenger is better in at least
     `min_probability` of the resamples."""

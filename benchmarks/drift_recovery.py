@@ -135,7 +135,7 @@ def run_table(table: str, args, work: Path) -> dict:
     stream, evaluation_pool = traffic.iloc[:half], traffic.iloc[half:]
     clean_eval = evaluation_pool.sample(min(len(evaluation_pool), 2 * args.window), random_state=7)
     before = macro_f1(settings, name, "1", clean_eval)
-    for scenario in SCENARIOS:
+    for scenario in args.scenarios:
         reset_champion(settings, name)
         evaluation = drifted(scenario, evaluation_pool, features, positive, negative, cut, 2 * args.window, 11)
         during = macro_f1(settings, name, "1", evaluation)
@@ -230,10 +230,12 @@ def main() -> None:
     parser.add_argument("--clean", type=int, default=20, help="clean windows per table")
     parser.add_argument("--window", type=int, default=500, help="rows per window")
     parser.add_argument("--max-windows", type=int, default=3, help="drifted windows per scenario at most")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list")
     parser.add_argument("--sizes", default="10000,100000,1000000", help="rows of the check-cost batches ('' skips)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "drift_recovery.json")
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
+    args.scenarios = [s for s in args.scenarios.split(",") if s]
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {"started": datetime.now(UTC).isoformat(), "machine": platform.platform(), "cpus": os.cpu_count(),

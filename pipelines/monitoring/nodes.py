@@ -270,7 +270,8 @@ def compare(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
     write_parquet(challenger, ctx.check_dir / "challenger_predictions.parquet")
     weights = evaluation[drift.WEIGHT].to_numpy() if drift.WEIGHT in evaluation else None
     comparison = drift.compare(reference, evaluation[reference.target], champion[drift.LABEL],
-                               challenger[drift.LABEL], weights, ctx.settings.seed)
+                               challenger[drift.LABEL], weights, ctx.settings.seed,
+                               min_probability=drift.PROMOTION_CONFIDENCE[action["kind"]])
     return {"comparison": comparison}
 
 
