@@ -115,7 +115,8 @@ def choose_policy(
         )
     if weight_column:
         reasons.append(f"sample weights from column '{weight_column}' (importance, recency and class weights "
-                       "set by drift retraining)")
+                       "set by drift retraining), in validation and threshold calibration too, so model choice "
+                       "follows the data the weights favour")
     elif not bag_folds:
         reasons.append(f"balanced sample weights: imbalance ratio {ratio:.1f}")
     if objective == "cost":
@@ -145,6 +146,7 @@ def choose_policy(
         "positive_class": chosen_positive if problem_type == "binary" else None,
         "minority_class": minority,
         "sample_weight": weight_column or (None if bag_folds else "balance_weight"),
+        "weight_evaluation": bool(weight_column),
         "calibrate_threshold": calibrate,
         "num_bag_folds": bag_folds,
         "excluded_model_types": sorted(set(excluded_model_types or []) | set(excluded_model_types_without_torch())),
@@ -186,6 +188,7 @@ def fit(
             eval_metric=_metric(policy),
             path=str(fit_path),
             sample_weight=policy["sample_weight"],
+            weight_evaluation=policy.get("weight_evaluation", False),
             positive_class=policy["positive_class"],
             verbosity=0,
         )

@@ -233,6 +233,7 @@ def main() -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list")
     parser.add_argument("--sizes", default="10000,100000,1000000", help="rows of the check-cost batches ('' skips)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "drift_recovery.json")
+    parser.add_argument("--work", type=Path, help="keep homes, models and windows in this folder (default: a temporary one)")
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
     args.scenarios = [s for s in args.scenarios.split(",") if s]
@@ -241,7 +242,7 @@ def main() -> None:
     report = {"started": datetime.now(UTC).isoformat(), "machine": platform.platform(), "cpus": os.cpu_count(),
               "args": {k: v for k, v in vars(args).items() if k != "out"}, "tables": []}
     with tempfile.TemporaryDirectory(prefix="poise-drift-") as folder:
-        work = Path(folder)
+        work = args.work or Path(folder)
         for table in args.tables.split(","):
             print(f"{table}:", flush=True)
             report["tables"].append(run_table(table, args, work))

@@ -52,6 +52,13 @@ def test_user_named_positive_class_and_unknown_label():
         choose_policy(_profile({"a": 900, "b": 100}), positive_class="c")
 
 
+def test_a_weight_column_weighs_training_validation_and_threshold():
+    policy = choose_policy(_profile({"no": 1400, "yes": 51}), weight_column="poise_weight")
+    assert policy["sample_weight"] == "poise_weight" and policy["weight_evaluation"]
+    assert policy["num_bag_folds"] == 5  # few minority rows: still bagged, now with the given weights
+    assert not choose_policy(_profile({"good": 9300, "bad": 490}))["weight_evaluation"]
+
+
 def test_multiclass_uses_macro_f1_and_no_threshold():
     policy = choose_policy(_profile({"a": 500, "b": 300, "c": 40}, "multiclass"))
     assert policy["eval_metric"] == "f1_macro" and policy["positive_class"] is None
