@@ -8,6 +8,7 @@ and scheduled checks.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
@@ -232,6 +233,23 @@ def test_previous_fire_time_for_interval_and_cron():
         datetime(2026, 1, 1, 3, 20, tzinfo=UTC)
     assert previous_fire_time(CronTrigger.from_crontab("0 * * * *", timezone=UTC), now) == \
         datetime(2026, 1, 1, 3, 0, tzinfo=UTC)
+
+
+def test_a_batch_from_a_named_sql_source_is_checked(served):
+    settings, stream, folder = served
+    warehouse = folder / "warehouse.db"
+    with sqlite3.connect(warehouse) as connection:
+        stream.head(300).to_sql("traffic", connection, index=False, if_exists="replace")
+    with_sql = Settings(home=settings.home, sql_sources={"warehouse": f"sqlite:///{warehouse}"})
+    result = check_now(NAME, with_sql, sql_source="warehouse", sql_query="SELECT * FROM traffic", action="none")
+    assert result.status == "succeeded", result.error
+    check = find_check(settings, result.check_id)
+    assert check.n_rows == 300 and check.results["window"]["source"] == "sql"
+    assert check.results["window"]["n_labelled"] == 300  # the target column came along: labels
+    unknown = check_now(NAME, settings, sql_source="nowhere", sql_query="SELECT 1")
+    assert unknown.status == "failed" and "unknown SQL source 'nowhere'" in unknown.error
+    broken = check_now(NAME, with_sql, sql_source="warehouse", sql_query="SELEC nonsense")
+    assert broken.status == "failed" and broken.error.startswith("query failed")
 
 
 def test_the_api_queues_lists_and_reports_checks(served, serve_app):
