@@ -114,13 +114,12 @@ def sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return frame if len(frame) <= n else frame.sample(n=n, random_state=seed)
 
 
-def weighted_subsample(frame: pd.DataFrame, weights: np.ndarray, seed: int, share: float = 0.5) -> pd.DataFrame:
-    """About `share` of the rows, drawn without replacement with probability proportional to `weights`
-    (no row twice: repeated rows are easy for a domain classifier to spot)."""
+def weighted_rows(weights: np.ndarray, seed: int, share: float = 0.5) -> np.ndarray:
+    """Positions of about `share` of the rows, drawn without replacement with probability proportional to
+    `weights` (no row twice: repeated rows are easy for a domain classifier to spot), in order."""
     p = np.asarray(weights, dtype="float64")
-    n = min(max(1, int(share * len(frame))), int((p > 0).sum()))
-    rows = np.random.default_rng(seed).choice(len(frame), size=n, replace=False, p=p / p.sum())
-    return frame.iloc[np.sort(rows)].reset_index(drop=True)
+    n = min(max(1, int(share * len(p))), int((p > 0).sum()))
+    return np.sort(np.random.default_rng(seed).choice(len(p), size=n, replace=False, p=p / p.sum()))
 
 
 def prior_matched(frame: pd.DataFrame, target: str, prior: dict[str, float], seed: int) -> pd.DataFrame:
@@ -597,11 +596,10 @@ def adapted_reference(reference: Reference, window: Window, evaluation: pd.DataF
     else:
         weights = (importance_weights(reference.train, window.features, features, seed)
                    * class_weights(reference.train[target], prior, reference.meta["prior"]))
-        train = weighted_subsample(reference.train, weights, seed)
+        train = reference.train.iloc[weighted_rows(weights, seed)]
     holdout, predictions = evaluation.reset_index(drop=True), predictions.reset_index(drop=True)
     if WEIGHT in holdout:
-        rows = weighted_subsample(pd.DataFrame({"row": np.arange(len(holdout))}), holdout[WEIGHT].to_numpy(),
-                                  seed)["row"].to_numpy()
+        rows = weighted_rows(holdout[WEIGHT].to_numpy(), seed)
         holdout, predictions = holdout.iloc[rows].drop(columns=[WEIGHT]), predictions.iloc[rows]
     shares = train[target].astype(str).value_counts(normalize=True)
     meta = {**reference.meta, "prior": {c: float(shares.get(c, 0.0)) for c in reference.meta["classes"]},

@@ -89,8 +89,12 @@ def make_spec(data: str | Path, target: str, settings: Settings, **options: Any)
     try:
         return JobSpec(data=str(Path(data).expanduser().resolve()), target=target, **values)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in error.errors())
-        raise SpecError(f"invalid job options: {problems}") from None
+        raise SpecError(f"invalid job options: {option_problems(error)}") from None
+
+
+def option_problems(error: ValidationError) -> str:
+    """A spec's validation errors in one line: `field: problem; ...`."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in error.errors())
 
 
 def create_job(spec: JobSpec, settings: Settings) -> str:
@@ -145,7 +149,7 @@ def decide(job_id: str, approved: bool, settings: Settings | None = None,
 def queue_decision(job_id: str, approved: bool, settings: Settings, by: str = "user") -> JobResult:
     """Record the answer for a job waiting for approval and queue it for a worker to resume."""
     with session_scope(settings.db_url) as session:
-        job = session.get(Job, job_id) or _job_by_prefix(session, job_id)
+        job = find_row(session, Job, job_id, "job")
         if job.status != AWAITING_APPROVAL:
             raise SpecError(f"job {job.id[:12]} is {job.status}, not waiting for approval")
         job.pending_decision, job.status = {"approved": approved, "by": by}, "queued"
@@ -156,7 +160,7 @@ def resume(job_id: str, settings: Settings | None = None, on_event: EventHandler
     """Continue a job from its last checkpointed node."""
     settings = settings or Settings()
     with session_scope(settings.db_url) as session:
-        job = session.get(Job, job_id) or _job_by_prefix(session, job_id)
+        job = find_row(session, Job, job_id, "job")
         if job.status == AWAITING_APPROVAL:
             raise SpecError(f"job {job.id[:12]} is waiting for approval of its plan: `poise approve {job.id[:12]}`")
         if job.status not in RESUMABLE:
@@ -166,10 +170,14 @@ def resume(job_id: str, settings: Settings | None = None, on_event: EventHandler
     return run_job(job_id, settings, on_event)
 
 
-def _job_by_prefix(session, prefix: str) -> Job:
-    matches = session.scalars(select(Job).where(Job.id.startswith(prefix)).limit(2)).all() if prefix else []
+def find_row(session, model, key: str, noun: str):
+    """The row of `model` (a job or a drift check) whose id is `key`, else the only one whose id starts with it."""
+    row = session.get(model, key)
+    if row is not None:
+        return row
+    matches = session.scalars(select(model).where(model.id.startswith(key)).limit(2)).all() if key else []
     if len(matches) != 1:
-        raise SpecError(f"no job matches '{prefix}'" if not matches else f"'{prefix}' matches several jobs")
+        raise SpecError(f"no {noun} matches '{key}'" if not matches else f"'{key}' matches several {noun}s")
     return matches[0]
 
 
@@ -184,7 +192,7 @@ def checkpoint_state(settings: Settings, job_id: str) -> tuple[dict[str, Any], l
 
 def find_job(settings: Settings, job_id: str) -> Job:
     with session_scope(settings.db_url) as session:
-        job = session.get(Job, job_id) or _job_by_prefix(session, job_id)
+        job = find_row(session, Job, job_id, "job")
         job.steps, job.model_versions  # load before the session closes  # noqa: B018
         return job
 

@@ -19,13 +19,12 @@ from typing import Any
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 from pydantic import ValidationError
-from sqlalchemy import select
 
 from agents.errors import SpecError
 from pipelines.monitoring.configuration import MonitorContext
 from pipelines.monitoring.graph import AGENT_OF_STEP, build_graph
 from pipelines.monitoring.state import CheckSpec
-from pipelines.runner import AWAITING_APPROVAL, EventHandler, StepEvent
+from pipelines.runner import AWAITING_APPROVAL, EventHandler, StepEvent, find_row, option_problems
 from pipelines.settings import Settings
 from registry import tracking
 from registry.db import session_scope
@@ -53,8 +52,7 @@ def make_check_spec(model_name: str, **options: Any) -> CheckSpec:
     try:
         return CheckSpec(model_name=model_name, **{k: v for k, v in options.items() if v is not None})
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in error.errors())
-        raise SpecError(f"invalid check options: {problems}") from None
+        raise SpecError(f"invalid check options: {option_problems(error)}") from None
 
 
 def create_check(spec: CheckSpec, settings: Settings, trigger: str, scheduled_for: datetime | None = None) -> str:
@@ -74,14 +72,7 @@ def check_now(model_name: str, settings: Settings, on_event: EventHandler | None
 
 def find_check(settings: Settings, check_id: str) -> DriftCheck:
     with session_scope(settings.db_url) as session:
-        found = session.get(DriftCheck, check_id)
-        if found is None:
-            matches = session.scalars(select(DriftCheck).where(DriftCheck.id.startswith(check_id)).limit(2)).all() \
-                if check_id else []
-            if len(matches) != 1:
-                raise SpecError(f"no drift check matches '{check_id}'" if not matches
-                                else f"'{check_id}' matches several drift checks")
-            found = matches[0]
+        found = find_row(session, DriftCheck, check_id, "drift check")
         session.expunge(found)
         return found
 
