@@ -114,7 +114,7 @@ def test_covariate_shift_is_caught_in_the_first_window_and_a_retrained_version_p
     settings, stream, _ = served
     column = _top_feature(settings)
     shifted = stream.iloc[400:1200].copy()
-    shifted[column] = shifted[column] * 3.0  # the unit of the most important column changed upstream
+    shifted[column] = shifted[column] * 10.0  # the unit of the most important column changed upstream
     _serve(settings, shifted)
     result = check_now(NAME, settings)
 
@@ -134,7 +134,7 @@ def test_covariate_shift_is_caught_in_the_first_window_and_a_retrained_version_p
         assert job.status == "succeeded" and job.spec["weight_column"] == "poise_weight" and not job.spec["promote"]
     assert check.results["action"]["evaluated_on"] == "fresh labelled holdout from the window"
     # the new champion is judged against the data it was adapted to: the same traffic is no longer drift
-    _serve(settings, stream.iloc[1200:1600].assign(**{column: stream[column].iloc[1200:1600] * 3.0}))
+    _serve(settings, stream.iloc[1200:1600].assign(**{column: stream[column].iloc[1200:1600] * 10.0}))
     after = check_now(NAME, settings)
     assert after.status == "succeeded" and after.decision == "no_drift", after.reason
 
