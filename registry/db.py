@@ -16,7 +16,9 @@ at head.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,11 +90,25 @@ def _create_engine(url: str) -> Engine:
         try:
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")  # first: the others may wait on locks
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(cursor)
         finally:
             cursor.close()
 
     return engine
+
+
+def _switch_to_wal(cursor) -> None:
+    """`PRAGMA journal_mode=WAL`, retried while another process holds the lock: SQLite answers "database
+    is locked" at once there, without its busy handler (seen when several processes open a new database)."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def get_engine(url: str) -> Engine:
