@@ -49,10 +49,13 @@ PRIOR_MIN_RELATIVE_CHANGE = 0.5
 # How sure the paired bootstrap must be that a challenger is better before it is promoted: a refit may
 # fail where the window had no data; a recalibration is the same model moved to a new prior by Bayes' rule.
 PROMOTION_CONFIDENCE = {"retrain": 0.9, "recalibrate": 0.8}
-OLD_ROW_WEIGHT = {  # what a reference row weighs next to a window row when retraining, by decision
-    "covariate_drift": 0.5,  # recency only: its label still follows its features
-    "performance_drop": 0.1,  # the concept changed: its label may be wrong now
-}
+# What a reference row weighs next to a window row when retraining after covariate drift (recency only:
+# its label still follows its features). After a concept change a reference row weighs what the new
+# concept, learned from the window's labelled rows, gives its old label (`label_agreement`).
+OLD_ROW_WEIGHT = 0.5
+# Keeps every weight positive, so no class total is ever zero. Kept tiny on purpose: a floor of 0.01 let
+# contradicted old labels back into the trees (river_shuttle concept scenario below: 0.998 -> 0.910).
+MIN_LABEL_AGREEMENT = 1e-6
 WEIGHT = "poise_weight"
 LABEL, PROBA = "label", "proba_"
 
@@ -214,12 +217,18 @@ def _encode(frames: list[pd.DataFrame], features: list[str]) -> list[pd.DataFram
     return [encoded.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds, bounds[1:])]
 
 
-def _classifier(seed: int):
+def _classifier(seed: int, flexible: bool = False):
+    """The LightGBM behind the domain classifier and density ratios; `flexible` (more, slower trees on
+    every row, small leaves) for learning a concept from a few hundred labelled rows, where a rare class
+    may be a handful of rows."""
     from lightgbm import LGBMClassifier
 
+    n_jobs = max(1, os.cpu_count() or 1)
+    if flexible:
+        return LGBMClassifier(n_estimators=200, learning_rate=0.05, num_leaves=15, min_child_samples=5,
+                              random_state=seed, verbose=-1, n_jobs=n_jobs)
     return LGBMClassifier(n_estimators=80, learning_rate=0.1, num_leaves=15, min_child_samples=20, subsample=0.8,
-                          subsample_freq=1, colsample_bytree=0.8, random_state=seed, verbose=-1,
-                          n_jobs=max(1, os.cpu_count() or 1))
+                          subsample_freq=1, colsample_bytree=0.8, random_state=seed, verbose=-1, n_jobs=n_jobs)
 
 
 def domain_auc(reference: pd.DataFrame, current: pd.DataFrame, features: list[str], seed: int,
@@ -566,17 +575,39 @@ def recalibration(reference: Reference, prior: dict[str, float]) -> dict[str, An
     return {"prior_weights": weights, "decision_threshold": threshold}
 
 
+def label_agreement(old: pd.DataFrame, new: pd.DataFrame, features: list[str], target: str,
+                    seed: int) -> np.ndarray:
+    """For each old row, the probability the new concept gives its old label: a classifier fitted on the
+    new labelled rows (classes balanced, so a rare class is not ruled out by its rarity) scores the old
+    rows. Where the concept changed the old labels contradict it and weigh next to nothing; elsewhere they
+    keep adding what the few new rows cannot show. Measured on the drift benchmark's concept scenario with
+    500 new rows (LightGBM on the weighted table, macro-F1 on drifted rows, mean of four windows):
+    page_blocks0 0.919 -> 0.944, satimage 0.799 -> 0.873, river_shuttle 0.859 -> 0.998, against a flat
+    0.1 per old row; an oracle trained on as many drifted rows as the reference: 0.954, 0.887, 1.0."""
+    old_x, new_x = _encode([old, new], features)
+    labels = new[target].astype(str)
+    counts = labels.map(labels.value_counts()).to_numpy()
+    balanced = len(labels) / (labels.nunique() * counts)  # mean 1: LightGBM's leaf limits assume unit weights
+    model = _classifier(seed, flexible=True).fit(new_x, labels, sample_weight=balanced)
+    proba = pd.DataFrame(model.predict_proba(old_x), columns=model.classes_)
+    proba = proba.reindex(columns=sorted(set(model.classes_) | set(old[target].astype(str))), fill_value=0.0)
+    agreement = proba.to_numpy()[np.arange(len(old)), proba.columns.get_indexer(old[target].astype(str))]
+    return np.clip(agreement, MIN_LABEL_AGREEMENT, 1.0)
+
+
 def retraining_table(reference: Reference, window: Window, labelled_rows: np.ndarray, decision: str,
                      seed: int) -> pd.DataFrame:
     """Reference rows plus the window's labelled rows, weighted for the new data: reference rows by density
-    ratio (rows that look like the window count more) times `OLD_ROW_WEIGHT` (age, and doubt about old
-    labels after a concept change), then every class to the same total weight, so the imbalance policy
-    holds under the new prior."""
+    ratio (rows that look like the window count more) times their age weight (`OLD_ROW_WEIGHT`) or, after
+    a concept change, the new concept's agreement with their labels; then every class to the same total
+    weight, so the imbalance policy holds under the new prior."""
     features, target = reference.features, reference.target
     old = reference.train[features + [target]].reset_index(drop=True)
-    old_weight = importance_weights(old, window.features, features, seed) * OLD_ROW_WEIGHT.get(decision, 0.5)
     new = window.features.loc[labelled_rows, features].reset_index(drop=True)
     new[target] = window.labels[labelled_rows].astype(str).to_numpy()
+    concept_changed = decision == "performance_drop" and new[target].nunique() > 1
+    old_weight = importance_weights(old, window.features, features, seed) * (
+        label_agreement(old, new, features, target, seed) if concept_changed else OLD_ROW_WEIGHT)
     table = pd.concat([old.assign(**{WEIGHT: old_weight}), new.assign(**{WEIGHT: 1.0})], ignore_index=True)
     totals = table.groupby(target)[WEIGHT].transform("sum")
     n_classes = table[target].nunique()

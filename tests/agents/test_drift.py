@@ -188,10 +188,27 @@ def test_retraining_table_balances_classes_and_weights_recent_rows(served):
     totals = table.groupby(TARGET)[drift.WEIGHT].sum()
     assert totals.max() == pytest.approx(totals.min())
     assert (table[drift.WEIGHT] > 0).all()
-    concept = drift.retraining_table(reference, window, np.arange(200), "performance_drop", seed=0)
-    old = np.arange(len(reference.train))  # after a concept change old labels count less, new rows the same
-    assert concept[drift.WEIGHT].iloc[old].sum() / concept[drift.WEIGHT].sum() < \
-        table[drift.WEIGHT].iloc[old].sum() / table[drift.WEIGHT].sum()
+    old, new = np.arange(len(reference.train)), np.arange(len(reference.train), len(table))
+    assert table[drift.WEIGHT].iloc[old].mean() < table[drift.WEIGHT].iloc[new].mean()  # recent rows count more
+
+
+def test_after_a_concept_change_old_rows_weigh_what_the_new_labels_say(served):
+    """Negatives in the top decile of a column became positive: old rows there carry a label the window
+    contradicts and must weigh next to nothing; old rows elsewhere keep their weight."""
+    reference, model, stream = served
+    column = reference.features[1]
+    cut = stream[column].quantile(0.9)
+    rows = stream.sample(600, random_state=3).reset_index(drop=True)
+    rows.loc[rows[column] >= cut, TARGET] = "positive"
+    window = _window(model, rows, reference.features, labelled=True)
+    table = drift.retraining_table(reference, window, np.arange(300), "performance_drop", seed=0)
+    old = table.iloc[:len(reference.train)]
+    contradicted = (old[column] >= cut) & (old[TARGET] == "negative")
+    kept = (old[column] < cut) & (old[TARGET] == "negative")
+    assert contradicted.sum() > 20 and kept.sum() > 20
+    assert old.loc[contradicted, drift.WEIGHT].median() < 0.01 * old.loc[kept, drift.WEIGHT].median()
+    totals = table.groupby(TARGET)[drift.WEIGHT].sum()
+    assert totals.max() == pytest.approx(totals.min())
 
 
 def test_metrics_from_the_confusion_matrix_match_scikit_learn():
