@@ -52,6 +52,11 @@ MAX_INTEGER_CLASSES = 20
 MIN_ROWS_PER_CLASS = 4
 LEAK_SAMPLE_ROWS = 20_000
 LEAK_FOLDS = 3
+# A column whose out-of-fold single-column ROC-AUC reaches this is a leak suspect. A re-encoded target
+# scores 1.0; genuine strong features of the shipped tables score up to 0.9985 (shuttle_2_vs_5 `A1`:
+# 0.9887, 0.9887, 0.9985 by fold seed; segment0 `Hue_mean` 0.986-0.990), so a 0.99 bar dropped a real
+# feature on one seed out of three and cost that model 0.024 macro-F1.
+LEAK_AUC = 0.999
 
 
 # --- loading ------------------------------------------------------------------
@@ -244,7 +249,6 @@ def profile_table(
     drop_columns: Sequence[str] = (),
     keep_columns: Sequence[str] = (),
     weight_column: str | None = None,
-    leak_auc: float = 0.99,
     seed: int = 0,
 ) -> dict:
     """Describe the table and decide which columns are usable features (JSON-serialisable).
@@ -271,7 +275,7 @@ def profile_table(
         auc = None
         if leak_rows is not None and name not in drop_columns:
             auc = _single_column_auc(leak_rows[name], entry["inferred_type"], class_codes, seed)
-            if auc is not None and auc >= leak_auc:
+            if auc is not None and auc >= LEAK_AUC:
                 flags["leak_suspect"] = f"leak_suspect: alone separates the target (ROC-AUC {auc:.3f})"
         entry |= {"role": "feature", "flags": list(flags), "leak_auc": auc}
         reasons = list(flags.values())
