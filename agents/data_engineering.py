@@ -548,9 +548,11 @@ def feature_types(profile: dict) -> dict[str, str]:
 
 
 def prepare_split(
-    df: pd.DataFrame, profile: dict, *, holdout_fraction: float = 0.2, seed: int = 0
+    df: pd.DataFrame, profile: dict, *, holdout_fraction: float = 0.2, seed: int = 0,
+    holdout: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Typed train and holdout tables (stratified for classification).
+    """Typed train and holdout tables: a stratified split of `df`, or — when a `holdout` table is given —
+    all of `df` to train on and that table, typed the same way, to score.
 
     Exact duplicate rows are kept: in tables like network logs they are real repeated
     observations, and dropping them would change the class prior. They are counted in
@@ -558,30 +560,30 @@ def prepare_split(
     target = profile["target"]["name"]
     weight_column = profile.get("weight_column")
     is_classification = profile["target"]["problem_type"] != "regression"
-    wanted = [*profile["features"], target, *([weight_column] if weight_column else [])]
-    missing = [name for name in wanted if name not in df.columns]
-    if missing:
-        raise DataError(f"columns in the profile but not in the table: {', '.join(map(repr, missing))}")
+    table, labeled = _typed_rows(df, profile, "the table", weight_column)
+    n_missing_target = len(df) - len(table)
 
-    labeled = df.loc[df[target].notna(), wanted].reset_index(drop=True)
-    n_missing_target = len(df) - len(labeled)
-
-    table = cast_columns(labeled, feature_types(profile))
-    labels = labeled[target]
-    table[target] = _label_strings(labels) if is_classification else pd.to_numeric(labels)
-    if weight_column:  # training rows carry their weight; the holdout is scored unweighted
-        table[weight_column] = pd.to_numeric(labeled[weight_column]).astype("float64")
-
-    try:
-        train, holdout = train_test_split(table, test_size=holdout_fraction, random_state=seed,
-                                          stratify=table[target] if is_classification else None)
-    except ValueError as error:
-        raise DataError(f"cannot split {len(table)} rows into train and holdout: {_first_line(error)}") from None
-    if is_classification:
-        train, holdout = _ensure_every_class_in_holdout(train, holdout, target, seed)
+    given = holdout is not None
+    if given:
+        train, holdout = table, _typed_rows(holdout, profile, "the holdout table", None)[0]
+        if holdout.empty:
+            raise DataError("the holdout table has no rows with a target")
+        unknown = sorted(set(holdout[target]) - set(train[target])) if is_classification else []
+        if unknown:
+            raise DataError(f"the holdout table has classes the training table lacks: "
+                            f"{', '.join(map(repr, unknown[:5]))}")
+        holdout_fraction = len(holdout) / (len(train) + len(holdout))
+    else:
+        try:
+            train, holdout = train_test_split(table, test_size=holdout_fraction, random_state=seed,
+                                              stratify=table[target] if is_classification else None)
+        except ValueError as error:
+            raise DataError(f"cannot split {len(table)} rows into train and holdout: {_first_line(error)}") from None
+        if is_classification:
+            train, holdout = _ensure_every_class_in_holdout(train, holdout, target, seed)
+        if weight_column:  # training rows carry their weight; the holdout is scored unweighted
+            holdout = holdout.drop(columns=[weight_column])
     train, holdout = train.reset_index(drop=True), holdout.reset_index(drop=True)
-    if weight_column:
-        holdout = holdout.drop(columns=[weight_column])
     summary = {
         "n_rows_used": len(table),
         "n_duplicate_rows": int(labeled.duplicated().sum()),
@@ -590,10 +592,29 @@ def prepare_split(
         "holdout_rows": len(holdout),
         "train_class_counts": _class_counts(train[target]) if is_classification else None,
         "holdout_class_counts": _class_counts(holdout[target]) if is_classification else None,
-        "holdout_fraction": float(holdout_fraction),
+        "holdout_fraction": round(float(holdout_fraction), 4),
+        "holdout_source": "given" if given else "split",
         "seed": int(seed),
     }
     return train, holdout, summary
+
+
+def _typed_rows(df: pd.DataFrame, profile: dict, what: str,
+                weight_column: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of `df` with a target, in the profile's columns and types, and the same rows as read."""
+    target = profile["target"]["name"]
+    wanted = [*profile["features"], target, *([weight_column] if weight_column else [])]
+    missing = [name for name in wanted if name not in df.columns]
+    if missing:
+        raise DataError(f"columns in the profile but not in {what}: {', '.join(map(repr, missing))}")
+    labeled = df.loc[df[target].notna(), wanted].reset_index(drop=True)
+    table = cast_columns(labeled, feature_types(profile))
+    labels = labeled[target]
+    table[target] = _label_strings(labels) if profile["target"]["problem_type"] != "regression" \
+        else pd.to_numeric(labels)
+    if weight_column:
+        table[weight_column] = pd.to_numeric(labeled[weight_column]).astype("float64")
+    return table, labeled
 
 
 def cast_columns(frame: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
@@ -698,7 +719,8 @@ def _render_markdown(profile: dict, split: dict, load_info: dict) -> str:
               f"- **Rows used:** {split['n_rows_used']} ({split['n_missing_target_dropped']} rows without target "
               f"dropped; {split['n_duplicate_rows']} exact duplicate rows kept)",
               f"- **Train:** {split['train_rows']} rows; **holdout:** {split['holdout_rows']} rows "
-              f"(fraction {split['holdout_fraction']}, seed {split['seed']})"]
+              + ("(a separate table)" if split.get("holdout_source") == "given" else
+                 f"(fraction {split['holdout_fraction']}, seed {split['seed']})")]
     if split["train_class_counts"]:
         lines += ["", "| Class | Train | Holdout |", "|---|---:|---:|"]
         lines += [f"| {_md(label)} | {count} | {split['holdout_class_counts'].get(label, 0)} |"

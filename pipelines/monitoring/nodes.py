@@ -183,22 +183,24 @@ def act(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, Any]
     reference, window, seed = _reference(state), _window(state), ctx.settings.seed
     split = _labelled_split(window, seed)
     prior = state["analysis"]["prior"]["prior"]
+    path = ctx.check_dir / "evaluation.parquet"
     if state["action"]["kind"] == "recalibrate":
         recalibration = drift.recalibration(reference, prior)
         version = _register_recalibrated(ctx, spec.model_name, state["champion_version"], recalibration,
                                          reference, state["mlflow_run_id"])
         weights = drift.class_weights(reference.holdout[reference.target], prior, reference.meta["prior"])
         evaluation = _evaluation_rows(reference, window, split[1] if split else None, weights)
+        write_parquet(evaluation, path)
         action = {"challenger_version": version, **recalibration}
     else:
         table = drift.retraining_table(reference, window, split[0] if split else np.array([], dtype=int),
                                        state["decision"], seed)
-        job = _retrain(ctx, spec, state["champion_version"], table)
         weights = drift.importance_weights(reference.holdout, window.features, reference.features, seed)
         evaluation = _evaluation_rows(reference, window, split[1] if split else None, weights)
+        write_parquet(evaluation, path)
+        job = _retrain(ctx, spec, state["champion_version"], table, path if split else None)
         action = {"challenger_version": job.model_version, "retrain_job_id": job.job_id,
                   "training_rows": len(table), "window_rows_learned": 0 if split is None else len(split[0])}
-    path = write_parquet(evaluation, ctx.check_dir / "evaluation.parquet")
     return {"action": {**state["action"], **action, "evaluation_path": str(path),
                        "evaluated_on": "fresh labelled holdout from the window" if split else
                        "reference holdout weighted to the window (too few labels in the window)",
@@ -242,13 +244,18 @@ def training_spec(settings, name: str, version: str) -> dict[str, Any]:
     raise SpecError(f"no training job recorded for '{name}' v{version}; cannot retrain it")
 
 
-def _retrain(ctx: MonitorContext, spec: CheckSpec, champion: str, table: pd.DataFrame):
+def _retrain(ctx: MonitorContext, spec: CheckSpec, champion: str, table: pd.DataFrame,
+             holdout_path: Path | None):
+    """The training pipeline on the weighted retraining table. With a fresh labelled holdout from the window
+    the job trains on all of the table and is scored on that holdout (the rows the comparison uses), rather
+    than holding out a fifth of the few new rows it has to learn from."""
     from pipelines import runner
 
     base = training_spec(ctx.settings, spec.model_name, champion)
     path = write_parquet(table, ctx.check_dir / "retraining.parquet")
     job_spec = JobSpec.model_validate({
         **base, "data": str(path), "weight_column": drift.WEIGHT, "promote": False, "require_approval": False,
+        "holdout_data": holdout_path and str(holdout_path),
         "session_id": None, "time_limit": spec.time_limit or base["time_limit"],
         "drop_columns": [c for c in base.get("drop_columns", []) if c in table.columns],
         "keep_columns": [c for c in base.get("keep_columns", []) if c in table.columns],

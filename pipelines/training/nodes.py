@@ -123,10 +123,13 @@ def approve(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str
 
 @user_errors
 def prepare(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
-    ctx = runtime.context
+    ctx, spec = runtime.context, _spec(state)
     table = pd.read_parquet(state["raw_path"])
+    given = (data_engineering.load_table(spec.holdout_data, max_bytes=ctx.settings.max_file_bytes)[0]
+             if spec.holdout_data else None)
     train, holdout, summary = data_engineering.prepare_split(
-        table, state["profile"], holdout_fraction=ctx.settings.holdout_fraction, seed=ctx.settings.seed
+        table, state["profile"], holdout_fraction=ctx.settings.holdout_fraction, seed=ctx.settings.seed,
+        holdout=given,
     )
     card_json, card_md = data_engineering.write_data_card(state["profile"], summary, state["load_info"], ctx.job_dir)
     return {"split": {

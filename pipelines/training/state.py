@@ -34,6 +34,9 @@ class JobSpec(BaseModel):
     require_approval: bool = Field(False, description="Pause after profiling until the plan is approved.")
     weight_column: str | None = Field(None, description="Column of per-row training weights, not a feature "
                                       "(drift retraining sets it).")
+    holdout_data: str | None = Field(None, description="Table to score the model on instead of a holdout split "
+                                     "of `data` (same columns); drift retraining passes the window's fresh "
+                                     "labelled rows.")
     promote: bool = Field(True, description="Move `champion` when the gate passes; drift retraining leaves "
                           "promotion to its challenger-vs-champion comparison.")
     session_id: str | None = Field(None, description="Chat session that planned this job, if any.")

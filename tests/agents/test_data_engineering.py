@@ -378,6 +378,25 @@ def test_split_casts_columns_and_labels():
     assert pd.api.types.is_float_dtype(train["income"])
 
 
+def test_a_given_holdout_table_is_scored_instead_of_a_split():
+    frame = make_frame()
+    profile = profile_table(frame, "churned")
+    scored = make_frame(60).assign(income=lambda f: f["income"].astype(str))  # typed like the training table
+
+    train, holdout, summary = prepare_split(frame.iloc[:200], profile, holdout=scored)
+
+    assert len(train) == 200 and len(holdout) == 60 and summary["holdout_source"] == "given"
+    assert list(holdout.columns) == [*profile["features"], "churned"]
+    assert pd.api.types.is_float_dtype(holdout["income"]) and holdout["city"].dtype == "category"
+    assert summary["holdout_fraction"] == round(60 / 260, 4)
+    with pytest.raises(DataError, match="not in the holdout table: 'city'"):
+        prepare_split(frame, profile, holdout=scored.drop(columns=["city"]))
+    with pytest.raises(DataError, match="classes the training table lacks: 'maybe'"):
+        prepare_split(frame, profile, holdout=scored.assign(churned="maybe"))
+    with pytest.raises(DataError, match="no rows with a target"):
+        prepare_split(frame, profile, holdout=scored.assign(churned=None))
+
+
 def test_regression_split_is_random_and_numeric():
     frame = make_frame()
     profile = profile_table(frame, "income")

@@ -8,6 +8,8 @@ and scheduled checks.
 
 from __future__ import annotations
 
+import json
+
 import sqlite3
 import threading
 import time
@@ -132,6 +134,11 @@ def test_covariate_shift_is_caught_in_the_first_window_and_a_retrained_version_p
     with session_scope(settings.db_url) as session:
         job = session.get(Job, check.retrain_job_id)
         assert job.status == "succeeded" and job.spec["weight_column"] == "poise_weight" and not job.spec["promote"]
+        # the job learned from all of its table and was scored on the rows the comparison used
+        assert job.spec["holdout_data"] == check.results["action"]["evaluation_path"]
+    split = json.loads((settings.job_dir(check.retrain_job_id) / "data_card.json").read_text())["split"]
+    assert split["holdout_source"] == "given" and split["holdout_rows"] == check.results["action"]["evaluation_rows"]
+    assert split["train_rows"] == check.results["action"]["training_rows"]
     assert check.results["action"]["evaluated_on"] == "fresh labelled holdout from the window"
     # the new champion is judged against the data it was adapted to: the same traffic is no longer drift
     _serve(settings, stream.iloc[1200:1600].assign(**{column: stream[column].iloc[1200:1600] * 10.0}))
