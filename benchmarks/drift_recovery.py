@@ -27,7 +27,7 @@ twice (the first check of a reference also calibrates the domain classifier's th
 
 Run from the repository root:
     .venv/bin/python benchmarks/drift_recovery.py [--tables page_blocks0,satimage,river_shuttle]
-        [--budget 20] [--clean 20] [--window 500] [--sizes 10000,100000,1000000]
+        [--budget 20] [--clean 20] [--window 500] [--seed 0] [--sizes 10000,100000,1000000]
         [--out benchmarks/results/drift_recovery.json]
 """
 
@@ -99,10 +99,11 @@ def reset_champion(settings: Settings, name: str) -> None:
 
 def run_table(table: str, args, work: Path) -> dict:
     frame, meta = load(table)
-    frame = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    seed, offset = args.seed, 10_000 * args.seed  # seed 0: the published figures
+    frame = frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
     positive = meta["minority"]
     negative = next(c for c in frame[TARGET].unique() if c != positive)
-    settings = Settings(home=work / table / "home", seed=0)
+    settings = Settings(home=work / table / "home", seed=seed)
     split = int(0.3 * len(frame))
     train_rows, traffic = frame.iloc[:split], frame.iloc[split:].reset_index(drop=True)
     train_csv = work / table / "train.csv"
@@ -125,7 +126,7 @@ def run_table(table: str, args, work: Path) -> dict:
         return outcome, time.perf_counter() - started
 
     for i in range(args.clean):
-        rows = traffic.sample(args.window, random_state=1000 + i)
+        rows = traffic.sample(args.window, random_state=offset + 1000 + i)
         outcome, seconds = check(rows, True, "none", f"clean{i}")
         out["clean"].append({"decision": outcome.decision, "status": outcome.status, "seconds": round(seconds, 2),
                              "reason": outcome.reason})
@@ -133,15 +134,16 @@ def run_table(table: str, args, work: Path) -> dict:
 
     half = len(traffic) // 2
     stream, evaluation_pool = traffic.iloc[:half], traffic.iloc[half:]
-    clean_eval = evaluation_pool.sample(min(len(evaluation_pool), 2 * args.window), random_state=7)
+    clean_eval = evaluation_pool.sample(min(len(evaluation_pool), 2 * args.window), random_state=offset + 7)
     before = macro_f1(settings, name, "1", clean_eval)
     for scenario in args.scenarios:
         reset_champion(settings, name)
-        evaluation = drifted(scenario, evaluation_pool, features, positive, negative, cut, 2 * args.window, 11)
+        evaluation = drifted(scenario, evaluation_pool, features, positive, negative, cut, 2 * args.window,
+                             offset + 11)
         during = macro_f1(settings, name, "1", evaluation)
         delay, acted, record = None, None, []
         for w in range(args.max_windows):
-            rows = drifted(scenario, stream, features, positive, negative, cut, args.window, 100 + w)
+            rows = drifted(scenario, stream, features, positive, negative, cut, args.window, offset + 100 + w)
             outcome, seconds = check(rows, scenario != "prior", "auto", f"{scenario}{w}")
             record.append({"window": w, "decision": outcome.decision, "status": outcome.status,
                            "challenger": outcome.challenger_version, "promoted": outcome.promoted,
@@ -157,7 +159,7 @@ def run_table(table: str, args, work: Path) -> dict:
                 break
         client = tracking.configure(settings.tracking_uri, settings.registry_uri)
         after = macro_f1(settings, name, tracking.champion_version(client, name), evaluation)
-        oracle_rows = drifted(scenario, train_rows, features, positive, negative, cut, len(train_rows), 5)
+        oracle_rows = drifted(scenario, train_rows, features, positive, negative, cut, len(train_rows), offset + 5)
         oracle_csv = work / table / f"oracle-{scenario}.csv"
         oracle_rows.to_csv(oracle_csv, index=False)
         oracle = runner.train(oracle_csv, TARGET, name=f"{name}-oracle-{scenario}", time_limit=args.budget,
@@ -231,6 +233,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=500, help="rows per window")
     parser.add_argument("--max-windows", type=int, default=3, help="drifted windows per scenario at most")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list")
+    parser.add_argument("--seed", type=int, default=0, help="shuffle, split, windows and training seed")
     parser.add_argument("--sizes", default="10000,100000,1000000", help="rows of the check-cost batches ('' skips)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "drift_recovery.json")
     parser.add_argument("--work", type=Path, help="keep homes, models and windows in this folder (default: a temporary one)")
