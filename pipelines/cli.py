@@ -6,6 +6,7 @@ a failed job exits 1 and says where its log is.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -481,6 +482,25 @@ def _start_mlflow_ui(settings: Settings, port: int) -> subprocess.Popen:
     return subprocess.Popen(command, env=env, start_new_session=True)
 
 
+def _stop_process_groups(processes: list[subprocess.Popen], grace_seconds: float = 15.0) -> None:
+    """SIGTERM each child's process group, then SIGKILL what is still running after the grace period: an MLflow
+    server's shutdown once hung past a minute in CI, and Ctrl-C must always stop what Poise started."""
+    import signal
+    import time
+
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 @app.command("mlflow")
 def mlflow_ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
@@ -493,8 +513,7 @@ def mlflow_ui(
     try:
         process.wait()
     except KeyboardInterrupt:
-        os.killpg(process.pid, 15)
-        process.wait(timeout=30)
+        _stop_process_groups([process])
 
 
 keys_app = typer.Typer(help="Manage API keys (stored hashed; shown once).", no_args_is_help=True)
@@ -571,10 +590,7 @@ def serve(
     try:
         uvicorn.run(app_instance, host=host, port=port, log_level="warning")
     finally:
-        for child in children:
-            os.killpg(child.pid, 15)
-        for child in children:
-            child.wait(timeout=30)
+        _stop_process_groups(children)
 
 
 def main() -> None:
