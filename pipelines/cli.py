@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -485,7 +486,6 @@ def _start_mlflow_ui(settings: Settings, port: int) -> subprocess.Popen:
 def _stop_process_groups(processes: list[subprocess.Popen], grace_seconds: float = 15.0) -> None:
     """SIGTERM each child's process group, then SIGKILL what is still running after the grace period: an MLflow
     server's shutdown once hung past a minute in CI, and Ctrl-C must always stop what Poise started."""
-    import signal
     import time
 
     for process in processes:
@@ -510,6 +510,7 @@ def mlflow_ui(
     settings.ensure_home()
     console.print(f"MLflow UI at http://127.0.0.1:{port} (Ctrl-C to stop)")
     process = _start_mlflow_ui(settings, port)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops the server too (its own session)
     try:
         process.wait()
     except KeyboardInterrupt:

@@ -130,8 +130,10 @@ def test_mlflow_ui_serves_the_store_and_stops_with_its_process_group(poise_home)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    # as from a terminal: SIGINT at its default, whatever an earlier test left ignored in this process
     process = subprocess.Popen([*POISE, "mlflow", "--port", str(port)], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10"
     answer = None
     try:
