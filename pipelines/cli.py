@@ -484,8 +484,8 @@ def _start_mlflow_ui(settings: Settings, port: int) -> subprocess.Popen:
 
 
 def _stop_process_groups(processes: list[subprocess.Popen], grace_seconds: float = 15.0) -> None:
-    """SIGTERM each child's process group, then SIGKILL what is still running after the grace period: an MLflow
-    server's shutdown once hung past a minute in CI, and Ctrl-C must always stop what Poise started."""
+    """SIGTERM each child's process group, then SIGKILL what is still running after the grace period: Ctrl-C
+    must stop what Poise started even when a child does not honour SIGTERM."""
     import time
 
     for process in processes:
