@@ -137,6 +137,13 @@ def prior_matched(frame: pd.DataFrame, target: str, prior: dict[str, float], see
     return pd.concat(parts).sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
+def class_balanced(labels: pd.Series, weights: np.ndarray) -> np.ndarray:
+    """`weights` rescaled so that every class has the same total weight and the mean is unchanged."""
+    weights = np.asarray(weights, dtype="float64")
+    totals = pd.Series(weights).groupby(labels.to_numpy()).transform("sum").to_numpy()
+    return weights * weights.sum() / (labels.nunique() * totals)
+
+
 def class_weights(labels: pd.Series, prior: dict[str, float], reference_prior: dict[str, float]) -> np.ndarray:
     """Per-row weight q(y)/p(y) that gives rows drawn with prior p the prior q."""
     ratio = {c: prior.get(c, 0.0) / reference_prior[c] for c in reference_prior}
@@ -586,8 +593,7 @@ def label_agreement(old: pd.DataFrame, new: pd.DataFrame, features: list[str], t
     0.1 per old row; an oracle trained on as many drifted rows as the reference: 0.954, 0.887, 1.0."""
     old_x, new_x = _encode([old, new], features)
     labels = new[target].astype(str)
-    counts = labels.map(labels.value_counts()).to_numpy()
-    balanced = len(labels) / (labels.nunique() * counts)  # mean 1: LightGBM's leaf limits assume unit weights
+    balanced = class_balanced(labels, np.ones(len(labels)))  # mean 1: LightGBM's leaf limits assume unit weights
     model = _classifier(seed, flexible=True).fit(new_x, labels, sample_weight=balanced)
     proba = pd.DataFrame(model.predict_proba(old_x), columns=model.classes_)
     proba = proba.reindex(columns=sorted(set(model.classes_) | set(old[target].astype(str))), fill_value=0.0)
@@ -609,9 +615,7 @@ def retraining_table(reference: Reference, window: Window, labelled_rows: np.nda
     old_weight = importance_weights(old, window.features, features, seed) * (
         label_agreement(old, new, features, target, seed) if concept_changed else OLD_ROW_WEIGHT)
     table = pd.concat([old.assign(**{WEIGHT: old_weight}), new.assign(**{WEIGHT: 1.0})], ignore_index=True)
-    totals = table.groupby(target)[WEIGHT].transform("sum")
-    n_classes = table[target].nunique()
-    table[WEIGHT] = table[WEIGHT] * table[WEIGHT].sum() / (n_classes * totals)
+    table[WEIGHT] = class_balanced(table[target], table[WEIGHT].to_numpy())
     return table
 
 
