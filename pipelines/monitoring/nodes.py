@@ -332,7 +332,8 @@ def report(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, A
             "domain_auc": analysis["multivariate"]["auc"], "domain_threshold": analysis["multivariate"]["threshold"],
             "window_rows": analysis["n_rows"],
             **{f"prior_{c}": q for c, q in analysis["prior"]["prior"].items()},
-            **({"window_" + analysis["performance"]["metric"]: analysis["performance"]["window_value"]}
+            **({f"window_{judged['metric']}": judged["window_value"]
+                for judged in (analysis["performance"]["primary"], analysis["performance"]["brier"])}
                if analysis["performance"] else {}),
         })
     if comparison:

@@ -158,6 +158,43 @@ def test_labelled_concept_drift_is_a_performance_drop(served):
     assert drift.decide(analysis)[0] == "performance_drop"
 
 
+def test_with_a_small_reference_holdout_the_brier_score_calls_a_concept_change_that_f1_cannot_yet(served):
+    """The drift benchmark trains on 30 % of a table, so its reference holdout is a few hundred rows and F1
+    on ~30 positives is too uncertain to call a mild concept change; the probabilities still show it."""
+    reference, model, stream = served
+    holdout = reference.holdout.sample(330, random_state=1).reset_index(drop=True)
+    small = drift.Reference(train=reference.train, holdout=holdout, meta=reference.meta,
+                            predictions=_predictions(model, holdout[reference.features]))
+    rows = stream.sample(1000, random_state=1).reset_index(drop=True)
+    clean = drift.analyse(small, _window(model, rows, small.features, labelled=True), seed=0)
+    assert not clean["performance"]["dropped"] and not clean["performance"]["brier"]["dropped"]
+
+    window = _window(model, rows, small.features, labelled=True)
+    changed = (rows[TARGET] == "negative") & (rows["Area"] >= stream["Area"].quantile(0.95))  # a new positive pattern
+    window.labels[changed] = "positive"
+    analysis = drift.analyse(small, window, seed=0)
+    perf = analysis["performance"]
+    assert not perf["primary"]["dropped"]  # F1 alone would wait for another window
+    assert perf["brier"]["dropped"] and perf["dropped"]
+    assert perf["brier"]["window_value"] > perf["brier"]["expected_value"]
+    decision, reason = drift.decide(analysis)
+    assert decision == "performance_drop"
+    assert "brier is" in reason and "f1 is" not in reason, reason
+
+
+def test_brier_scores_are_the_multiclass_brier_score():
+    from sklearn.metrics import brier_score_loss
+
+    rng = np.random.default_rng(0)
+    truth = pd.Series(rng.choice(["negative", "positive"], 400, p=[0.8, 0.2]))
+    positive = rng.random(400)
+    predictions = pd.DataFrame({"proba_negative": 1 - positive, "proba_positive": positive})
+    scores = drift.brier_scores(truth, predictions, ["negative", "positive"])
+    # two classes: the squared error of each class's probability, i.e. twice scikit-learn's binary score
+    assert scores.mean() == pytest.approx(2 * brier_score_loss(truth == "positive", positive))
+    assert scores.min() >= 0 and scores.max() <= 2
+
+
 def test_a_worse_challenger_is_not_promoted_and_a_better_one_is(served):
     reference, model, stream = served
     rows = stream.sample(1000, random_state=6).reset_index(drop=True)
