@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -206,9 +207,26 @@ def model_uri(name: str, version: str | None = None) -> str:
     return f"models:/{name}/{version}" if version else f"models:/{name}@{CHAMPION}"
 
 
+_LOADED: OrderedDict[tuple[str, str], Any] = OrderedDict()
+LOADED_MODELS_KEPT = 4
+
+
 def load_model(name: str, version: str | None = None):
-    """Load a registered version (default: the champion) as a pyfunc model."""
-    return mlflow.pyfunc.load_model(model_uri(name, version))
+    """Load a registered version (default: the champion) as a pyfunc model.
+
+    A numbered version's files never change, so the last few loaded stay in memory, keyed by where
+    those files live (a deleted and re-created model reuses version numbers, not files): a long-running
+    scheduler or worker then checks and scores a model without reloading it each time (1-2 s)."""
+    if version is None:
+        return mlflow.pyfunc.load_model(model_uri(name))
+    key = (mlflow.get_registry_uri(), MlflowClient().get_model_version(name, version).source)
+    if key in _LOADED:
+        _LOADED.move_to_end(key)
+        return _LOADED[key]
+    model = _LOADED[key] = mlflow.pyfunc.load_model(model_uri(name, version))
+    while len(_LOADED) > LOADED_MODELS_KEPT:
+        _LOADED.popitem(last=False)
+    return model
 
 
 def finish_run(client: MlflowClient, run_id: str, status: str) -> None:
