@@ -457,7 +457,8 @@ def _bootstrap_means(values: np.ndarray, weights: np.ndarray | None, seed: int, 
 
 
 def _judged(gain: np.ndarray, **values: Any) -> dict[str, Any]:
-    """A drop when even the 99th percentile of the bootstrapped gain (window minus expected) is a loss."""
+    """A drop when even the 99th percentile of the bootstrapped gain (positive: the window does better than
+    expected, whichever way the measure points) is a loss."""
     low, high = np.percentile(gain, [1, 99])
     return {**values, "difference_interval_98": [float(low), float(high)], "dropped": bool(high < 0)}
 

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -486,8 +487,6 @@ def _start_mlflow_ui(settings: Settings, port: int) -> subprocess.Popen:
 def _stop_process_groups(processes: list[subprocess.Popen], grace_seconds: float = 15.0) -> None:
     """SIGTERM each child's process group, then SIGKILL what is still running after the grace period: Ctrl-C
     must stop what Poise started even when a child does not honour SIGTERM."""
-    import time
-
     for process in processes:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
