@@ -44,6 +44,7 @@ ANALYSIS_ROWS = 5_000  # rows per side for the per-column and multivariate check
 PREDICTION_ROWS = 20_000  # rows of an explicit batch scored by the champion for the prior estimate
 DRIFT_SHARE = 0.5  # dataset drift: importance-weighted share of drifted columns at or above this
 MIN_LABELLED = 30  # labelled window rows needed to judge performance or hold out a fresh test set
+FEEDBACK_ROWS = 20_000  # labelled rows of earlier clean windows kept beside the holdout as the performance baseline
 # A prior shift must also be large: half again (or a third less) of the reference share. A smaller move
 # changes the best threshold little, and windows of a few hundred rows move that much by chance
 # next to a reference that is itself a sample.
@@ -70,6 +71,9 @@ class Reference:
     holdout: pd.DataFrame  # features + target
     predictions: pd.DataFrame  # the version's `label` and `proba_<class>` for each holdout row
     meta: dict[str, Any]
+    # Labelled live rows the version served in earlier windows judged clean: the target, `label`, `proba_<class>`.
+    # Not part of the stored reference; gathered by the monitor at each check.
+    feedback: pd.DataFrame | None = None
 
     def frames(self) -> dict[str, pd.DataFrame]:
         return {"train": self.train, "holdout": self.holdout, "predictions": self.predictions}
@@ -463,16 +467,29 @@ def _judged(gain: np.ndarray, **values: Any) -> dict[str, Any]:
     return {**values, "difference_interval_98": [float(low), float(high)], "dropped": bool(high < 0)}
 
 
+def performance_baseline(reference: Reference) -> tuple[pd.Series, pd.DataFrame]:
+    """The labelled rows a window's performance is measured against: the reference holdout and the version's
+    predictions on it, plus the feedback rows of earlier clean windows. The holdout alone can be a few hundred
+    rows with a few dozen positives, and then it is not only uncertain but, once drawn, wrong the same way for
+    every window (drift benchmark, satimage: F1 0.759 on a 386-row holdout with 41 positives against 0.623 on
+    20,000 live rows, so 4 of 20 clean windows read as drops)."""
+    truth, predictions = reference.holdout[reference.target].astype(str), reference.predictions
+    if reference.feedback is not None and len(reference.feedback):
+        truth = pd.concat([truth, reference.feedback[reference.target].astype(str)], ignore_index=True)
+        predictions = pd.concat([predictions, reference.feedback[list(reference.predictions.columns)]],
+                                ignore_index=True)
+    return truth.reset_index(drop=True), predictions.reset_index(drop=True)
+
+
 def performance(reference: Reference, window: Window, prior: dict[str, Any], seed: int,
                 n_boot: int = 300) -> dict[str, Any] | None:
-    """With enough feedback labels: is the served model worse on the labelled window rows than on the
-    reference holdout reweighted to the window's prior (a pure prior shift moves F1 by itself and is not a
-    drop)? Judged twice, each on the bootstrapped difference of window and reference (both are estimates
-    from a few hundred rows): on the primary metric, and on the Brier score of the predicted probabilities,
-    which also sees rows the model now gets wrong with confidence while its thresholded metric, on a small
-    reference holdout, is still too uncertain to call (measured on the drift benchmark: seed 2's
-    page_blocks0 concept change, F1 interval -0.370 to +0.015, Brier -0.143 to -0.035). Either one dropping
-    is a drop."""
+    """With enough feedback labels: is the served model worse on the labelled window rows than on its
+    `performance_baseline` reweighted to the window's prior (a pure prior shift moves F1 by itself and is not a
+    drop)? Judged twice, each on the bootstrapped difference of window and baseline (both are estimates):
+    on the primary metric, and on the Brier score of the predicted probabilities, which also sees rows the
+    model now gets wrong with confidence while its thresholded metric, on a small baseline, is still too
+    uncertain to call (measured on the drift benchmark: seed 2's page_blocks0 concept change, F1 interval
+    -0.370 to +0.015, Brier -0.143 to -0.035). Either one dropping is a drop."""
     labelled = window.labels.notna().to_numpy()
     truth = window.labels[labelled].astype(str)
     if len(truth) < MIN_LABELLED or truth.nunique() < 2:
@@ -481,22 +498,24 @@ def performance(reference: Reference, window: Window, prior: dict[str, Any], see
     predictions = window.predictions[labelled]
     predicted = predictions[LABEL].astype(str)
     value = metric_value(metric, truth, predicted, meta["positive_class"], meta["classes"], cost=meta.get("cost"))
-    ref_truth, ref_predicted = reference.holdout[reference.target], reference.predictions[LABEL]
-    weights = class_weights(ref_truth, prior["prior"], meta["prior"])
-    expected = metric_value(metric, ref_truth, ref_predicted, meta["positive_class"], meta["classes"], weights,
+    base_truth, base_predictions = performance_baseline(reference)
+    base_predicted = base_predictions[LABEL].astype(str)
+    weights = class_weights(base_truth, prior["prior"], base_truth.value_counts(normalize=True).to_dict())
+    expected = metric_value(metric, base_truth, base_predicted, meta["positive_class"], meta["classes"], weights,
                             meta.get("cost"))
     gain = (_bootstrap(truth, [predicted], metric, reference, None, seed, n_boot)[:, 0]
-            - _bootstrap(ref_truth, [ref_predicted], metric, reference, weights, seed + 1, n_boot)[:, 0])
+            - _bootstrap(base_truth, [base_predicted], metric, reference, weights, seed + 1, n_boot)[:, 0])
     if lower_is_better(metric):
         gain = -gain
     by_metric = _judged(gain, metric=metric, window_value=value, expected_value=expected)
     window_brier = brier_scores(truth, predictions, meta["classes"])
-    reference_brier = brier_scores(ref_truth, reference.predictions, meta["classes"])
-    brier_gain = (_bootstrap_means(reference_brier, weights, seed + 1, n_boot)
+    base_brier = brier_scores(base_truth, base_predictions, meta["classes"])
+    brier_gain = (_bootstrap_means(base_brier, weights, seed + 1, n_boot)
                   - _bootstrap_means(window_brier, None, seed, n_boot))  # lower is better
     by_brier = _judged(brier_gain, metric="brier", window_value=float(window_brier.mean()),
-                       expected_value=float(np.average(reference_brier, weights=weights)))
-    return {"primary": by_metric, "brier": by_brier, "n_labelled": int(len(truth)), "n_reference": int(len(ref_truth)),
+                       expected_value=float(np.average(base_brier, weights=weights)))
+    return {"primary": by_metric, "brier": by_brier, "n_labelled": int(len(truth)),
+            "n_reference": int(len(reference.holdout)), "n_feedback": int(len(base_truth) - len(reference.holdout)),
             "dropped": by_metric["dropped"] or by_brier["dropped"]}
 
 

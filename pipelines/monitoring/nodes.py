@@ -40,7 +40,9 @@ def _spec(state: MonitorState) -> CheckSpec:
 def _reference(state: MonitorState) -> drift.Reference:
     folder = Path(state["reference_dir"])
     frames = {name: pd.read_parquet(folder / f"{name}.parquet") for name in ("train", "holdout", "predictions")}
-    return drift.Reference(**frames, meta=json.loads((folder / "meta.json").read_text(encoding="utf-8")))
+    feedback = folder / "feedback.parquet"
+    return drift.Reference(**frames, meta=json.loads((folder / "meta.json").read_text(encoding="utf-8")),
+                           feedback=pd.read_parquet(feedback) if feedback.exists() else None)
 
 
 def _window(state: MonitorState) -> drift.Window:
@@ -66,6 +68,9 @@ def collect(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
     for name, frame in frames.items():
         write_parquet(frame, folder / f"{name}.parquet")
     (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    feedback = _clean_feedback(ctx, spec.model_name, champion, reference_run, meta["target"])
+    if feedback is not None:
+        write_parquet(feedback, folder / "feedback.parquet")
     window = (_window_from_log(ctx, spec.model_name, meta["types"]) if spec.current is None and spec.sql_source is None
               else _window_from_batch(ctx, spec, champion, meta))
     run_id = tracking.get_or_create_run(
@@ -79,6 +84,35 @@ def collect(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
         update |= {"decision": "no_data",
                    "reason": f"the window has {window['n_rows']} rows; a check needs at least {MIN_WINDOW_ROWS}"}
     return update
+
+
+def _clean_feedback(ctx: MonitorContext, name: str, champion: str, reference_run: str,
+                    target: str) -> pd.DataFrame | None:
+    """The labelled rows of this champion's earlier windows judged clean, against the same reference (most
+    recent first, up to `drift.FEEDBACK_ROWS`): the served predictions with the true label in `target`. They
+    join the holdout as the baseline of the performance judgement (`drift.performance_baseline`). Only
+    `no_drift` windows count, so rows the model already did worse on never lower what it is held to."""
+    with session_scope(ctx.settings.db_url) as session:
+        checks = session.execute(
+            select(DriftCheck.id, DriftCheck.results).where(
+                DriftCheck.model_name == name, DriftCheck.champion_version == champion,
+                DriftCheck.status == "succeeded", DriftCheck.decision == "no_drift", DriftCheck.id != ctx.check_id)
+            .order_by(DriftCheck.finished_at.desc()).limit(500)).all()
+    parts, kept = [], 0
+    for check_id, results in checks:
+        folder = ctx.settings.home / "checks" / check_id / "window"
+        if (results or {}).get("reference_run") != reference_run or not (folder / "labels.parquet").exists():
+            continue
+        labels = pd.read_parquet(folder / "labels.parquet")["label"]
+        labelled = labels.notna().to_numpy()
+        if not labelled.any():
+            continue
+        rows = pd.read_parquet(folder / "predictions.parquet")[labelled].assign(**{target: labels[labelled]})
+        parts.append(rows.head(drift.FEEDBACK_ROWS - kept))
+        kept += len(parts[-1])
+        if kept >= drift.FEEDBACK_ROWS:
+            break
+    return pd.concat(parts, ignore_index=True).astype({target: str}) if parts else None
 
 
 def _save_window(ctx: MonitorContext, features: pd.DataFrame, predictions: pd.DataFrame, labels: pd.Series,

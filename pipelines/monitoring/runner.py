@@ -160,7 +160,8 @@ def _record(settings: Settings, check_id: str, status: str, state: dict[str, Any
         check.window_end = datetime.fromisoformat(window["end"]) if window.get("end") else None
         check.n_rows = window.get("n_rows")
         check.decision, check.reason = state.get("decision"), state.get("reason")
-        check.results = {k: state.get(k) for k in ("window", "analysis", "action", "comparison", "approval")}
+        check.results = {k: state.get(k) for k in ("window", "analysis", "action", "comparison", "approval",
+                                                   "reference_run")}
         check.challenger_version = action.get("challenger_version")
         check.retrain_job_id = action.get("retrain_job_id")
         check.promoted = bool(state.get("promoted"))

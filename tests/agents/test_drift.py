@@ -160,9 +160,11 @@ def test_labelled_concept_drift_is_a_performance_drop(served):
 
 def test_with_a_small_reference_holdout_the_brier_score_calls_a_concept_change_that_f1_cannot_yet(served):
     """The drift benchmark trains on 30 % of a table, so its reference holdout is a few hundred rows and F1
-    on ~30 positives is too uncertain to call a mild concept change; the probabilities still show it."""
+    on ~30 positives can be too uncertain to call a mild concept change; the probabilities may still show
+    it. (Over six such holdouts and six changes each judgement called some the other missed: Brier alone 3,
+    F1 alone 3, both 18. This holdout is one where only Brier calls it.)"""
     reference, model, stream = served
-    holdout = reference.holdout.sample(330, random_state=1).reset_index(drop=True)
+    holdout = reference.holdout.sample(330, random_state=2).reset_index(drop=True)
     small = drift.Reference(train=reference.train, holdout=holdout, meta=reference.meta,
                             predictions=_predictions(model, holdout[reference.features]))
     rows = stream.sample(1000, random_state=1).reset_index(drop=True)
@@ -180,6 +182,30 @@ def test_with_a_small_reference_holdout_the_brier_score_calls_a_concept_change_t
     decision, reason = drift.decide(analysis)
     assert decision == "performance_drop"
     assert "brier is" in reason and "f1 is" not in reason, reason
+
+
+def test_labelled_rows_of_earlier_clean_windows_correct_a_lucky_reference_holdout(served):
+    """A small holdout the model happened to do well on makes every clean window look like a drop; the
+    labelled rows of earlier clean windows, joining the baseline, set what the model is held to right."""
+    reference, model, stream = served
+    wrong = np.flatnonzero(reference.predictions["label"] != reference.holdout[TARGET])
+    right = np.setdiff1d(np.arange(len(reference.holdout)), wrong)
+    lucky = np.random.default_rng(0).choice(np.union1d(right, wrong[::3]), 600, replace=False)  # 2/3 of errors out
+    holdout = reference.holdout.iloc[lucky].reset_index(drop=True)
+    small = drift.Reference(train=reference.train, holdout=holdout, meta=reference.meta,
+                            predictions=reference.predictions.iloc[lucky].reset_index(drop=True))
+    window = _window(model, stream.iloc[:800], small.features, labelled=True)
+    alone = drift.analyse(small, window, seed=0)["performance"]
+    assert alone["dropped"] and alone["n_feedback"] == 0
+
+    earlier = stream.iloc[800:].reset_index(drop=True)  # 1,024 rows
+    small.feedback = _predictions(model, earlier[small.features]).assign(**{TARGET: earlier[TARGET]})
+    steadied = drift.analyse(small, window, seed=0)
+    perf = steadied["performance"]
+    assert perf["n_feedback"] == len(earlier) and perf["n_reference"] == len(holdout)
+    assert not perf["dropped"], perf
+    assert perf["primary"]["expected_value"] < alone["primary"]["expected_value"]
+    assert drift.decide(steadied)[0] == "no_drift"
 
 
 def test_brier_scores_are_the_multiclass_brier_score():

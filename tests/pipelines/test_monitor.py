@@ -111,6 +111,12 @@ def test_clean_traffic_from_the_prediction_log_raises_no_retrain(served):
     again = check_now(NAME, settings)  # nothing served since: the window starts where the last one ended
     assert again.status == "succeeded" and again.decision == "no_data"
 
+    _serve(settings, stream.iloc[2600:3000])
+    later = check_now(NAME, settings)
+    assert later.decision == "no_drift", later.reason
+    performance = find_check(settings, later.check_id).results["analysis"]["performance"]
+    assert performance["n_feedback"] == 400  # the first clean window's labelled rows joined the baseline
+
 
 def test_covariate_shift_is_caught_in_the_first_window_and_a_retrained_version_promoted(served):
     settings, stream, _ = served
