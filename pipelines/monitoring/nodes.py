@@ -68,11 +68,12 @@ def collect(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
     for name, frame in frames.items():
         write_parquet(frame, folder / f"{name}.parquet")
     (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-    feedback = _clean_feedback(ctx, spec.model_name, champion, reference_run, meta["target"])
-    if feedback is not None:
-        write_parquet(feedback, folder / "feedback.parquet")
     window = (_window_from_log(ctx, spec.model_name, meta["types"]) if spec.current is None and spec.sql_source is None
               else _window_from_batch(ctx, spec, champion, meta))
+    feedback = _clean_feedback(ctx, spec.model_name, champion, reference_run, meta,
+                               pd.read_parquet(window["features"]))
+    if feedback is not None:
+        write_parquet(feedback, folder / "feedback.parquet")
     run_id = tracking.get_or_create_run(
         client, tracking.ensure_experiment(client, spec.model_name, ctx.settings.artifact_root), ctx.check_id,
         run_name=f"drift-check-{ctx.check_id[:8]}")
@@ -86,28 +87,44 @@ def collect(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
     return update
 
 
-def _clean_feedback(ctx: MonitorContext, name: str, champion: str, reference_run: str,
-                    target: str) -> pd.DataFrame | None:
+def _row_keys(features: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """A hash of each row's feature values, the same whichever way the row came in (the log stores numbers
+    as JSON floats; a batch file may hold them as integers)."""
+    frame = features.reindex(columns=columns)
+    frame = frame.apply(lambda c: c.astype("float64") if pd.api.types.is_numeric_dtype(c) and
+                        not pd.api.types.is_bool_dtype(c) else c.astype(str))
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+
+
+def _clean_feedback(ctx: MonitorContext, name: str, champion: str, reference_run: str, meta: dict[str, Any],
+                    window_features: pd.DataFrame) -> pd.DataFrame | None:
     """The labelled rows of this champion's earlier windows judged clean, against the same reference (most
-    recent first, up to `drift.FEEDBACK_ROWS`): the served predictions with the true label in `target`. They
-    join the holdout as the baseline of the performance judgement (`drift.performance_baseline`). Only
-    `no_drift` windows count, so rows the model already did worse on never lower what it is held to."""
+    recent first, up to `drift.FEEDBACK_ROWS`): the served predictions with the true label in the target
+    column. They join the holdout as the baseline of the performance judgement (`drift.performance_baseline`).
+    Only `no_drift` windows count, so rows the model already did worse on never lower what it is held to.
+    Batches overlap (a query over the last 7 days run daily, a file checked twice): a row another window
+    already gave is not counted again, and a row of the window being judged never counts (it would be
+    compared with itself); repeats within one window are kept, as real tables have them."""
+    columns, target = list(meta["features"]), meta["target"]
     with session_scope(ctx.settings.db_url) as session:
         checks = session.execute(
             select(DriftCheck.id, DriftCheck.results).where(
                 DriftCheck.model_name == name, DriftCheck.champion_version == champion,
                 DriftCheck.status == "succeeded", DriftCheck.decision == "no_drift", DriftCheck.id != ctx.check_id)
             .order_by(DriftCheck.finished_at.desc()).limit(500)).all()
+    seen = set(_row_keys(window_features, columns).tolist())
     parts, kept = [], 0
     for check_id, results in checks:
         folder = ctx.settings.home / "checks" / check_id / "window"
         if (results or {}).get("reference_run") != reference_run or not (folder / "labels.parquet").exists():
             continue
         labels = pd.read_parquet(folder / "labels.parquet")["label"]
-        labelled = labels.notna().to_numpy()
-        if not labelled.any():
+        keys = _row_keys(pd.read_parquet(folder / "features.parquet"), columns)
+        fresh = labels.notna().to_numpy() & ~pd.Series(keys).isin(seen).to_numpy()
+        if not fresh.any():
             continue
-        rows = pd.read_parquet(folder / "predictions.parquet")[labelled].assign(**{target: labels[labelled]})
+        seen.update(keys[fresh].tolist())
+        rows = pd.read_parquet(folder / "predictions.parquet")[fresh].assign(**{target: labels[fresh]})
         parts.append(rows.head(drift.FEEDBACK_ROWS - kept))
         kept += len(parts[-1])
         if kept >= drift.FEEDBACK_ROWS:

@@ -111,11 +111,20 @@ def test_clean_traffic_from_the_prediction_log_raises_no_retrain(served):
     again = check_now(NAME, settings)  # nothing served since: the window starts where the last one ended
     assert again.status == "succeeded" and again.decision == "no_data"
 
-    _serve(settings, stream.iloc[2600:3000])
+    first, second = stream.iloc[:400], stream.iloc[2600:3000]
+    _serve(settings, second)
     later = check_now(NAME, settings)
     assert later.decision == "no_drift", later.reason
     performance = find_check(settings, later.check_id).results["analysis"]["performance"]
-    assert performance["n_feedback"] == 400  # the first clean window's labelled rows joined the baseline
+    # the first clean window's labelled rows joined the baseline, but for 3 whose features repeat in the second
+    in_second = set(map(tuple, second.drop(columns=[TARGET]).to_numpy()))
+    repeated = sum(tuple(row) in in_second for row in first.drop(columns=[TARGET]).to_numpy())
+    assert repeated == 3 and performance["n_feedback"] == 400 - repeated
+    batch = settings.home.parent / "served_again.parquet"
+    first.to_parquet(batch, index=False)  # the first window's rows, checked again as a batch
+    overlap = check_now(NAME, settings, current=str(batch), action="none")
+    performance = find_check(settings, overlap.check_id).results["analysis"]["performance"]
+    assert performance["n_feedback"] == 400 - repeated  # the second window's rows only: not judged against itself
 
 
 def test_covariate_shift_is_caught_in_the_first_window_and_a_retrained_version_promoted(served):
