@@ -24,7 +24,7 @@ def _register(settings, name: str, value: str) -> str:
     with mlflow.start_run():
         mlflow.pyfunc.log_model(name="model", python_model=Constant(value), registered_model_name=name,
                                 input_example=pd.DataFrame({"x": [1.0]}))
-    return max(v.version for v in client.search_model_versions(f"name = '{name}'"))
+    return str(max(int(v.version) for v in client.search_model_versions(f"name = '{name}'")))
 
 
 def test_a_loaded_version_is_kept_and_a_recreated_model_is_loaded_afresh(settings):
