@@ -70,8 +70,9 @@ def collect(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
     (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     window = (_window_from_log(ctx, spec.model_name, meta["types"]) if spec.current is None and spec.sql_source is None
               else _window_from_batch(ctx, spec, champion, meta))
-    feedback = _clean_feedback(ctx, spec.model_name, champion, reference_run, meta,
-                               pd.read_parquet(window["features"]))
+    feedback = (_clean_feedback(ctx, spec.model_name, champion, reference_run, meta,
+                                pd.read_parquet(window["features"]))
+                if window["n_labelled"] >= drift.MIN_LABELLED else None)
     if feedback is not None:
         write_parquet(feedback, folder / "feedback.parquet")
     run_id = tracking.get_or_create_run(
@@ -107,16 +108,17 @@ def _clean_feedback(ctx: MonitorContext, name: str, champion: str, reference_run
     compared with itself); repeats within one window are kept, as real tables have them."""
     columns, target = list(meta["features"]), meta["target"]
     with session_scope(ctx.settings.db_url) as session:
-        checks = session.execute(
-            select(DriftCheck.id, DriftCheck.results).where(
+        checks = session.scalars(
+            select(DriftCheck.id).where(
                 DriftCheck.model_name == name, DriftCheck.champion_version == champion,
+                DriftCheck.results["reference_run"].as_string() == reference_run,
                 DriftCheck.status == "succeeded", DriftCheck.decision == "no_drift", DriftCheck.id != ctx.check_id)
-            .order_by(DriftCheck.finished_at.desc()).limit(500)).all()
+            .order_by(DriftCheck.finished_at.desc())).all()
     seen = set(_row_keys(window_features, columns).tolist())
     parts, kept = [], 0
-    for check_id, results in checks:
+    for check_id in checks:
         folder = ctx.settings.home / "checks" / check_id / "window"
-        if (results or {}).get("reference_run") != reference_run or not (folder / "labels.parquet").exists():
+        if not (folder / "labels.parquet").exists():
             continue
         labels = pd.read_parquet(folder / "labels.parquet")["label"]
         keys = _row_keys(pd.read_parquet(folder / "features.parquet"), columns)

@@ -29,7 +29,7 @@ from registry.db import (
     run_migrations,
     session_scope,
 )
-from registry.models import Base, Dataset, Job, JobStep, ModelVersion
+from registry.models import Base, Dataset, DriftCheck, Job, JobStep, ModelVersion
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TABLES = {"jobs", "job_steps", "datasets", "model_versions", "drift_checks", "alembic_version"}
@@ -167,6 +167,20 @@ def test_round_trip_job_steps_dataset_model_versions(db_url: str) -> None:
         assert session.scalar(select(func.count()).select_from(JobStep).where(JobStep.metrics.is_(None))) == 1
         # The hostile strings were data, not SQL.
         assert session.scalar(select(func.count()).select_from(Job)) == 1
+
+
+def test_drift_checks_are_found_by_the_reference_run_in_their_results(db_url: str) -> None:
+    """The monitor finds a champion's earlier clean windows by the reference run their results record."""
+    runs = {"a": "run-a", "b": "run-b", "hostile": HOSTILE, "none": None}
+    with session_scope(db_url) as session:
+        for key, run in runs.items():
+            session.add(DriftCheck(id=f"check-{key}", model_name="m", status="succeeded", trigger="cli", spec={},
+                                   results=None if run is None else {"reference_run": run, "window": {"n_rows": 1}}))
+    with session_scope(db_url) as session:
+        for key in ("a", "hostile"):
+            found = session.scalars(select(DriftCheck.id).where(
+                DriftCheck.results["reference_run"].as_string() == runs[key])).all()
+            assert found == [f"check-{key}"]
 
 
 def test_unique_model_version_rolls_back_and_keeps_earlier_data(db_url: str) -> None:
