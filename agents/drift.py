@@ -59,6 +59,7 @@ OLD_ROW_WEIGHT = 0.5
 # Keeps every weight positive, so no class total is ever zero. Kept tiny on purpose: a floor of 0.01 let
 # contradicted old labels back into the trees (river_shuttle concept scenario below: 0.998 -> 0.910).
 MIN_LABEL_AGREEMENT = 1e-6
+MIN_CLASS_SHARE = 1e-3  # a class present in a retraining table keeps at least this share of the weight
 WEIGHT = "poise_weight"
 LABEL, PROBA = "label", "proba_"
 
@@ -143,11 +144,16 @@ def prior_matched(frame: pd.DataFrame, target: str, prior: dict[str, float], see
     return pd.concat(parts).sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
-def class_balanced(labels: pd.Series, weights: np.ndarray) -> np.ndarray:
-    """`weights` rescaled so that every class has the same total weight and the mean is unchanged."""
-    weights = np.asarray(weights, dtype="float64")
+def with_class_shares(labels: pd.Series, weights: np.ndarray, shares: dict[str, float] | None = None) -> np.ndarray:
+    """`weights` rescaled within each class so that the classes' total weights are in the proportions `shares`
+    (equal when None; a class without a share, or a zero one, keeps a sliver so it is never dropped) and
+    the mean is unchanged."""
+    weights, labels = np.asarray(weights, dtype="float64"), labels.astype(str)
+    present = labels.unique()
+    wanted = pd.Series({c: max((shares or {}).get(c, 0.0), MIN_CLASS_SHARE) if shares else 1.0 for c in present})
+    wanted = wanted / wanted.sum()
     totals = pd.Series(weights).groupby(labels.to_numpy()).transform("sum").to_numpy()
-    return weights * weights.sum() / (labels.nunique() * totals)
+    return weights * weights.sum() * labels.map(wanted).to_numpy(dtype="float64") / totals
 
 
 def class_weights(labels: pd.Series, prior: dict[str, float], reference_prior: dict[str, float]) -> np.ndarray:
@@ -655,7 +661,7 @@ def label_agreement(old: pd.DataFrame, new: pd.DataFrame, features: list[str], t
     0.1 per old row; an oracle trained on as many drifted rows as the reference: 0.954, 0.887, 1.0."""
     old_x, new_x = _encode([old, new], features)
     labels = new[target].astype(str)
-    balanced = class_balanced(labels, np.ones(len(labels)))  # mean 1: LightGBM's leaf limits assume unit weights
+    balanced = with_class_shares(labels, np.ones(len(labels)))  # mean 1: LightGBM's leaf limits assume unit weights
     model = _classifier(seed, flexible=True).fit(new_x, labels, sample_weight=balanced)
     proba = pd.DataFrame(model.predict_proba(old_x), columns=model.classes_)
     proba = proba.reindex(columns=sorted(set(model.classes_) | set(old[target].astype(str))), fill_value=0.0)
@@ -664,11 +670,12 @@ def label_agreement(old: pd.DataFrame, new: pd.DataFrame, features: list[str], t
 
 
 def retraining_table(reference: Reference, window: Window, labelled_rows: np.ndarray, decision: str,
-                     seed: int) -> pd.DataFrame:
+                     prior: dict[str, float], seed: int) -> pd.DataFrame:
     """Reference rows plus the window's labelled rows, weighted for the new data: reference rows by density
     ratio (rows that look like the window count more) times their age weight (`OLD_ROW_WEIGHT`) or, after
-    a concept change, the new concept's agreement with their labels; then every class to the same total
-    weight, so the imbalance policy holds under the new prior."""
+    a concept change, the new concept's agreement with their labels; then the classes to the window's
+    `prior`. Not to equal totals: the training job also validates and calibrates its threshold on these
+    weights, and F1 at a balanced prior is not F1 at the window's — it asks for a lower threshold."""
     features, target = reference.features, reference.target
     old = reference.train[features + [target]].reset_index(drop=True)
     new = window.features.loc[labelled_rows, features].reset_index(drop=True)
@@ -677,7 +684,7 @@ def retraining_table(reference: Reference, window: Window, labelled_rows: np.nda
     old_weight = importance_weights(old, window.features, features, seed) * (
         label_agreement(old, new, features, target, seed) if concept_changed else OLD_ROW_WEIGHT)
     table = pd.concat([old.assign(**{WEIGHT: old_weight}), new.assign(**{WEIGHT: 1.0})], ignore_index=True)
-    table[WEIGHT] = class_balanced(table[target], table[WEIGHT].to_numpy())
+    table[WEIGHT] = with_class_shares(table[target], table[WEIGHT].to_numpy(), prior)
     return table
 
 

@@ -247,7 +247,7 @@ def act(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, Any]
         action = {"challenger_version": version, **recalibration}
     else:
         table = drift.retraining_table(reference, window, split[0] if split else np.array([], dtype=int),
-                                       state["decision"], seed)
+                                       state["decision"], prior, seed)
         weights = drift.importance_weights(reference.holdout, window.features, reference.features, seed)
         evaluation = _evaluation_rows(reference, window, split[1] if split else None, weights)
         write_parquet(evaluation, path)

@@ -241,15 +241,16 @@ def test_a_worse_challenger_is_not_promoted_and_a_better_one_is(served):
     assert weighted["weighted"] and weighted["champion"] != verdict["champion"]
 
 
-def test_retraining_table_balances_classes_and_weights_recent_rows(served):
+def test_retraining_table_weighs_classes_to_the_window_prior_and_recent_rows_more(served):
     reference, model, stream = served
     rows = stream.sample(400, random_state=7).reset_index(drop=True)
     rows[reference.features[0]] = rows[reference.features[0]] * 2
     window = _window(model, rows, reference.features, labelled=True)
-    table = drift.retraining_table(reference, window, np.arange(200), "covariate_drift", seed=0)
+    prior = {"negative": 0.75, "positive": 0.25}
+    table = drift.retraining_table(reference, window, np.arange(200), "covariate_drift", prior, seed=0)
     assert len(table) == len(reference.train) + 200
-    totals = table.groupby(TARGET)[drift.WEIGHT].sum()
-    assert totals.max() == pytest.approx(totals.min())
+    shares = table.groupby(TARGET)[drift.WEIGHT].sum() / table[drift.WEIGHT].sum()
+    assert shares.to_dict() == pytest.approx(prior)
     assert (table[drift.WEIGHT] > 0).all()
     old, new = np.arange(len(reference.train)), np.arange(len(reference.train), len(table))
     assert table[drift.WEIGHT].iloc[old].mean() < table[drift.WEIGHT].iloc[new].mean()  # recent rows count more
@@ -264,7 +265,8 @@ def test_after_a_concept_change_old_rows_weigh_what_the_new_labels_say(served):
     rows = stream.sample(600, random_state=3).reset_index(drop=True)
     rows.loc[rows[column] >= cut, TARGET] = "positive"
     window = _window(model, rows, reference.features, labelled=True)
-    table = drift.retraining_table(reference, window, np.arange(300), "performance_drop", seed=0)
+    table = drift.retraining_table(reference, window, np.arange(300), "performance_drop",
+                                   {"negative": 0.5, "positive": 0.5}, seed=0)
     old = table.iloc[:len(reference.train)]
     contradicted = (old[column] >= cut) & (old[TARGET] == "negative")
     kept = (old[column] < cut) & (old[TARGET] == "negative")
