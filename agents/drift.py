@@ -44,6 +44,10 @@ ANALYSIS_ROWS = 5_000  # rows per side for the per-column and multivariate check
 PREDICTION_ROWS = 20_000  # rows of an explicit batch scored by the champion for the prior estimate
 DRIFT_SHARE = 0.5  # dataset drift: importance-weighted share of drifted columns at or above this
 MIN_LABELLED = 30  # labelled window rows needed to judge performance or hold out a fresh test set
+# How often a clean window may read as a performance drop: each window is judged on two measures (primary metric,
+# Brier score), each one-sided at half this. At 1 % each, 2 of 20 clean satimage windows were called on the drift
+# benchmark, both by one measure alone (F1 -0.228 to -0.026; Brier -0.077 to -0.001).
+PERFORMANCE_FALSE_ALARM = 0.01
 FEEDBACK_ROWS = 20_000  # labelled rows of earlier clean windows kept beside the holdout as the performance baseline
 # A prior shift must also be large: half again (or a third less) of the reference share. A smaller move
 # changes the best threshold little, and windows of a few hundred rows move that much by chance
@@ -459,18 +463,25 @@ def brier_scores(truth: pd.Series, predictions: pd.DataFrame, classes: list[str]
     return ((proba - onehot) ** 2).sum(axis=1)
 
 
-def _bootstrap_means(values: np.ndarray, weights: np.ndarray | None, seed: int, n_boot: int) -> np.ndarray:
-    rows = np.random.default_rng(seed).integers(0, len(values), (n_boot, len(values)))
-    if weights is None:
-        return values[rows].mean(axis=1)
-    return (values[rows] * weights[rows]).sum(axis=1) / weights[rows].sum(axis=1)
+def _bootstrap_means(values: np.ndarray, weights: np.ndarray | None, seed: int, n_boot: int,
+                     chunk: int = 100) -> np.ndarray:
+    """Weighted means of `values` on `n_boot` resamples of the rows — the resamples `_bootstrap` draws with the
+    same seed, so the two judgements of a window are paired — drawn in chunks to bound memory."""
+    rng, weights = np.random.default_rng(seed), np.ones(len(values)) if weights is None else weights
+    means = []
+    for start in range(0, n_boot, chunk):
+        rows = rng.integers(0, len(values), (min(chunk, n_boot - start), len(values)))
+        means.append((values[rows] * weights[rows]).sum(axis=1) / weights[rows].sum(axis=1))
+    return np.concatenate(means)
 
 
 def _judged(gain: np.ndarray, **values: Any) -> dict[str, Any]:
-    """A drop when even the 99th percentile of the bootstrapped gain (positive: the window does better than
-    expected, whichever way the measure points) is a loss."""
-    low, high = np.percentile(gain, [1, 99])
-    return {**values, "difference_interval_98": [float(low), float(high)], "dropped": bool(high < 0)}
+    """A drop when even the upper end of the bootstrapped gain (positive: the window does better than expected,
+    whichever way the measure points) is a loss. A window is judged twice, so each judgement is held to half
+    of `PERFORMANCE_FALSE_ALARM` (Bonferroni)."""
+    tail = 100 * PERFORMANCE_FALSE_ALARM / 2
+    low, high = np.percentile(gain, [tail, 100 - tail])
+    return {**values, "difference_interval_99": [float(low), float(high)], "dropped": bool(high < 0)}
 
 
 def performance_baseline(reference: Reference) -> tuple[pd.Series, pd.DataFrame]:
@@ -488,7 +499,7 @@ def performance_baseline(reference: Reference) -> tuple[pd.Series, pd.DataFrame]
 
 
 def performance(reference: Reference, window: Window, prior: dict[str, Any], seed: int,
-                n_boot: int = 300) -> dict[str, Any] | None:
+                n_boot: int = 1000) -> dict[str, Any] | None:
     """With enough feedback labels: is the served model worse on the labelled window rows than on its
     `performance_baseline` reweighted to the window's prior (a pure prior shift moves F1 by itself and is not a
     drop)? Judged twice, each on the bootstrapped difference of window and baseline (both are estimates):
@@ -591,8 +602,8 @@ def _drift_text(evidence: dict[str, Any]) -> str:
 
 def _drop_text(perf: dict[str, Any]) -> str:
     worse = [f"{j['metric']} is {j['window_value']:.3f}, {'above' if lower_is_better(j['metric']) else 'below'} "
-             f"the {j['expected_value']:.3f} expected at the window's class prior (difference 98% interval "
-             f"{j['difference_interval_98'][0]:+.3f} to {j['difference_interval_98'][1]:+.3f})"
+             f"the {j['expected_value']:.3f} expected at the window's class prior (difference 99% interval "
+             f"{j['difference_interval_99'][0]:+.3f} to {j['difference_interval_99'][1]:+.3f})"
              for j in (perf["primary"], perf["brier"]) if j["dropped"]]
     return f"on {perf['n_labelled']} labelled rows " + " and ".join(worse)
 
