@@ -161,7 +161,7 @@ def test_labelled_concept_drift_is_a_performance_drop(served):
 def test_with_a_small_reference_holdout_the_brier_score_calls_a_concept_change_that_f1_cannot_yet(served):
     """The drift benchmark trains on 30 % of a table, so its reference holdout is a few hundred rows and F1
     on ~30 positives can be too uncertain to call a mild concept change; the probabilities may still show
-    it. (Over six such holdouts and six changes each judgement called some the other missed: Brier alone 3,
+    it. (Over six such holdouts and six changes, each judged at 1 %, each called some the other missed: Brier alone 3,
     F1 alone 3, both 18. This holdout is one where only Brier calls it.)"""
     reference, model, stream = served
     holdout = reference.holdout.sample(330, random_state=2).reset_index(drop=True)
