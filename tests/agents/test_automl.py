@@ -37,7 +37,7 @@ def test_no_signal_does_not_flag_everyone(tmp_path):
     """On pure noise, F1 of the minority is maximised by flagging every row; the guard re-tunes for macro-F1."""
     rng = np.random.default_rng(0)
     table = pd.DataFrame({f"x{i}": rng.normal(size=600) for i in range(4)})
-    table["y"] = np.where(rng.random(600) < 0.05, "rare", "common")
+    table["y"] = np.where(rng.random(600) < 0.10, "rare", "common")
     policy = choose_policy(_profile(table["y"].value_counts().to_dict()))
     summary = fit(table, "y", policy, path=tmp_path / "ag", time_limit=15, presets="medium_quality")
     predictor = TabularPredictor.load(summary["predictor_dir"], verbosity=0)
