@@ -154,7 +154,7 @@ def with_class_shares(labels: pd.Series, weights: np.ndarray, shares: dict[str, 
     the mean is unchanged."""
     weights, labels = np.asarray(weights, dtype="float64"), labels.astype(str)
     present = labels.unique()
-    wanted = pd.Series({c: max((shares or {}).get(c, 0.0), MIN_CLASS_SHARE) if shares else 1.0 for c in present})
+    wanted = pd.Series({c: max(shares.get(c, 0.0), MIN_CLASS_SHARE) if shares else 1.0 for c in present})
     wanted = wanted / wanted.sum()
     totals = pd.Series(weights).groupby(labels.to_numpy()).transform("sum").to_numpy()
     return weights * weights.sum() * labels.map(wanted).to_numpy(dtype="float64") / totals
