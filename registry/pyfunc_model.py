@@ -13,7 +13,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import mlflow  # noqa: E402
 import pandas as pd  # noqa: E402
+import psutil  # noqa: E402
 from mlflow.pyfunc import PythonModel  # noqa: E402
+
+MAX_MEMORY_SHARE = 0.4  # AutoGluon's default: models larger than this share of free memory stay on disk
 
 
 class AutoGluonPyfunc(PythonModel):
@@ -23,7 +26,11 @@ class AutoGluonPyfunc(PythonModel):
         from autogluon.tabular import TabularPredictor
 
         self._predictor = TabularPredictor.load(context.artifacts["predictor_dir"], check_packages=False)
-        self._predictor.persist()
+        # AutoGluon's own memory check before persisting pickles every model after a full garbage
+        # collection (3 s for a bagged page_blocks0 model); the folder's size on disk, the same pickles,
+        # answers the same question at once
+        if self._predictor.disk_usage() < MAX_MEMORY_SHARE * psutil.virtual_memory().available:
+            self._predictor.persist(max_memory=None)
         config = context.model_config or {}
         self._threshold = config.get("decision_threshold")
         self._prior_weights = config.get("prior_weights")

@@ -61,7 +61,10 @@ def test_train_registers_gated_champion_that_serves_like_the_predictor(settings,
     features = holdout.drop(columns=["churned"])
     predictor = TabularPredictor.load(str(settings.job_dir(result.job_id) / "autogluon"), verbosity=0)
     assert predictor.decision_threshold == pytest.approx(result.threshold)
-    served = mlflow.pyfunc.load_model("models:/churn@champion").predict(deployment.serving_frame(features))
+    champion = mlflow.pyfunc.load_model("models:/churn@champion")
+    in_memory = champion.unwrap_python_model()._predictor  # serving never reads a model from disk per request
+    assert in_memory.model_names(persisted=False) == [] and in_memory.model_best in in_memory.model_names(persisted=True)
+    served = champion.predict(deployment.serving_frame(features))
     expected_labels = predictor.predict(features).astype(str)
     assert list(served["label"]) == list(expected_labels)
     expected_proba = predictor.predict_proba(features)
