@@ -70,9 +70,7 @@ def collect(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
     (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     window = (_window_from_log(ctx, spec.model_name, meta["types"]) if spec.current is None and spec.sql_source is None
               else _window_from_batch(ctx, spec, champion, meta))
-    feedback = (_clean_feedback(ctx, spec.model_name, champion, reference_run, meta,
-                                pd.read_parquet(window["features"]))
-                if window["n_labelled"] >= drift.MIN_LABELLED else None)
+    feedback = _clean_feedback(ctx, spec.model_name, champion, reference_run, meta, pd.read_parquet(window["features"]))
     if feedback is not None:
         write_parquet(feedback, folder / "feedback.parquet")
     run_id = tracking.get_or_create_run(
@@ -101,7 +99,8 @@ def _clean_feedback(ctx: MonitorContext, name: str, champion: str, reference_run
                     window_features: pd.DataFrame) -> pd.DataFrame | None:
     """The labelled rows of this champion's earlier windows judged clean, against the same reference (most
     recent first, up to `drift.FEEDBACK_ROWS`): the served predictions with the true label in the target
-    column. They join the holdout as the baseline of the performance judgement (`drift.performance_baseline`).
+    column. They join the holdout in `drift.labelled_baseline`: what the performance judgement compares with, what
+    the prior is estimated from (most needed when the window itself has no labels), what recalibration tunes on.
     Only `no_drift` windows count, so rows the model already did worse on never lower what it is held to.
     Batches overlap (a query over the last 7 days run daily, a file checked twice): a row another window
     already gave is not counted again, and a row of the window being judged never counts (it would be

@@ -208,6 +208,35 @@ def test_labelled_rows_of_earlier_clean_windows_correct_a_lucky_reference_holdou
     assert drift.decide(steadied)[0] == "no_drift"
 
 
+def test_labelled_rows_of_earlier_clean_windows_steady_the_prior_estimate_and_the_recalibrated_threshold(served):
+    """Without labels the new prior comes from the model's error rates, and a recalibration tunes its threshold
+    on labelled rows: on a holdout the model happened to do well on, both are off; the labelled rows of earlier
+    clean windows, joining the baseline, bring them nearer to the truth."""
+    reference, model, stream = served
+    wrong = np.flatnonzero(reference.predictions["label"] != reference.holdout[TARGET])
+    right = np.setdiff1d(np.arange(len(reference.holdout)), wrong)
+    lucky = np.random.default_rng(0).choice(np.union1d(right, wrong[::3]), 600, replace=False)  # 2/3 of errors out
+    small = drift.Reference(train=reference.train, holdout=reference.holdout.iloc[lucky].reset_index(drop=True),
+                            predictions=reference.predictions.iloc[lucky].reset_index(drop=True), meta=reference.meta)
+    rows = _with_prior(stream.iloc[:1200], 3 * reference.meta["prior"]["positive"], 300, seed=4).reset_index(drop=True)
+    window = _window(model, rows, small.features, labelled=False)
+    true_share = float((rows[TARGET] == "positive").mean())
+
+    def recalibrated() -> tuple[float, float]:
+        prior = drift.estimate_prior(small, window, seed=0)["prior"]
+        recalibration = drift.recalibration(small, prior)
+        proba = drift.adjust_proba(window.predictions, recalibration["prior_weights"])
+        labels = pd.Series(np.where(proba["positive"] >= recalibration["decision_threshold"], "positive", "negative"))
+        return prior["positive"], drift.metric_value("f1", rows[TARGET], labels, "positive", ["negative", "positive"])
+
+    share_alone, f1_alone = recalibrated()
+    earlier = stream.iloc[1200:].reset_index(drop=True)  # 624 rows
+    small.feedback = _predictions(model, earlier[small.features]).assign(**{TARGET: earlier[TARGET]})
+    share_steadied, f1_steadied = recalibrated()
+    assert abs(share_steadied - true_share) < abs(share_alone - true_share)
+    assert f1_steadied > f1_alone
+
+
 def test_brier_scores_are_the_multiclass_brier_score():
     from sklearn.metrics import brier_score_loss
 
