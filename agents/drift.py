@@ -512,7 +512,8 @@ def performance(reference: Reference, window: Window, prior: dict[str, Any], see
     drop. Each difference is held against the differences of window and baseline rows pooled and redrawn in
     their sizes (a two-sample bootstrap test), not against each side resampled on its own: a near-perfect model
     whose baseline shows no error resamples to a spread of zero, and then any few errors in a window read as a
-    drop (drift benchmark seed 2, river_shuttle: 5 of 20 clean windows against a 600-row holdout with none)."""
+    drop (drift benchmark seed 2, river_shuttle: 4 of 20 clean windows, Brier 0.002-0.008 against 0.000 on a
+    600-row holdout)."""
     labelled = window.labels.notna().to_numpy()
     truth = window.labels[labelled].astype(str)
     if len(truth) < MIN_LABELLED or truth.nunique() < 2:
