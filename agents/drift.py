@@ -160,8 +160,12 @@ def with_class_shares(labels: pd.Series, weights: np.ndarray, shares: dict[str, 
     return weights * weights.sum() * labels.map(wanted).to_numpy(dtype="float64") / totals
 
 
-def class_weights(labels: pd.Series, prior: dict[str, float], reference_prior: dict[str, float]) -> np.ndarray:
-    """Per-row weight q(y)/p(y) that gives rows drawn with prior p the prior q."""
+def class_weights(labels: pd.Series, prior: dict[str, float],
+                  reference_prior: dict[str, float] | None = None) -> np.ndarray:
+    """Per-row weight q(y)/p(y) that gives rows drawn with prior p (the labels' own class shares when not given)
+    the prior q."""
+    if reference_prior is None:
+        reference_prior = labels.astype(str).value_counts(normalize=True).to_dict()
     ratio = {c: prior.get(c, 0.0) / reference_prior[c] for c in reference_prior}
     return labels.astype(str).map(ratio).fillna(0.0).to_numpy(dtype="float64")
 
@@ -525,7 +529,7 @@ def performance(reference: Reference, window: Window, prior: dict[str, Any], see
     value = metric_value(metric, truth, predicted, positive, classes, cost=cost)
     base_truth, base_predictions = labelled_baseline(reference)
     base_predicted = base_predictions[LABEL].astype(str)
-    weights = class_weights(base_truth, prior["prior"], base_truth.value_counts(normalize=True).to_dict())
+    weights = class_weights(base_truth, prior["prior"])
     expected = metric_value(metric, base_truth, base_predicted, positive, classes, weights, cost)
     window_brier = brier_scores(truth, predictions, classes)
     base_brier = brier_scores(base_truth, base_predictions, classes)
@@ -665,7 +669,7 @@ def recalibration(reference: Reference, prior: dict[str, float]) -> dict[str, An
     weights = {c: prior.get(c, 0.0) / meta["prior"][c] for c in meta["classes"]}
     truth, predictions = labelled_baseline(reference)
     proba = adjust_proba(predictions, weights)
-    row_weights = class_weights(truth, prior, truth.value_counts(normalize=True).to_dict())
+    row_weights = class_weights(truth, prior)
     positive, classes, metric = meta["positive_class"], meta["classes"], meta["primary_metric"]
     threshold = None
     if len(classes) == 2 and meta.get("threshold") is not None:
