@@ -184,16 +184,20 @@ def test_with_a_small_reference_holdout_the_brier_score_calls_a_concept_change_t
     assert "brier is" in reason and "f1 is" not in reason, reason
 
 
+def _lucky(reference: drift.Reference) -> drift.Reference:
+    """The reference cut to a 600-row holdout that two thirds of the model's errors were left out of."""
+    wrong = np.flatnonzero(reference.predictions["label"] != reference.holdout[TARGET])
+    right = np.setdiff1d(np.arange(len(reference.holdout)), wrong)
+    lucky = np.random.default_rng(0).choice(np.union1d(right, wrong[::3]), 600, replace=False)
+    return drift.Reference(train=reference.train, holdout=reference.holdout.iloc[lucky].reset_index(drop=True),
+                           predictions=reference.predictions.iloc[lucky].reset_index(drop=True), meta=reference.meta)
+
+
 def test_labelled_rows_of_earlier_clean_windows_correct_a_lucky_reference_holdout(served):
     """A small holdout the model happened to do well on makes every clean window look like a drop; the
     labelled rows of earlier clean windows, joining the baseline, set what the model is held to right."""
     reference, model, stream = served
-    wrong = np.flatnonzero(reference.predictions["label"] != reference.holdout[TARGET])
-    right = np.setdiff1d(np.arange(len(reference.holdout)), wrong)
-    lucky = np.random.default_rng(0).choice(np.union1d(right, wrong[::3]), 600, replace=False)  # 2/3 of errors out
-    holdout = reference.holdout.iloc[lucky].reset_index(drop=True)
-    small = drift.Reference(train=reference.train, holdout=holdout, meta=reference.meta,
-                            predictions=reference.predictions.iloc[lucky].reset_index(drop=True))
+    small = _lucky(reference)
     window = _window(model, stream.iloc[:800], small.features, labelled=True)
     alone = drift.analyse(small, window, seed=0)["performance"]
     assert alone["dropped"] and alone["n_feedback"] == 0
@@ -202,7 +206,7 @@ def test_labelled_rows_of_earlier_clean_windows_correct_a_lucky_reference_holdou
     small.feedback = _predictions(model, earlier[small.features]).assign(**{TARGET: earlier[TARGET]})
     steadied = drift.analyse(small, window, seed=0)
     perf = steadied["performance"]
-    assert perf["n_feedback"] == len(earlier) and perf["n_reference"] == len(holdout)
+    assert perf["n_feedback"] == len(earlier) and perf["n_reference"] == len(small.holdout)
     assert not perf["dropped"], perf
     assert perf["primary"]["expected_value"] < alone["primary"]["expected_value"]
     assert drift.decide(steadied)[0] == "no_drift"
@@ -213,11 +217,7 @@ def test_labelled_rows_of_earlier_clean_windows_steady_the_prior_estimate_and_th
     on labelled rows: on a holdout the model happened to do well on, both are off; the labelled rows of earlier
     clean windows, joining the baseline, bring them nearer to the truth."""
     reference, model, stream = served
-    wrong = np.flatnonzero(reference.predictions["label"] != reference.holdout[TARGET])
-    right = np.setdiff1d(np.arange(len(reference.holdout)), wrong)
-    lucky = np.random.default_rng(0).choice(np.union1d(right, wrong[::3]), 600, replace=False)  # 2/3 of errors out
-    small = drift.Reference(train=reference.train, holdout=reference.holdout.iloc[lucky].reset_index(drop=True),
-                            predictions=reference.predictions.iloc[lucky].reset_index(drop=True), meta=reference.meta)
+    small = _lucky(reference)
     rows = _with_prior(stream.iloc[:1200], 3 * reference.meta["prior"]["positive"], 300, seed=4).reset_index(drop=True)
     window = _window(model, rows, small.features, labelled=False)
     true_share = float((rows[TARGET] == "positive").mean())
