@@ -21,9 +21,14 @@ how many minority rows there are:
 
 from __future__ import annotations
 
+import copy
+import gc
 import importlib.util
+import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +45,12 @@ FIT_SHARE_OF_BUDGET = 0.8  # the rest of the job budget goes to profiling, evalu
 # a thresholded, noisy signal on a few validation positives, computed in Python every boosting round (a LightGBM
 # on ~1,300 rows: 5.1 s for 275 rounds). Model choice, ensembling and the threshold still follow the eval metric.
 STOPPING_METRIC = "log_loss"
+# Poise sets OMP_WAIT_POLICY=PASSIVE (agents/__init__.py) so that spinning OpenMP threads cannot starve other work;
+# the price is that each parallel region wakes sleeping threads, and LightGBM and XGBoost open several per boosting
+# round. Measured here under PASSIVE, two threads against one: LightGBM 4.5 vs 0.2 ms a round on 1.5k rows and
+# 2.8 vs 0.4 ms on 8k; one thread stays faster up to ~60k rows for XGBoost and ~250k for LightGBM.
+OPENMP_MODEL_TYPES = ("GBM", "XGB")
+ONE_THREAD_BELOW_ROWS = 50_000
 
 
 def expected_cost(y_true, y_pred, cost_fn: float, cost_fp: float) -> float:
@@ -171,6 +182,37 @@ def excluded_model_types_without_torch() -> list[str]:
     return [] if importlib.util.find_spec("torch") else ["NN_TORCH", "FASTAI"]
 
 
+def model_portfolio(presets: str, rows: int) -> dict[str, Any]:
+    """The presets' AutoGluon model portfolio, with LightGBM and XGBoost on one thread where that is faster."""
+    from autogluon.tabular.configs.hyperparameter_configs import get_hyperparameter_config
+    from autogluon.tabular.configs.presets_configs import tabular_presets_dict
+
+    portfolio = copy.deepcopy(get_hyperparameter_config(tabular_presets_dict[presets].get("hyperparameters", "default")))
+    if rows >= ONE_THREAD_BELOW_ROWS or os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+        return portfolio
+    for model_type in set(OPENMP_MODEL_TYPES) & set(portfolio):
+        configs = portfolio[model_type] if isinstance(portfolio[model_type], list) else [portfolio[model_type]]
+        portfolio[model_type] = [
+            config | {"ag_args_fit": config.get("ag_args_fit", {}) | {"num_cpus": 1}} for config in configs
+        ]
+    return portfolio
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Keep the objects that exist before a fit out of the garbage collections AutoGluon runs during it.
+
+    AutoGluon calls `gc.collect()` before every LightGBM fit and every model-size check: a bagged fit makes dozens
+    of those calls, and in a process that has imported MLflow, Evidently and AutoGluon each walks ~385k objects
+    (0.2 s here). Frozen, they walk only what the fit itself allocated.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def fit(
     train: pd.DataFrame,
     label: str,
@@ -185,7 +227,7 @@ def fit(
     returns a JSON-able summary including the calibrated threshold."""
     from autogluon.tabular import TabularPredictor
 
-    def fit_once(fit_path: Path, **limits: Any):
+    def fit_once(fit_path: Path, hyperparameters: dict[str, Any], **limits: Any):
         predictor = TabularPredictor(
             label=label,
             problem_type=policy["problem_type"],
@@ -196,30 +238,33 @@ def fit(
             positive_class=policy["positive_class"],
             verbosity=0,
         )
-        return predictor.fit(
-            train,
-            presets=presets,
-            num_bag_folds=policy["num_bag_folds"] or None,
-            num_stack_levels=0 if policy["num_bag_folds"] else None,
-            excluded_model_types=policy["excluded_model_types"] or None,
-            calibrate_decision_threshold=False,
-            ag_args_fit={"stopping_metric": STOPPING_METRIC},
-            num_cpus=num_cpus or "auto",
-            num_gpus=0,
-            **limits,
-        )
+        with frozen_heap():
+            return predictor.fit(
+                train,
+                presets=presets,
+                hyperparameters=hyperparameters,
+                num_bag_folds=policy["num_bag_folds"] or None,
+                num_stack_levels=0 if policy["num_bag_folds"] else None,
+                excluded_model_types=policy["excluded_model_types"] or None,
+                calibrate_decision_threshold=False,
+                ag_args_fit={"stopping_metric": STOPPING_METRIC},
+                num_cpus=num_cpus or "auto",
+                num_gpus=0,
+                **limits,
+            )
 
     started = time.perf_counter()
     fallback = None
     try:
-        predictor = fit_once(path, time_limit=max(5, round(time_limit * FIT_SHARE_OF_BUDGET)))
+        predictor = fit_once(path, model_portfolio(presets, len(train)),
+                             time_limit=max(5, round(time_limit * FIT_SHARE_OF_BUDGET)))
     except RuntimeError as error:
         if "No models were trained" not in str(error):
             raise
         # A tiny budget on a busy machine can leave AutoGluon without a single model:
         # fit one LightGBM (fast on any table AutoGluon accepts) without a time limit instead.
         shutil.rmtree(path, ignore_errors=True)
-        predictor = fit_once(path, hyperparameters={"GBM": {}})
+        predictor = fit_once(path, {"GBM": {}})
         fallback = (f"no model finished within the {time_limit} s budget on this machine; "
                     "fitted a single LightGBM without a time limit")
     threshold, threshold_note = None, None

@@ -1,11 +1,14 @@
-"""The imbalance policy: which class is positive, which metric, weights, bagging, and refusals."""
+"""The imbalance policy: which class is positive, which metric, weights, bagging, and refusals;
+and how the fit uses the machine."""
+
+import gc
 
 import numpy as np
 import pandas as pd
 import pytest
 from autogluon.tabular import TabularPredictor
 
-from agents.automl import choose_policy, expected_cost, fit
+from agents.automl import choose_policy, expected_cost, fit, frozen_heap, model_portfolio
 from agents.errors import SpecError
 
 
@@ -87,3 +90,39 @@ def test_expected_cost_counts_each_error_at_its_price():
     y_true = np.array([1, 1, 0, 0, 0])
     y_pred = np.array([0, 1, 1, 0, 0])  # one missed positive, one false alarm
     assert expected_cost(y_true, y_pred, cost_fn=10, cost_fp=1) == pytest.approx(11 / 5)
+
+
+def _threads(portfolio: dict, model_type: str) -> set:
+    configs = portfolio[model_type] if isinstance(portfolio[model_type], list) else [portfolio[model_type]]
+    return {config.get("ag_args_fit", {}).get("num_cpus") for config in configs}
+
+
+@pytest.mark.parametrize("presets", ["medium_quality", "best_quality"])
+def test_lightgbm_and_xgboost_get_one_thread_on_small_tables_under_the_passive_policy(presets, monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    small = model_portfolio(presets, rows=49_999)
+    assert _threads(small, "GBM") == {1} and _threads(small, "XGB") == {1}
+    assert _threads(small, "CAT") == {None}  # CatBoost has its own thread pool: two threads stay faster
+    assert _threads(model_portfolio(presets, rows=50_000), "GBM") == {None}
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert _threads(model_portfolio(presets, rows=1_000), "XGB") == {None}
+
+
+def test_the_heap_is_unfrozen_even_when_the_fit_fails():
+    with pytest.raises(RuntimeError), frozen_heap():
+        assert gc.get_freeze_count() > 0
+        raise RuntimeError("fit failed")
+    assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.slow
+def test_a_small_fit_runs_openmp_models_on_one_thread(tmp_path):
+    rng = np.random.default_rng(1)
+    table = pd.DataFrame({f"x{i}": rng.normal(size=800) for i in range(4)})
+    table["y"] = np.where(table["x0"] + rng.normal(scale=0.5, size=800) > 1.3, "rare", "common")
+    policy = choose_policy(_profile(table["y"].value_counts().to_dict()), excluded_model_types=["RF", "XT", "KNN"])
+    summary = fit(table, "y", policy, path=tmp_path / "ag", time_limit=20, presets="medium_quality")
+    models = TabularPredictor.load(summary["predictor_dir"], verbosity=0).info()["model_info"]
+    threads = {name: next(iter(info["children_info"].values()))["num_cpus"]
+               for name, info in models.items() if info.get("children_info")}
+    assert threads["LightGBM_BAG_L1"] == 1 and threads["XGBoost_BAG_L1"] == 1
