@@ -24,9 +24,10 @@ metrics are the ones its job reports on its holdout; its wall time is measured a
 
 Time: the overhead ratio is Poise's wall time over autogluon_default's, per run. AutoGluon's
 defaults stop as soon as their few unbagged models are fitted, while Poise bags the models of
-tables with few minority rows and so fills its fit share of the budget; the orchestration ratio
-(Poise's wall time over the AutoGluon fit inside its own job) separates what Poise adds around
-a fit from the longer fit it chooses.
+tables with few minority rows; the orchestration ratio (Poise's wall time over the AutoGluon
+fit inside its own job) separates what Poise adds around a fit from the longer fit it chooses.
+The baselines run in a fresh process without the `OMP_WAIT_POLICY=PASSIVE` that Poise sets
+(`benchmarks/baselines.py` says why), so they are timed as their users would run them.
 
 Run from the repository root:
     .venv/bin/python benchmarks/imbalance.py [--budget 30] [--presets medium_quality]
@@ -37,9 +38,9 @@ import os
 import sys
 from pathlib import Path
 
-# Both must happen before any library import: OpenMP reads the policy when LightGBM loads
-# (busy-waiting threads slow fits badly on 2 cores), and run as a script Python puts
-# benchmarks/ first on sys.path; the repository root goes there instead.
+# Both must happen before any library import: this process runs Poise, whose OpenMP policy is
+# read when an OpenMP library loads (busy-waiting threads slow fits badly on 2 cores), and run as
+# a script Python puts benchmarks/ first on sys.path; the repository root goes there instead.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
@@ -48,22 +49,15 @@ import argparse
 import importlib.metadata
 import importlib.util
 import json
-import logging
 import platform
+import subprocess
 import tempfile
 import time
 from datetime import datetime, timezone
-from functools import partial
 
 import numpy as np
 import pandas as pd
-from autogluon.tabular import TabularPredictor
-from imblearn.over_sampling import SMOTE
-from imblearn.pipeline import Pipeline as ImbPipeline
-from lightgbm import LGBMClassifier
 from mlflow import MlflowClient
-from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     average_precision_score,
     balanced_accuracy_score,
@@ -71,8 +65,6 @@ from sklearn.metrics import (
     recall_score,
 )
 from sklearn.model_selection import train_test_split
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from pipelines.datasets import TABLES, TARGET, load
 
@@ -81,10 +73,6 @@ METRICS = ("macro_f1", "balanced_accuracy", "pr_auc", "minority_recall")
 MAX_MACRO_F1_GAP = 0.01
 MAX_OVERHEAD_RATIO = 1.15
 HAS_TORCH = importlib.util.find_spec("torch") is not None
-if not HAS_TORCH:
-    # AutoGluon logs "Failed to import torch" at ERROR level on every GPU probe, whatever the
-    # verbosity; without torch that is expected, and this logger emits nothing else.
-    logging.getLogger("autogluon.common.utils.resource_utils").setLevel(logging.CRITICAL)
 
 
 def score(y: pd.Series, pred: np.ndarray, proba_minority: np.ndarray, minority: str) -> dict:
@@ -96,75 +84,20 @@ def score(y: pd.Series, pred: np.ndarray, proba_minority: np.ndarray, minority: 
     }
 
 
-def features_and_target(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
-    return frame.drop(columns=[TARGET]), frame[TARGET].astype(str)
-
-
-def encoder(X: pd.DataFrame, scale: bool) -> ColumnTransformer:
-    """Numeric columns (optionally standardised) plus one-hot encoded non-numeric ones."""
-    categorical = X.select_dtypes(exclude="number").columns.tolist()
-    numeric = [c for c in X.columns if c not in categorical]
-    return ColumnTransformer(
-        [
-            ("numeric", StandardScaler() if scale else "passthrough", numeric),
-            ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), categorical),
-        ]
-    )
-
-
-def fit_autogluon(train, holdout, minority, args, seed, workdir, balanced):
-    fit_kwargs = {"time_limit": args.budget, "presets": args.presets}
-    if not HAS_TORCH:
-        fit_kwargs["excluded_model_types"] = ["NN_TORCH", "FASTAI"]
-    extra = {"sample_weight": "balance_weight"} if balanced else {}
-    X, _ = features_and_target(holdout)
-    with tempfile.TemporaryDirectory(dir=workdir, prefix="ag-") as path:
-        start = time.perf_counter()
-        predictor = TabularPredictor(label=TARGET, path=path, verbosity=0, **extra)
-        predictor.fit(train.assign(**{TARGET: train[TARGET].astype(str)}), **fit_kwargs)
-        pred = predictor.predict(X).astype(str).to_numpy()
-        proba = predictor.predict_proba(X)[minority].to_numpy()
-        seconds = time.perf_counter() - start
-    return pred, proba, seconds
-
-
-def fit_sklearn(model, train, holdout, minority):
-    X_train, y_train = features_and_target(train)
-    X, _ = features_and_target(holdout)
-    start = time.perf_counter()
-    model.fit(X_train, y_train)
-    pred = model.predict(X)
-    proba = model.predict_proba(X)[:, list(model.classes_).index(minority)]
-    return pred, proba, time.perf_counter() - start
-
-
-def fit_smote_lightgbm(train, holdout, minority, args, seed, workdir):
-    model = ImbPipeline(
-        [
-            ("encode", encoder(train.drop(columns=[TARGET]), scale=False)),
-            ("smote", SMOTE(random_state=seed)),
-            ("model", LGBMClassifier(random_state=seed, verbose=-1)),
-        ]
-    )
-    return fit_sklearn(model, train, holdout, minority)
-
-
-def fit_balanced_logreg(train, holdout, minority, args, seed, workdir):
-    model = Pipeline(
-        [
-            ("encode", encoder(train.drop(columns=[TARGET]), scale=True)),
-            ("model", LogisticRegression(class_weight="balanced", max_iter=2000)),
-        ]
-    )
-    return fit_sklearn(model, train, holdout, minority)
-
-
-BASELINES = {
-    "autogluon_default": partial(fit_autogluon, balanced=False),
-    "autogluon_balanced": partial(fit_autogluon, balanced=True),
-    "smote_lightgbm": fit_smote_lightgbm,
-    "balanced_logreg": fit_balanced_logreg,
-}
+def run_baselines(train, holdout, minority, args, seed, workdir) -> dict[str, dict]:
+    """Fit the baselines in a fresh process with the libraries' default environment (see `baselines.py`)."""
+    rundir = Path(tempfile.mkdtemp(dir=workdir, prefix="baselines-"))
+    train.to_parquet(rundir / "train.parquet")
+    holdout.to_parquet(rundir / "holdout.parquet")
+    methods = [m for m in args.methods if m != "poise"]
+    command = [sys.executable, str(ROOT / "benchmarks" / "baselines.py"), str(rundir), "--target", TARGET,
+               "--minority", minority, "--budget", str(args.budget), "--presets", args.presets,
+               "--seed", str(seed), "--methods", ",".join(methods)]
+    environment = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    finished = subprocess.run(command, env=environment, capture_output=True, text=True)
+    if finished.returncode != 0:  # the whole process died: every method failed, with its last words
+        return {m: {"status": "failed", "error": finished.stderr[-2000:]} for m in methods}
+    return json.loads((rundir / "baselines.json").read_text())
 
 
 def run_poise(train_fn, settings_cls, csv_path, table, seed, args, home):
@@ -346,6 +279,7 @@ def main() -> None:
             "seeds": list(range(args.seeds)),
             "methods": args.methods,
             "excluded_model_types": [] if HAS_TORCH else ["NN_TORCH", "FASTAI"],
+            "baselines_process": "fresh, without OMP_WAIT_POLICY (benchmarks/baselines.py)",
             "split": "Poise's stratified 80/20 split (result.train_path / holdout_path)" if use_poise
             else "sklearn train_test_split(test_size=0.2, stratify=y, random_state=seed)",
         },
@@ -388,17 +322,18 @@ def main() -> None:
                     train, holdout = train_test_split(
                         frame, test_size=0.2, stratify=frame[TARGET], random_state=seed
                     )
-                for method in args.methods:
-                    if method == "poise":
-                        continue
-                    try:
-                        pred, proba, seconds = BASELINES[method](train, holdout, minority, args, seed, workdir)
-                        row = {"status": "ok", "seconds": seconds,
-                               **score(holdout[TARGET].astype(str), pred, proba, minority)}
-                        print(f"  s{seed} {method:<18} macro_f1={row['macro_f1']:.3f} {seconds:.1f}s", flush=True)
-                    except Exception as error:  # record and go on, as for Poise
-                        row = {"status": "failed", "error": repr(error)}
-                        print(f"  s{seed} {method} FAILED: {error!r}", flush=True)
+                fitted = run_baselines(train, holdout, minority, args, seed, workdir) if len(args.methods) > use_poise \
+                    else {}
+                for method, result in fitted.items():
+                    if result["status"] == "ok":
+                        row = {"status": "ok", "seconds": result["seconds"],
+                               **score(holdout[TARGET].astype(str), np.array(result["pred"]), np.array(result["proba"]),
+                                       minority)}
+                        print(f"  s{seed} {method:<18} macro_f1={row['macro_f1']:.3f} {row['seconds']:.1f}s",
+                              flush=True)
+                    else:  # record and go on, as for Poise
+                        row = result
+                        print(f"  s{seed} {method} FAILED: {result['error']}", flush=True)
                     report["runs"].append(base | {"method": method, "n_train": len(train),
                                                   "n_holdout": len(holdout)} | row)
                 args.out.write_text(json.dumps(report, indent=2, default=str))  # partial results survive a crash
