@@ -182,20 +182,25 @@ def excluded_model_types_without_torch() -> list[str]:
     return [] if importlib.util.find_spec("torch") else ["NN_TORCH", "FASTAI"]
 
 
-def model_portfolio(presets: str, rows: int) -> dict[str, Any]:
-    """The presets' AutoGluon model portfolio, with LightGBM and XGBoost on one thread where that is faster."""
+def model_portfolio(presets: str) -> dict[str, Any]:
+    """The AutoGluon models (and their settings) that the presets fit."""
     from autogluon.tabular.configs.hyperparameter_configs import get_hyperparameter_config
     from autogluon.tabular.configs.presets_configs import tabular_presets_dict
 
-    portfolio = copy.deepcopy(get_hyperparameter_config(tabular_presets_dict[presets].get("hyperparameters", "default")))
+    return copy.deepcopy(get_hyperparameter_config(tabular_presets_dict[presets].get("hyperparameters", "default")))
+
+
+def with_fast_threads(portfolio: dict[str, Any], rows: int) -> dict[str, Any]:
+    """The portfolio with LightGBM and XGBoost on one thread where that is faster (see `OPENMP_MODEL_TYPES`)."""
     if rows >= ONE_THREAD_BELOW_ROWS or os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
         return portfolio
+    one_thread = {}
     for model_type in set(OPENMP_MODEL_TYPES) & set(portfolio):
         configs = portfolio[model_type] if isinstance(portfolio[model_type], list) else [portfolio[model_type]]
-        portfolio[model_type] = [
+        one_thread[model_type] = [
             config | {"ag_args_fit": config.get("ag_args_fit", {}) | {"num_cpus": 1}} for config in configs
         ]
-    return portfolio
+    return portfolio | one_thread
 
 
 @contextmanager
@@ -256,7 +261,7 @@ def fit(
     started = time.perf_counter()
     fallback = None
     try:
-        predictor = fit_once(path, model_portfolio(presets, len(train)),
+        predictor = fit_once(path, with_fast_threads(model_portfolio(presets), len(train)),
                              time_limit=max(5, round(time_limit * FIT_SHARE_OF_BUDGET)))
     except RuntimeError as error:
         if "No models were trained" not in str(error):
@@ -264,7 +269,7 @@ def fit(
         # A tiny budget on a busy machine can leave AutoGluon without a single model:
         # fit one LightGBM (fast on any table AutoGluon accepts) without a time limit instead.
         shutil.rmtree(path, ignore_errors=True)
-        predictor = fit_once(path, {"GBM": {}})
+        predictor = fit_once(path, with_fast_threads({"GBM": {}}, len(train)))
         fallback = (f"no model finished within the {time_limit} s budget on this machine; "
                     "fitted a single LightGBM without a time limit")
     threshold, threshold_note = None, None

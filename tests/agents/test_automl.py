@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from autogluon.tabular import TabularPredictor
 
-from agents.automl import choose_policy, expected_cost, fit, frozen_heap, model_portfolio
+from agents.automl import choose_policy, expected_cost, fit, frozen_heap, model_portfolio, with_fast_threads
 from agents.errors import SpecError
 
 
@@ -100,12 +100,15 @@ def _threads(portfolio: dict, model_type: str) -> set:
 @pytest.mark.parametrize("presets", ["medium_quality", "best_quality"])
 def test_lightgbm_and_xgboost_get_one_thread_on_small_tables_under_the_passive_policy(presets, monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
-    small = model_portfolio(presets, rows=49_999)
+    portfolio = model_portfolio(presets)
+    small = with_fast_threads(portfolio, rows=49_999)
     assert _threads(small, "GBM") == {1} and _threads(small, "XGB") == {1}
     assert _threads(small, "CAT") == {None}  # CatBoost has its own thread pool: two threads stay faster
-    assert _threads(model_portfolio(presets, rows=50_000), "GBM") == {None}
+    assert set(small) == set(portfolio) and _threads(portfolio, "GBM") == {None}  # the presets' own is untouched
+    assert _threads(with_fast_threads(portfolio, rows=50_000), "GBM") == {None}
+    assert _threads(with_fast_threads({"GBM": {}}, rows=1_000), "GBM") == {1}  # the fallback's single LightGBM
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    assert _threads(model_portfolio(presets, rows=1_000), "XGB") == {None}
+    assert _threads(with_fast_threads(portfolio, rows=1_000), "XGB") == {None}
 
 
 def test_the_heap_is_unfrozen_even_when_the_fit_fails():
