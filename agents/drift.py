@@ -473,12 +473,25 @@ def brier_scores(truth: pd.Series, predictions: pd.DataFrame, classes: list[str]
 def _null_resamples(n_window: int, base_weights: np.ndarray, seed: int, n_boot: int, chunk: int = 100):
     """Resamples as if nothing had dropped: the window's rows and the baseline's (weighted to the window's prior,
     at the same mean weight) pooled, then drawn again into a window-sized and a baseline-sized group — row
-    indices into the pool, window first; `chunk` resamples at a time to bound memory."""
+    indices into the pool, window first; `chunk` resamples at a time to bound memory.
+
+    The pool holds a few weights (1 for window rows, one per class for baseline rows), so each draw picks a
+    weight group by its share of the total weight, then a row of the group uniformly: the same distribution as
+    a weighted draw over all rows, without numpy's search of the whole pool's cumulative weights per draw
+    (5,000 window and 20,000 baseline rows, 1,000 resamples: 2.4 s that way)."""
     pool = np.concatenate([np.ones(n_window), base_weights * len(base_weights) / base_weights.sum()])
-    p, rng = pool / pool.sum(), np.random.default_rng(seed)
+    levels, group = np.unique(pool, return_inverse=True)
+    members, sizes = np.argsort(group, kind="stable"), np.bincount(group)
+    starts = np.cumsum(sizes) - sizes
+    group_share, rng = levels * sizes / (levels * sizes).sum(), np.random.default_rng(seed)
+
+    def draw(shape: tuple[int, int]) -> np.ndarray:
+        chosen = rng.choice(len(levels), shape, p=group_share)
+        return members[starts[chosen] + (rng.random(shape) * sizes[chosen]).astype(np.int64)]
+
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
-        yield rng.choice(len(pool), (size, n_window), p=p), rng.choice(len(pool), (size, len(base_weights)), p=p)
+        yield draw((size, n_window)), draw((size, len(base_weights)))
 
 
 def _judged(gain: float, null_gains: np.ndarray, **values: Any) -> dict[str, Any]:
