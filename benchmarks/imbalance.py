@@ -86,10 +86,12 @@ def score(y: pd.Series, pred: np.ndarray, proba_minority: np.ndarray, minority: 
 
 def run_baselines(train, holdout, minority, args, seed, workdir) -> dict[str, dict]:
     """Fit the baselines in a fresh process with the libraries' default environment (see `baselines.py`)."""
+    methods = [m for m in args.methods if m != "poise"]
+    if not methods:
+        return {}
     rundir = Path(tempfile.mkdtemp(dir=workdir, prefix="baselines-"))
     train.to_parquet(rundir / "train.parquet")
     holdout.to_parquet(rundir / "holdout.parquet")
-    methods = [m for m in args.methods if m != "poise"]
     command = [sys.executable, str(ROOT / "benchmarks" / "baselines.py"), str(rundir), "--target", TARGET,
                "--minority", minority, "--budget", str(args.budget), "--presets", args.presets,
                "--seed", str(seed), "--methods", ",".join(methods)]
@@ -322,9 +324,7 @@ def main() -> None:
                     train, holdout = train_test_split(
                         frame, test_size=0.2, stratify=frame[TARGET], random_state=seed
                     )
-                fitted = run_baselines(train, holdout, minority, args, seed, workdir) if len(args.methods) > use_poise \
-                    else {}
-                for method, result in fitted.items():
+                for method, result in run_baselines(train, holdout, minority, args, seed, workdir).items():
                     if result["status"] == "ok":
                         row = {"status": "ok", "seconds": result["seconds"],
                                **score(holdout[TARGET].astype(str), np.array(result["pred"]), np.array(result["proba"]),
