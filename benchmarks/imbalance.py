@@ -47,7 +47,6 @@ sys.path[0] = str(ROOT)
 
 import argparse
 import importlib.metadata
-import importlib.util
 import json
 import platform
 import subprocess
@@ -66,13 +65,13 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import train_test_split
 
+from agents.automl import excluded_model_types_without_torch
 from pipelines.datasets import TABLES, TARGET, load
 
 METHODS = ("poise", "autogluon_default", "autogluon_balanced", "smote_lightgbm", "balanced_logreg")
 METRICS = ("macro_f1", "balanced_accuracy", "pr_auc", "minority_recall")
 MAX_MACRO_F1_GAP = 0.01
 MAX_OVERHEAD_RATIO = 1.15
-HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
 def score(y: pd.Series, pred: np.ndarray, proba_minority: np.ndarray, minority: str) -> dict:
@@ -280,7 +279,7 @@ def main() -> None:
             "presets": args.presets,
             "seeds": list(range(args.seeds)),
             "methods": args.methods,
-            "excluded_model_types": [] if HAS_TORCH else ["NN_TORCH", "FASTAI"],
+            "excluded_model_types": excluded_model_types_without_torch(),
             "baselines_process": "fresh, without OMP_WAIT_POLICY (benchmarks/baselines.py)",
             "split": "Poise's stratified 80/20 split (result.train_path / holdout_path)" if use_poise
             else "sklearn train_test_split(test_size=0.2, stratify=y, random_state=seed)",
