@@ -224,12 +224,15 @@ def fit(
     policy: dict[str, Any],
     *,
     path: Path,
+    deploy_path: Path,
     time_limit: int,
     presets: str,
     num_cpus: int | None = None,
-) -> dict[str, Any]:
-    """Fit AutoGluon under the policy within `FIT_SHARE_OF_BUDGET` of the job's time budget;
-    returns a JSON-able summary including the calibrated threshold."""
+) -> tuple[dict[str, Any], Any]:
+    """Fit AutoGluon under the policy within `FIT_SHARE_OF_BUDGET` of the job's time budget, in `path`, and copy
+    what the best model needs to predict to `deploy_path` (for logging and serving).
+
+    Returns a JSON-able summary, including the calibrated threshold, and the fitted predictor."""
     from autogluon.tabular import TabularPredictor
 
     def fit_once(fit_path: Path, hyperparameters: dict[str, Any], **limits: Any):
@@ -283,13 +286,16 @@ def fit(
                                   "signal for the positive class); re-tuned for macro-F1")
         predictor.set_decision_threshold(threshold)
         predictor.save()
+    fit_seconds = round(time.perf_counter() - started, 2)
+    predictor.clone_for_deployment(str(deploy_path), dirs_exist_ok=True)
     leaderboard = predictor.leaderboard(silent=True)
-    return {
+    summary = {
         "predictor_dir": str(path),
+        "deploy_dir": str(deploy_path),
         "best_model": predictor.model_best,
         "threshold": threshold,
         "threshold_note": threshold_note,
-        "fit_seconds": round(time.perf_counter() - started, 2),
+        "fit_seconds": fit_seconds,
         "excluded_model_types": policy["excluded_model_types"],
         "fallback": fallback,
         "n_models": int(len(leaderboard)),
@@ -298,12 +304,4 @@ def fit(
             for _, row in leaderboard.head(10).iterrows()
         ],
     }
-
-
-def deployment_copy(predictor_dir: Path, out_dir: Path) -> Path:
-    """A minimal copy of the predictor (best model only) for logging and serving."""
-    from autogluon.tabular import TabularPredictor
-
-    predictor = TabularPredictor.load(str(predictor_dir), verbosity=0)
-    predictor.clone_for_deployment(str(out_dir), dirs_exist_ok=True)
-    return out_dir
+    return summary, predictor

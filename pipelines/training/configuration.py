@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mlflow import MlflowClient
 
@@ -22,10 +23,20 @@ class TrainingContext:
     session_id: str | None = None
     _client: MlflowClient | None = field(default=None, repr=False)
     _llm: object | None = field(default=None, repr=False)
+    # AutoGluon predictors fitted in this process, by folder: later nodes use them instead of loading them again
+    fitted_predictors: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def job_dir(self) -> Path:
         return self.settings.job_dir(self.job_id)
+
+    def predictor(self, path: str):
+        """The AutoGluon predictor in `path`: the one this process fitted, or loaded (a resumed job)."""
+        if path not in self.fitted_predictors:
+            from autogluon.tabular import TabularPredictor
+
+            self.fitted_predictors[path] = TabularPredictor.load(path, verbosity=0)
+        return self.fitted_predictors[path]
 
     @property
     def llm(self):

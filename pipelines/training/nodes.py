@@ -163,22 +163,22 @@ def train(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, 
         client.log_artifact(run_id, card, "data")
     client.log_dict(run_id, policy, "policy.json")
 
-    predictor_dir = ctx.job_dir / "autogluon"
-    shutil.rmtree(predictor_dir, ignore_errors=True)  # a resumed job refits from scratch
-    fit = automl.fit(
+    predictor_dir, deploy_dir = ctx.job_dir / "autogluon", ctx.job_dir / "deploy"
+    for folder in (predictor_dir, deploy_dir):
+        shutil.rmtree(folder, ignore_errors=True)  # a resumed job refits from scratch
+    fit, predictor = automl.fit(
         pd.read_parquet(state["split"]["train_path"]), spec.target, policy, path=predictor_dir,
-        time_limit=spec.time_limit, presets=spec.presets, num_cpus=ctx.settings.num_cpus,
+        deploy_path=deploy_dir, time_limit=spec.time_limit, presets=spec.presets, num_cpus=ctx.settings.num_cpus,
     )
+    ctx.fitted_predictors[fit["predictor_dir"]] = predictor
     tracking.log_metrics(client, run_id, {"fit_seconds": fit["fit_seconds"], "decision_threshold": fit["threshold"]})
     client.log_dict(run_id, fit, "fit_summary.json")
     return {"policy": policy, "mlflow_run_id": run_id, "fit": fit}
 
 
 def evaluate(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
-    from autogluon.tabular import TabularPredictor
-
     ctx, spec, policy = runtime.context, _spec(state), state["policy"]
-    predictor = TabularPredictor.load(state["fit"]["predictor_dir"], verbosity=0)
+    predictor = ctx.predictor(state["fit"]["predictor_dir"])
     holdout = pd.read_parquet(state["split"]["holdout_path"])
     features = holdout.drop(columns=[spec.target])
     proba = predictor.predict_proba(features)
@@ -227,11 +227,10 @@ def gate(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, A
 def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     ctx, spec = runtime.context, _spec(state)
     client, fit, policy = ctx.mlflow, state["fit"], state["policy"]
-    deploy_dir = automl.deployment_copy(Path(fit["predictor_dir"]), ctx.job_dir / "deploy")
     holdout = pd.read_parquet(state["split"]["holdout_path"])
     predictions = pd.read_parquet(ctx.job_dir / "holdout_predictions.parquet")
     version = tracking.log_and_register_model(
-        client, state["mlflow_run_id"], spec.name, ctx.job_id, deploy_dir,
+        client, state["mlflow_run_id"], spec.name, ctx.job_id, Path(fit["deploy_dir"]),
         model_config={
             "decision_threshold": fit["threshold"], "positive_class": policy["positive_class"],
             "target": spec.target, "classes": sorted(state["profile"]["target"]["class_counts"]),

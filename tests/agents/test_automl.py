@@ -8,7 +8,14 @@ import pandas as pd
 import pytest
 from autogluon.tabular import TabularPredictor
 
-from agents.automl import choose_policy, expected_cost, fit, frozen_heap, model_portfolio, with_fast_threads
+from agents.automl import (
+    choose_policy,
+    expected_cost,
+    fit,
+    frozen_heap,
+    model_portfolio,
+    with_fast_threads,
+)
 from agents.errors import SpecError
 
 
@@ -42,11 +49,18 @@ def test_no_signal_does_not_flag_everyone(tmp_path):
     table = pd.DataFrame({f"x{i}": rng.normal(size=600) for i in range(4)})
     table["y"] = np.where(rng.random(600) < 0.10, "rare", "common")
     policy = choose_policy(_profile(table["y"].value_counts().to_dict()))
-    summary = fit(table, "y", policy, path=tmp_path / "ag", time_limit=15, presets="medium_quality")
+    summary, fitted = fit(table, "y", policy, path=tmp_path / "ag", deploy_path=tmp_path / "deploy", time_limit=15,
+                          presets="medium_quality")
     predictor = TabularPredictor.load(summary["predictor_dir"], verbosity=0)
     flagged = (predictor.predict_proba_oof()["rare"] >= summary["threshold"]).mean()
     assert flagged <= 0.5 and "no usable signal" in summary["threshold_note"]
     assert predictor.decision_threshold == pytest.approx(summary["threshold"])
+    # the deployment copy keeps the threshold and the best model, and predicts as the fitted predictor does
+    deployed = TabularPredictor.load(summary["deploy_dir"], verbosity=0)
+    assert deployed.decision_threshold == pytest.approx(summary["threshold"])
+    assert deployed.model_best == fitted.model_best == summary["best_model"]
+    features = table.drop(columns=["y"])
+    pd.testing.assert_frame_equal(deployed.predict_proba(features), fitted.predict_proba(features))
 
 
 def test_user_named_positive_class_and_unknown_label():
@@ -124,8 +138,10 @@ def test_a_small_fit_runs_openmp_models_on_one_thread(tmp_path):
     table = pd.DataFrame({f"x{i}": rng.normal(size=800) for i in range(4)})
     table["y"] = np.where(table["x0"] + rng.normal(scale=0.5, size=800) > 1.3, "rare", "common")
     policy = choose_policy(_profile(table["y"].value_counts().to_dict()), excluded_model_types=["RF", "XT", "KNN"])
-    summary = fit(table, "y", policy, path=tmp_path / "ag", time_limit=20, presets="medium_quality")
+    summary, _ = fit(table, "y", policy, path=tmp_path / "ag", deploy_path=tmp_path / "deploy", time_limit=20,
+                     presets="medium_quality")
     models = TabularPredictor.load(summary["predictor_dir"], verbosity=0).info()["model_info"]
     threads = {name: next(iter(info["children_info"].values()))["num_cpus"]
                for name, info in models.items() if info.get("children_info")}
     assert threads["LightGBM_BAG_L1"] == 1 and threads["XGBoost_BAG_L1"] == 1
+

@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 from mlflow.types import ColSpec, Schema
 
-from agents import automl
 from agents.deployment import ServedModel, conform_records, conform_to_signature, predict_table, serving_frame
 from agents.errors import DataError
 from pipelines.settings import Settings
@@ -81,7 +80,7 @@ def _register(settings, name: str, table: pd.DataFrame, **fit) -> tuple[ServedMo
     train, holdout = table.iloc[:640], table.iloc[640:].drop(columns=["churned"]).reset_index(drop=True)
     predictor = TabularPredictor(label="churned", eval_metric="f1", path=str(settings.home / name), verbosity=0)
     predictor.fit(train, excluded_model_types=["NN_TORCH", "FASTAI"], **fit)
-    deploy = automl.deployment_copy(Path(predictor.path), settings.home / f"{name}-deploy")
+    deploy = Path(predictor.clone_for_deployment(str(settings.home / f"{name}-deploy")))
     client = tracking.configure(settings.tracking_uri, settings.registry_uri)
     run_id = tracking.get_or_create_run(client, tracking.ensure_experiment(client, name, settings.artifact_root),
                                         f"job-{name}", run_name=name)
