@@ -2,6 +2,8 @@
 and how the fit uses the machine."""
 
 import gc
+import importlib.metadata
+import json
 
 import numpy as np
 import pandas as pd
@@ -14,6 +16,7 @@ from agents.automl import (
     fit,
     frozen_heap,
     model_portfolio,
+    scan_packages_once,
     with_fast_threads,
 )
 from agents.errors import SpecError
@@ -132,6 +135,18 @@ def test_the_heap_is_unfrozen_even_when_the_fit_fails():
     assert gc.get_freeze_count() == 0
 
 
+def test_installed_packages_are_scanned_once_per_process():
+    from autogluon.common.utils import utils
+
+    scan_packages_once()
+    scan_packages_once()  # a second fit in the process keeps the one cache
+    first, _ = utils.get_package_versions()
+    first["autogluon.tabular"] = "changed by a caller"
+    second, _ = utils.get_package_versions()
+    assert utils.get_package_versions.cache_info().misses == 1
+    assert second["autogluon.tabular"] == importlib.metadata.version("autogluon.tabular")
+
+
 @pytest.mark.slow
 def test_a_small_fit_runs_openmp_models_on_one_thread(tmp_path):
     rng = np.random.default_rng(1)
@@ -144,4 +159,6 @@ def test_a_small_fit_runs_openmp_models_on_one_thread(tmp_path):
     threads = {name: next(iter(info["children_info"].values()))["num_cpus"]
                for name, info in models.items() if info.get("children_info")}
     assert threads["LightGBM_BAG_L1"] == 1 and threads["XGBoost_BAG_L1"] == 1
-
+    # the metadata AutoGluon saves beside the predictor still lists what is installed
+    metadata = json.loads((tmp_path / "deploy" / "metadata.json").read_text())
+    assert metadata["packages"]["lightgbm"] == importlib.metadata.version("lightgbm")
