@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
@@ -21,6 +22,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
@@ -63,10 +65,15 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> Non
             client.log_param(run_id, key, text)
 
 
+MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one `log_batch`
+
+
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float]) -> None:
-    for key, value in metrics.items():
-        if value is not None:
-            client.log_metric(run_id, key, float(value))
+    """Log the metrics that have a value, in batches (one store write instead of one per metric)."""
+    now = int(time.time() * 1000)
+    batch = [Metric(key, float(value), now, 0) for key, value in metrics.items() if value is not None]
+    for start in range(0, len(batch), MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=batch[start:start + MAX_METRICS_PER_BATCH])
 
 
 def find_version(client: MlflowClient, name: str, job_id: str) -> str | None:
