@@ -223,8 +223,9 @@ def scan_packages_once() -> None:
     """Make AutoGluon list the installed packages once per process instead of at every predictor save and load.
 
     Each `save()` and `load()` of a predictor records (or compares) the version of every installed distribution,
-    parsing ~210 metadata files: 0.1 s here, and a job saves and loads its predictor about ten times (threshold,
-    deployment copy, evaluation, registration). What is installed does not change while a process trains.
+    parsing ~210 metadata files: 0.1 s here, and a job saves or loads a predictor five or six times (twice inside
+    AutoGluon's fit, the threshold, the deployment copy, MLflow's check that the logged model loads, the gate's
+    champion). What is installed does not change while a process trains.
     """
     from autogluon.common.utils import utils
 
