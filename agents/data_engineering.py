@@ -27,7 +27,7 @@ import charset_normalizer
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.tree import DecisionTreeClassifier
 
 from agents.errors import DataError, TooLargeError
@@ -511,15 +511,25 @@ def _single_column_auc(series: pd.Series, inferred_type: str, class_codes: np.nd
         present = numbers.dropna()
         sentinel = present.min() - (present.max() - present.min()) - 1 if len(present) else 0.0
         feature = numbers.fillna(sentinel).to_numpy().reshape(-1, 1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            proba = cross_val_predict(DecisionTreeClassifier(max_depth=3, random_state=seed), feature, class_codes,
-                                      cv=folds, method="predict_proba")
+        proba = _out_of_fold_tree_proba(feature, class_codes, n_classes, folds, seed)
     if n_classes == 2:
         auc = roc_auc_score(class_codes, proba[:, 1])
     else:
         auc = roc_auc_score(class_codes, proba, multi_class="ovr", average="macro", labels=list(range(n_classes)))
     return round(float(auc), 4)
+
+
+def _out_of_fold_tree_proba(
+    feature: np.ndarray, class_codes: np.ndarray, n_classes: int, folds: list, seed: int
+) -> np.ndarray:
+    """Class probabilities of a depth-3 tree on one column, each row predicted by the folds it is not in.
+
+    What `cross_val_predict` computes, without its per-call setup (a third of a wide table's profiling time)."""
+    proba = np.zeros((len(class_codes), n_classes))
+    for train_rows, test_rows in folds:
+        tree = DecisionTreeClassifier(max_depth=3, random_state=seed).fit(feature[train_rows], class_codes[train_rows])
+        proba[np.ix_(test_rows, tree.classes_)] = tree.predict_proba(feature[test_rows])
+    return proba
 
 
 def _out_of_fold_class_rates(
