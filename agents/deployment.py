@@ -232,8 +232,8 @@ class Unsupported(Exception):
 class BaggedLightGBMScorer:
     """The champion's class probabilities, computed like AutoGluon does but without its per-call overhead.
 
-    Covers what small time budgets usually produce: a bagged LightGBM model (one booster per fold),
-    or a weighted ensemble of such models. AutoGluon spends ~1.5 ms per single-row call on
+    Covers a bagged LightGBM model (one booster per fold), or a weighted ensemble of such models:
+    what AutoGluon's portfolio often picks under presets above the default, and the fallback fit. AutoGluon spends ~1.5 ms per single-row call on
     bookkeeping around five ~25 µs booster calls (measured). This replays its arithmetic step by
     step (the same input array for each booster, float32 after each fold model, the fold average,
     the ensemble's own weighting function, AutoGluon's own feature transform and post-processing),

@@ -23,9 +23,9 @@ metrics are the ones its job reports on its holdout; its wall time is measured a
 `train()`, so it includes everything a user waits for (reading the CSV, splitting, logging).
 
 Time: the overhead ratio is Poise's wall time over autogluon_default's, per run. AutoGluon's
-defaults stop as soon as their few unbagged models are fitted, while Poise bags the models of
-tables with few minority rows; the orchestration ratio (Poise's wall time over the AutoGluon
-fit inside its own job) separates what Poise adds around a fit from the longer fit it chooses.
+defaults fit nine unbagged models; Poise fits CatBoost alone with the default presets, bagged on
+tables with few minority rows (`agents/automl.py`); the orchestration ratio (Poise's wall time
+over the AutoGluon fit inside its own job) separates what Poise adds around a fit from the fit.
 The baselines run in a fresh process without the `OMP_WAIT_POLICY=PASSIVE` that Poise sets
 (`benchmarks/baselines.py` says why), so they are timed as their users would run them. Every
 method is timed warm: each process first makes one untimed fit (Poise: a whole job on the first

@@ -62,6 +62,8 @@ def test_no_signal_does_not_flag_everyone(tmp_path):
     deployed = TabularPredictor.load(summary["deploy_dir"], verbosity=0)
     assert deployed.decision_threshold == pytest.approx(summary["threshold"])
     assert deployed.model_best == fitted.model_best == summary["best_model"]
+    # the default presets fit CatBoost alone
+    assert summary["model_types"] == ["CAT"] and set(fitted.model_names()) == {"CatBoost_BAG_L1", fitted.model_best}
     features = table.drop(columns=["y"])
     pd.testing.assert_frame_equal(deployed.predict_proba(features), fitted.predict_proba(features))
 
@@ -114,7 +116,14 @@ def _threads(portfolio: dict, model_type: str) -> set:
     return {config.get("ag_args_fit", {}).get("num_cpus") for config in configs}
 
 
-@pytest.mark.parametrize("presets", ["medium_quality", "best_quality"])
+def test_the_default_presets_fit_catboost_unless_it_is_excluded():
+    assert set(model_portfolio("medium_quality")) == {"CAT"}
+    everything = model_portfolio("medium_quality", excluded_model_types=["CAT"])  # AutoGluon drops the excluded
+    assert {"CAT", "GBM", "XGB", "RF", "XT"} <= set(everything)
+    assert {"GBM", "CAT", "XGB"} <= set(model_portfolio("best_quality"))  # other presets keep AutoGluon's
+
+
+@pytest.mark.parametrize("presets", ["high_quality", "best_quality"])
 def test_lightgbm_and_xgboost_get_one_thread_on_small_tables_under_the_passive_policy(presets, monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     portfolio = model_portfolio(presets)
@@ -152,7 +161,7 @@ def test_a_small_fit_runs_openmp_models_on_one_thread(tmp_path):
     rng = np.random.default_rng(1)
     table = pd.DataFrame({f"x{i}": rng.normal(size=800) for i in range(4)})
     table["y"] = np.where(table["x0"] + rng.normal(scale=0.5, size=800) > 1.3, "rare", "common")
-    policy = choose_policy(_profile(table["y"].value_counts().to_dict()), excluded_model_types=["RF", "XT", "KNN"])
+    policy = choose_policy(_profile(table["y"].value_counts().to_dict()), excluded_model_types=["CAT", "RF", "XT", "KNN"])
     summary, _ = fit(table, "y", policy, path=tmp_path / "ag", deploy_path=tmp_path / "deploy", time_limit=20,
                      presets="medium_quality")
     models = TabularPredictor.load(summary["predictor_dir"], verbosity=0).info()["model_info"]

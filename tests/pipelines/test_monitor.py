@@ -67,9 +67,9 @@ def _client(settings):
     return tracking.configure(settings.tracking_uri, settings.registry_uri)
 
 
-def _top_feature(settings) -> str:
+def _top_features(settings, count: int) -> list[str]:
     _, _, meta = tracking.load_reference(_client(settings), NAME, tracking.champion_version(_client(settings), NAME))
-    return max(meta["feature_importance"], key=meta["feature_importance"].get)
+    return sorted(meta["feature_importance"], key=meta["feature_importance"].get, reverse=True)[:count]
 
 
 def _serve(settings, rows: pd.DataFrame, labelled: bool = True) -> None:
@@ -129,9 +129,12 @@ def test_clean_traffic_from_the_prediction_log_raises_no_retrain(served):
 
 def test_covariate_shift_is_caught_in_the_first_window_and_a_retrained_version_promoted(served):
     settings, stream, _ = served
-    column = _top_feature(settings)
+    # the units of the two most important columns changed upstream (the champion, CatBoost, spreads its trust over
+    # three columns of similar importance: one of them ten times larger costs it little, 0.90 -> 0.85 macro-F1; two
+    # break it, 0.37)
+    columns = _top_features(settings, 2)
     shifted = stream.iloc[400:1200].copy()
-    shifted[column] = shifted[column] * 10.0  # the unit of the most important column changed upstream
+    shifted[columns] = shifted[columns] * 10.0
     _serve(settings, shifted)
     result = check_now(NAME, settings)
 
@@ -156,7 +159,9 @@ def test_covariate_shift_is_caught_in_the_first_window_and_a_retrained_version_p
     assert split["train_rows"] == check.results["action"]["training_rows"]
     assert check.results["action"]["evaluated_on"] == "fresh labelled holdout from the window"
     # the new champion is judged against the data it was adapted to: the same traffic is no longer drift
-    _serve(settings, stream.iloc[1200:1600].assign(**{column: stream[column].iloc[1200:1600] * 10.0}))
+    later = stream.iloc[1200:1600].copy()
+    later[columns] = later[columns] * 10.0
+    _serve(settings, later)
     after = check_now(NAME, settings)
     assert after.status == "succeeded" and after.decision == "no_drift", after.reason
 
