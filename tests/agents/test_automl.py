@@ -15,6 +15,7 @@ from agents.automl import (
     expected_cost,
     fit,
     frozen_heap,
+    middle_of_ties,
     model_portfolio,
     scan_packages_once,
     with_fast_threads,
@@ -114,6 +115,17 @@ def test_expected_cost_counts_each_error_at_its_price():
 def _threads(portfolio: dict, model_type: str) -> set:
     configs = portfolio[model_type] if isinstance(portfolio[model_type], list) else [portfolio[model_type]]
     return {config.get("ag_args_fit", {}).get("num_cpus") for config in configs}
+
+
+def test_a_tied_threshold_moves_to_the_middle_of_its_plateau():
+    positive = np.array([0] * 10 + [1] * 3)
+    proba = np.array([0.01] * 9 + [0.1, 0.3, 0.8, 0.9])
+    # every threshold in [0.1, 0.3) separates the classes (a row is positive when p > t); AutoGluon keeps the end
+    # nearest 0.5, just under the least confident positive
+    assert middle_of_ties(0.29, positive, proba, "f1") == pytest.approx(0.1975)
+    assert middle_of_ties(0.29, positive, proba, "balanced_accuracy") == pytest.approx(0.1975)
+    # a better threshold next to the plateau is not a tie: the run stops before it ([0.3, 0.6) here, F1 0.5)
+    assert middle_of_ties(0.5, np.array([0, 1, 0, 1]), np.array([0.2, 0.3, 0.6, 0.7]), "f1") == pytest.approx(0.4475)
 
 
 def test_the_default_presets_fit_catboost_unless_it_is_excluded():
