@@ -224,7 +224,8 @@ def model_portfolio(presets: str, excluded_model_types: list[str] | tuple[str, .
     from autogluon.tabular.configs.hyperparameter_configs import get_hyperparameter_config
     from autogluon.tabular.configs.presets_configs import tabular_presets_dict
 
-    portfolio = copy.deepcopy(get_hyperparameter_config(tabular_presets_dict[presets].get("hyperparameters", "default")))
+    presets_portfolio = tabular_presets_dict[presets].get("hyperparameters", "default")
+    portfolio = copy.deepcopy(get_hyperparameter_config(presets_portfolio))
     lean = {model_type: portfolio[model_type] for model_type in LEAN_MODEL_TYPES.get(presets, ())
             if model_type in portfolio and model_type not in excluded_model_types}
     return lean or portfolio

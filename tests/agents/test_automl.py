@@ -173,7 +173,8 @@ def test_a_small_fit_runs_openmp_models_on_one_thread(tmp_path):
     rng = np.random.default_rng(1)
     table = pd.DataFrame({f"x{i}": rng.normal(size=800) for i in range(4)})
     table["y"] = np.where(table["x0"] + rng.normal(scale=0.5, size=800) > 1.3, "rare", "common")
-    policy = choose_policy(_profile(table["y"].value_counts().to_dict()), excluded_model_types=["CAT", "RF", "XT", "KNN"])
+    policy = choose_policy(_profile(table["y"].value_counts().to_dict()),
+                           excluded_model_types=["CAT", "RF", "XT", "KNN"])
     summary, _ = fit(table, "y", policy, path=tmp_path / "ag", deploy_path=tmp_path / "deploy", time_limit=20,
                      presets="medium_quality")
     models = TabularPredictor.load(summary["predictor_dir"], verbosity=0).info()["model_info"]
