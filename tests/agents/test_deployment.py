@@ -114,7 +114,7 @@ def test_a_bagged_lightgbm_champion_is_scored_directly_with_exactly_the_pyfunc_o
     table = make_table(n_rows=800, seed=3).drop(columns=["customer_id"])
     served, holdout = _register(settings, "bagged-gbm", table, num_bag_folds=3,
                                 hyperparameters={"GBM": [{}, {"extra_trees": True, "ag_args": {"name_suffix": "XT"}}]})
-    assert served.path == "lightgbm", served.note
+    assert served.path == "scorer", served.note
     for frame in (serving_frame(holdout), _odd_rows(holdout), serving_frame(holdout.head(1))):
         expected = predict_table(served.pyfunc, frame)  # MLflow's pyfunc, schema enforcement and all
         pd.testing.assert_frame_equal(served.predict(frame), expected, check_exact=True)
@@ -123,6 +123,24 @@ def test_a_bagged_lightgbm_champion_is_scored_directly_with_exactly_the_pyfunc_o
     output = served.predict(serving_frame(holdout))
     assert list(output.columns) == ["label", "proba_no", "proba_yes"]
     assert set(output["label"]) <= {"no", "yes"} and (output["label"] == "yes").any()
+
+
+@pytest.mark.slow
+def test_a_bagged_catboost_champion_on_numeric_columns_is_scored_directly_with_exactly_the_pyfunc_output(
+        tmp_path, make_table):
+    settings = Settings(home=tmp_path / "home")
+    settings.ensure_home()
+    table = make_table(n_rows=800, seed=5).drop(columns=["customer_id", "plan", "region", "country"])
+    served, holdout = _register(settings, "bagged-cat", table, num_bag_folds=3, hyperparameters={"CAT": {}})
+    assert served.path == "scorer", served.note
+    gaps = pd.DataFrame([{column: None for column in holdout.columns}])
+    for frame in (serving_frame(holdout), serving_frame(gaps), serving_frame(holdout.head(1))):
+        expected = predict_table(served.pyfunc, frame)
+        pd.testing.assert_frame_equal(served.predict(frame), expected, check_exact=True)
+    # with a categorical column CatBoost encodes categories its own way: AutoGluon's path serves it
+    with_region = make_table(n_rows=800, seed=5).drop(columns=["customer_id", "plan", "country"])
+    served, _ = _register(settings, "bagged-cat-region", with_region, num_bag_folds=3, hyperparameters={"CAT": {}})
+    assert served.path == "direct" and "bagged CatBoost on numeric columns" in served.note
 
 
 @pytest.mark.slow

@@ -345,7 +345,7 @@ async def predict(name: str, request: Request, settings: Settings = Depends(get_
     warm = server.warm(name)
     call = (server.predict, name, table) if table is not None else (server.predict_records, name, records)
     try:
-        if warm is not None and warm.path == "lightgbm" and rows <= INLINE_ROWS:
+        if warm is not None and warm.path == "scorer" and rows <= INLINE_ROWS:
             # ~2 ms of mostly GIL-bound work: a worker thread would add two wake-ups and no parallelism
             version, output = call[0](*call[1:])
         else:  # loading, registry calls, big tables or slower models: off the event loop
