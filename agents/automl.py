@@ -203,12 +203,15 @@ def middle_of_ties(threshold: float, positive: np.ndarray, proba: np.ndarray, me
 
     scorer = metric if isinstance(metric, Scorer) else get_metric(metric, problem_type="binary")
     grid = np.union1d(np.linspace(0.0, 1.0, 201), [threshold])
-    scores = np.array([scorer(positive, (proba > t).astype(int)) for t in grid])  # AutoGluon's own rule: p > t
-    at = int(np.searchsorted(grid, threshold))
-    low = high = at
-    while low > 0 and np.isclose(scores[low - 1], scores[at]):
+
+    def score(i: int) -> float:  # only the plateau and one step past each end are scored
+        return scorer(positive, (proba > grid[i]).astype(int))  # AutoGluon's own rule: positive when p > t
+
+    low = high = int(np.searchsorted(grid, threshold))
+    best = score(low)
+    while low > 0 and np.isclose(score(low - 1), best):
         low -= 1
-    while high < len(grid) - 1 and np.isclose(scores[high + 1], scores[at]):
+    while high < len(grid) - 1 and np.isclose(score(high + 1), best):
         high += 1
     return float((grid[low] + grid[high]) / 2)
 
