@@ -227,8 +227,8 @@ def model_portfolio(presets: str, excluded_model_types: list[str] | tuple[str, .
     from autogluon.tabular.configs.hyperparameter_configs import get_hyperparameter_config
     from autogluon.tabular.configs.presets_configs import tabular_presets_dict
 
-    presets_portfolio = tabular_presets_dict[presets].get("hyperparameters", "default")
-    portfolio = copy.deepcopy(get_hyperparameter_config(presets_portfolio))
+    config_name = tabular_presets_dict[presets].get("hyperparameters", "default")
+    portfolio = copy.deepcopy(get_hyperparameter_config(config_name))
     lean = {model_type: portfolio[model_type] for model_type in LEAN_MODEL_TYPES.get(presets, ())
             if model_type in portfolio and model_type not in excluded_model_types}
     return lean or portfolio
