@@ -35,12 +35,16 @@ from agents.errors import DataError, TooLargeError
 CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 DELIMITERS = (",", ";", "\t", "|")
-MISSING_TOKENS = ["", "NA", "N/A", "n/a", "null", "NULL", "Null", "None", "none", "?", "nan", "NaN", "NAN"]
+# Only pandas' own missing-value tokens ('', 'NA', 'N/A', 'NULL', 'NaN', 'None', 'n/a', 'null', ...) are missing unless
+# the user names more (`na_values`). Real tables use words such as 'none' and '?' as values: `airbag`/`none` and
+# `belted`/`none` are strong predictors of a crash table, and reading them as missing made each column "one value plus
+# missing", which was then dropped as constant.
 TRUE_TOKENS = {"true", "yes", "y", "t", "1"}
 FALSE_TOKENS = {"false", "no", "n", "f", "0"}
 ID_NAME = re.compile(r"^(id|uuid|guid|key|index|idx)$|[_\-\s.](id|uuid|guid|key|index|idx)$", re.IGNORECASE)
 CAMEL_ID_NAME = re.compile(r"[a-z0-9](Id|ID|Uuid|UUID|Key)$")
 MISSING_CATEGORY = "\x00missing"
+PRESENT_OR_MISSING = "one value plus missing: kept as a binary feature (whether a value is there is information)"
 
 READ_CHUNK_BYTES = 1 << 20
 SNIFF_SAMPLE_BYTES = 64 * 1024
@@ -49,6 +53,10 @@ INFERENCE_SAMPLE_ROWS = 2000
 TYPE_SHARE = 0.95
 ID_UNIQUE_SHARE = 0.99
 MAX_INTEGER_CLASSES = 20
+# A mostly-unique string column is free text (a title, a comment), featurised as words, when at least this share of its
+# values hold whitespace; identifiers ('C-10293', UUIDs, hashes) hold none. Movie titles average two or three words,
+# under AutoGluon's own three-word bar for text, so without this they were dropped as high-cardinality categories.
+TEXT_SPACE_SHARE = 0.5
 MIN_ROWS_PER_CLASS = 4
 LEAK_SAMPLE_ROWS = 20_000
 LEAK_FOLDS = 3
@@ -62,8 +70,11 @@ LEAK_AUC = 0.999
 # --- loading ------------------------------------------------------------------
 
 
-def load_table(source: str | Path, *, max_bytes: int = 2_000_000_000) -> tuple[pd.DataFrame, dict]:
-    """Read a CSV/TSV/TXT or Parquet file; return the table and how it was read."""
+def load_table(source: str | Path, *, max_bytes: int = 2_000_000_000,
+               na_values: Sequence[str] = ()) -> tuple[pd.DataFrame, dict]:
+    """Read a CSV/TSV/TXT or Parquet file; return the table and how it was read.
+
+    Cells equal to one of `na_values` are missing, beside pandas' default missing-value tokens."""
     path = Path(source).expanduser().resolve()
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -80,18 +91,31 @@ def load_table(source: str | Path, *, max_bytes: int = 2_000_000_000) -> tuple[p
         raise DataError(f"{path}: file is empty")
 
     content_hash, is_utf8 = _hash_and_check_utf8(path)
+    na_values = [str(token) for token in na_values]
     info = {"source": str(path), "format": "csv", "delimiter": None, "encoding": None,
-            "bytes": size, "content_hash": content_hash}
+            "bytes": size, "content_hash": content_hash, "na_values": na_values}
     if suffix in PARQUET_SUFFIXES:
         info["format"] = "parquet"
-        df = _read_parquet(path)
+        df = _read_parquet(path, na_values)
     else:
-        df, info["delimiter"], info["encoding"] = _read_delimited(path, is_utf8)
+        df, info["delimiter"], info["encoding"] = _read_delimited(path, is_utf8, na_values)
     if df.shape[1] == 0:
         raise DataError(f"{path}: no columns found")
     if df.shape[0] == 0:
         raise DataError(f"{path}: no data rows (only a header)")
-    return df, info
+    return _uniform_objects(df), info
+
+
+def _uniform_objects(df: pd.DataFrame) -> pd.DataFrame:
+    """Object columns holding values of several Python types (numbers beside text, as SQL drivers and hand-built
+    Parquet files can give) as text, so the column has one type from profiling to the job's own Parquet files."""
+    for name in df.columns:
+        if df[name].dtype == object:
+            kinds = {type(value) for value in df[name].dropna().head(100_000)}
+            if len(kinds) > 1:
+                missing = df[name].isna()
+                df[name] = df[name].astype(str).mask(missing)
+    return df
 
 
 def read_sql(url: str, query: str, *, max_rows: int) -> pd.DataFrame:
@@ -140,38 +164,52 @@ def _hash_and_check_utf8(path: Path) -> tuple[str, bool]:
     return digest.hexdigest(), is_utf8
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+def _read_parquet(path: Path, na_values: list[str]) -> pd.DataFrame:
     try:
         df = pd.read_parquet(path)
     except Exception as error:  # pyarrow raises many types (ArrowInvalid, OSError...) for a bad file
         raise DataError(f"{path}: cannot read as Parquet ({_first_line(error)})") from None
     df.columns = _clean_column_names([str(name) for name in df.columns], path)
+    return mask_missing(df, na_values)
+
+
+def mask_missing(df: pd.DataFrame, na_values: Sequence[str]) -> pd.DataFrame:
+    """`df` with cells equal to a user's missing-value token set missing: text cells equal to a token, number
+    cells equal to a token that is a number (what `read_csv(na_values=...)` does to a CSV)."""
+    if not na_values:
+        return df
+    numbers = pd.to_numeric(pd.Series(list(na_values), dtype=object), errors="coerce").dropna().unique()
+    df = df.copy()
     for name in df.columns:
-        if df[name].dtype == object:
-            df[name] = df[name].mask(df[name].isin(MISSING_TOKENS))
+        column = df[name]
+        if column.dtype == object or isinstance(column.dtype, (pd.CategoricalDtype, pd.StringDtype)):
+            text = column.astype(object)
+            df[name] = text.mask(text.map(lambda value: isinstance(value, str) and value in na_values))
+        elif pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column) and len(numbers):
+            df[name] = column.mask(column.isin(numbers))
     return df
 
 
-def _read_delimited(path: Path, is_utf8: bool) -> tuple[pd.DataFrame, str, str]:
+def _read_delimited(path: Path, is_utf8: bool, na_values: list[str]) -> tuple[pd.DataFrame, str, str]:
     with path.open("rb") as handle:
         head = handle.read(DETECT_SAMPLE_BYTES)
     encodings = _candidate_encodings(head, is_utf8, path)
     for encoding in encodings:
         try:
-            df, delimiter = _parse_delimited(path, head, encoding)
+            df, delimiter = _parse_delimited(path, head, encoding, na_values)
             return df, delimiter, encoding
         except UnicodeDecodeError as error:  # a guess from the first megabyte can fail further on
             failure = error
     raise DataError(f"{path}: cannot decode the text as {' or '.join(encodings)} ({_first_line(failure)})")
 
 
-def _parse_delimited(path: Path, head: bytes, encoding: str) -> tuple[pd.DataFrame, str]:
+def _parse_delimited(path: Path, head: bytes, encoding: str, na_values: list[str]) -> tuple[pd.DataFrame, str]:
     sample_text = head[:SNIFF_SAMPLE_BYTES].decode(encoding, errors="replace")
     delimiter = _sniff_delimiter(sample_text, truncated=len(head) > SNIFF_SAMPLE_BYTES, suffix=path.suffix.lower())
     read_options = {"sep": delimiter, "encoding": encoding}
     try:
         header = pd.read_csv(path, header=None, nrows=1, dtype=str, na_filter=False, **read_options)
-        df = pd.read_csv(path, na_values=MISSING_TOKENS, keep_default_na=False, low_memory=False, **read_options)
+        df = pd.read_csv(path, na_values=na_values, keep_default_na=True, low_memory=False, **read_options)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: no columns found") from None
     except (pd.errors.ParserError, csv.Error) as error:
@@ -285,7 +323,8 @@ def profile_table(
             entry["action"], entry["reason"] = "drop", reasons[0]
         else:
             entry["action"] = "keep"
-            entry["reason"] = f"kept by user despite: {'; '.join(reasons)}" if reasons else None
+            entry["reason"] = (f"kept by user despite: {'; '.join(reasons)}" if reasons else
+                               PRESENT_OR_MISSING if entry["n_unique"] == 1 else None)
         if entry["action"] == "drop":
             dropped.append({"column": name, "reason": entry["reason"]})
         else:
@@ -419,13 +458,12 @@ def _infer_type(series: pd.Series, seed: int) -> str:
     texts = values.astype(str).str.strip()
     if pd.to_numeric(texts, errors="coerce").notna().mean() >= TYPE_SHARE:
         return "numeric"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dates = pd.to_datetime(texts.where(texts.str.contains(r"\d")), format="mixed", errors="coerce")
+    dates = to_utc_naive(texts.where(texts.str.contains(r"\d")))
     if dates.notna().mean() >= TYPE_SHARE:
         return "datetime"
     mostly_unique = series.nunique(dropna=True) > 0.5 * series.notna().sum()
-    if mostly_unique and (texts.str.len().mean() > 30 or texts.str.split().str.len().mean() >= 4):
+    if mostly_unique and (texts.str.len().mean() > 30 or texts.str.split().str.len().mean() >= 4
+                          or texts.str.contains(r"\s").mean() >= TEXT_SPACE_SHARE):
         return "text"
     return "categorical"
 
@@ -448,7 +486,7 @@ def _automatic_flags(series: pd.Series, entry: dict) -> dict[str, str]:
     n_present = len(series) - entry["n_missing"]
     if n_present == 0:
         return {"all_null": f"all_null: all {len(series)} values are missing"}
-    if entry["n_unique"] <= 1:
+    if entry["n_unique"] <= 1 and entry["n_missing"] == 0:
         return {"constant": f"constant: single value {_plain(series.dropna().iloc[0])!r}"}
     if _is_id_like(series, entry):
         return {"id_like": f"id_like: {entry['n_unique']} unique values in {n_present} rows"}
@@ -635,17 +673,33 @@ def cast_columns(frame: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
 
 def _cast_column(series: pd.Series, inferred_type: str) -> pd.Series:
     if inferred_type == "numeric":
-        return pd.to_numeric(series, errors="coerce")
+        numbers = pd.to_numeric(series, errors="coerce")
+        # narrow types (float32, int8: what Polars, Spark and numpy write) widen, so the served signature accepts the
+        # float64 and int64 that a CSV of the same table reads as
+        if pd.api.types.is_float_dtype(numbers):
+            return numbers.astype("float64")
+        if pd.api.types.is_integer_dtype(numbers):
+            return numbers.astype("int64")
+        return numbers
     if inferred_type == "boolean":
         tokens = _boolean_tokens(series)
         words = tokens.map(lambda token: "true" if token in TRUE_TOKENS else "false" if token in FALSE_TOKENS else None)
         return pd.Series(pd.Categorical(words.reindex(series.index), categories=["false", "true"]), index=series.index)
     if inferred_type == "datetime":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return pd.to_datetime(series, format="mixed", errors="coerce")
+        return to_utc_naive(series)
     as_strings = series.where(series.isna(), series.astype(str))
     return as_strings.astype("category") if inferred_type == "categorical" else as_strings.astype(object)
+
+
+def to_utc_naive(values: pd.Series) -> pd.Series:
+    """Timestamps as naive UTC: offsets (`+00:00`, `Z`, `-05:00`) applied, naive values taken as UTC, unreadable values
+    missing. A time-zone-aware column breaks MLflow's signature, and two offsets in one column break pandas."""
+    if pd.api.types.is_datetime64_any_dtype(values) and getattr(values.dtype, "tz", None) is None:
+        return values.astype("datetime64[ns]")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parsed = pd.to_datetime(values, format="mixed", errors="coerce", utc=True)
+    return parsed.dt.tz_localize(None).astype("datetime64[ns]")
 
 
 def _ensure_every_class_in_holdout(train: pd.DataFrame, holdout: pd.DataFrame, target: str, seed: int):
@@ -706,7 +760,10 @@ def _render_markdown(profile: dict, split: dict, load_info: dict) -> str:
              + (f" (delimiter {_md(repr(load_info['delimiter']))}, encoding {_md(load_info['encoding'])})"
                 if load_info["format"] == "csv" else ""),
              f"- **Shape:** {profile['n_rows']} rows × {profile['n_columns']} columns, "
-             f"{profile['n_duplicate_rows']} duplicate rows", "",
+             f"{profile['n_duplicate_rows']} duplicate rows",
+             "- **Missing values:** pandas' default tokens (empty, NA, N/A, NULL, NaN, None, n/a, null, ...)"
+             + (f" and {', '.join(_md(repr(token)) for token in load_info['na_values'])}"
+                if load_info.get("na_values") else ""), "",
              "## Target", "",
              f"- **Column:** {_md(target['name'])}",
              f"- **Problem type:** {target['problem_type']}",
@@ -721,6 +778,8 @@ def _render_markdown(profile: dict, split: dict, load_info: dict) -> str:
               "| Column | Type | Missing | Unique | Flags | Action |", "|---|---|---:|---:|---|---|"]
     for column in profile["columns"]:
         action = "target" if column.get("role") == "target" else column["action"]
+        if action == "keep" and column.get("reason"):
+            action = f"keep ({_md(column['reason'].split(':')[0])})"
         lines.append(f"| {_md(column['name'])} | {column['inferred_type']} | {column['missing_share']:.1%} | "
                      f"{column['n_unique']} | {_md(', '.join(column['flags']))} | {action} |")
     lines += ["", "## Dropped columns", ""]

@@ -116,6 +116,7 @@ def train(
     positive_class: str | None = None,
     time_limit: int | None = None,
     presets: str | None = None,
+    na_values: Sequence[str] = (),
     drop_columns: Sequence[str] = (),
     keep_columns: Sequence[str] = (),
     settings: Settings | None = None,
@@ -125,7 +126,7 @@ def train(
     settings = settings or Settings()
     spec = make_spec(
         data, target, settings, name=name, objective=objective, cost_fn=cost_fn, cost_fp=cost_fp,
-        positive_class=positive_class, time_limit=time_limit, presets=presets,
+        positive_class=positive_class, time_limit=time_limit, presets=presets, na_values=list(na_values),
         drop_columns=list(drop_columns), keep_columns=list(keep_columns),
     )
     return run_spec(spec, settings, on_event)

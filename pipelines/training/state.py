@@ -27,6 +27,9 @@ class JobSpec(BaseModel):
     positive_class: str | None = Field(None, description="Class that matters; default the minority.")
     time_limit: int = Field(ge=5, le=86_400, description="AutoGluon time budget in seconds.")
     presets: Literal["medium_quality", "good_quality", "high_quality", "best_quality"] = "medium_quality"
+    na_values: list[str] = Field(default_factory=list, max_length=50,
+                                 description="Extra cell values to read as missing, beyond pandas' defaults "
+                                 "(e.g. '?', 'none', '-999'); matched exactly, in text and numeric columns alike.")
     drop_columns: list[str] = Field(default_factory=list)
     keep_columns: list[str] = Field(default_factory=list, description="Keep even if flagged (e.g. a known-safe leak suspect).")
     excluded_model_types: list[str] = Field(default_factory=list, description="AutoGluon model types not to fit.")

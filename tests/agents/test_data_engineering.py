@@ -72,8 +72,27 @@ def test_tsv_and_missing_tokens(tmp_path):
 
     assert info["delimiter"] == "\t" and info["encoding"] == "utf-8"
     assert df["a"].tolist() == [1, 2, 3]
-    assert df["b"].isna().tolist() == [True, True, False]
+    assert df["b"].isna().tolist() == [True, False, False]  # '?' is a value unless the user says otherwise
     assert df["c"].isna().tolist() == [False, True, True]
+
+    df, info = load_table(path, na_values=["?"])
+    assert df["b"].isna().tolist() == [True, True, False] and info["na_values"] == ["?"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_words_none_and_question_mark_are_values_unless_named_missing(tmp_path, suffix):
+    frame = pd.DataFrame({"airbag": ["airbag", "none", "none", None], "x": [1.0, -999.0, 3.0, 4.0],
+                          "note": ["?", "ok", "n/a", "fine"]})
+    path = tmp_path / f"crash{suffix}"
+    frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path)
+
+    df, _ = load_table(path)
+    assert df["airbag"].tolist()[:3] == ["airbag", "none", "none"] and df["airbag"].isna().tolist()[3]
+    assert df["note"].tolist()[0] == "?" and df["x"].notna().all()
+
+    df, _ = load_table(path, na_values=["none", "-999"])
+    assert df["airbag"].isna().tolist() == [False, True, True, True]
+    assert df["x"].isna().tolist() == [False, True, False, False]
 
 
 def test_pipe_delimited_txt_with_stripped_and_empty_column_names(tmp_path):
@@ -201,6 +220,54 @@ def test_problem_types():
 
 
 # --- profile_table: columns ---------------------------------------------------
+
+
+def test_one_value_plus_missing_is_a_binary_feature_not_a_constant():
+    frame = make_frame()
+    unbelted = np.where(frame["churned"] == "yes", 0.7, 0.1) > np.random.default_rng(4).random(len(frame))
+    frame["belted"] = np.where(unbelted, None, "belted")  # present or missing: that is the signal
+    frame["coupon"] = np.where(np.arange(len(frame)) % 3 == 0, 5.0, np.nan)
+
+    profile = profile_table(frame, "churned")
+
+    assert {"belted", "coupon"} <= set(profile["features"])
+    for name in ("belted", "coupon"):
+        assert column(profile, name)["flags"] == [] and column(profile, name)["reason"].startswith("one value plus")
+    assert column(profile, "belted")["missing_share"] == pytest.approx(unbelted.mean(), abs=1e-4)
+
+
+def test_free_text_is_kept_and_identifiers_are_not():
+    rng = np.random.default_rng(3)
+    words = ["red", "river", "night", "story", "lost", "city", "king", "blue", "moon", "the"]
+    frame = make_frame()
+    frame["title"] = [" ".join(rng.choice(words, 2 + i % 2)) + f" {i}" for i in range(len(frame))]
+    frame["code"] = [f"K{i:06d}" for i in range(len(frame))]
+
+    profile = profile_table(frame, "churned")
+
+    assert column(profile, "title")["inferred_type"] == "text" and "title" in profile["features"]
+    assert column(profile, "code")["flags"] == ["id_like"]
+
+
+def test_time_zones_narrow_numbers_and_mixed_objects_are_typed_for_training():
+    frame = make_frame(200)
+    stamps = pd.date_range("2012-01-01 06:16:41", periods=len(frame), freq="37min")
+    frame["aware"] = [f"{stamp.isoformat()}+00:00" if i % 2 else f"{(stamp + pd.Timedelta(hours=2)).isoformat()}+02:00"
+                      for i, stamp in enumerate(stamps)]
+    frame["naive"] = stamps.astype(str)
+    frame["small"] = frame["income"].astype("float32")
+    frame["tiny"] = (frame["age"] % 7).astype("int8")
+    frame["mixed"] = pd.Series([1, "a", 2.5, None] * 50, dtype=object)
+
+    profile = profile_table(frame, "churned")
+    types = {name: column(profile, name)["inferred_type"] for name in ("aware", "naive", "small", "tiny", "mixed")}
+    assert types == {"aware": "datetime", "naive": "datetime", "small": "numeric", "tiny": "numeric",
+                     "mixed": "categorical"}
+    train, holdout, _ = prepare_split(frame, profile, seed=0)
+    both = pd.concat([train, holdout])
+    assert str(both["aware"].dtype) == "datetime64[ns]" and str(both["naive"].dtype) == "datetime64[ns]"
+    assert (both["aware"] == both["naive"]).all()  # the same instants, once offsets are applied
+    assert str(both["small"].dtype) == "float64" and str(both["tiny"].dtype) == "int64"
 
 
 def test_constant_all_null_and_id_like_columns_are_dropped():
