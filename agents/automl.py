@@ -285,6 +285,20 @@ def scan_packages_once() -> None:
     utils.get_package_versions = package_versions
 
 
+def text_metadata(train: pd.DataFrame, label: str, policy: dict[str, Any], text_columns) -> Any:
+    """AutoGluon's feature metadata with `text_columns` marked as text, or "infer" (its default) when there are none.
+
+    AutoGluon calls a column text only when its values average three words or more; titles and short comments average
+    two or three, and as categories with nearly every value unique they would be dropped."""
+    if not text_columns:
+        return "infer"
+    from autogluon.common.features.feature_metadata import FeatureMetadata
+
+    not_features = [label] + ([policy["sample_weight"]] if policy["sample_weight"] in train.columns else [])
+    metadata = FeatureMetadata.from_df(train.drop(columns=not_features))
+    return metadata.add_special_types({name: ["text"] for name in text_columns})
+
+
 def fit(
     train: pd.DataFrame,
     label: str,
@@ -295,14 +309,17 @@ def fit(
     time_limit: int,
     presets: str,
     num_cpus: int | None = None,
+    text_columns: list[str] | tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], Any]:
     """Fit AutoGluon under the policy within `FIT_SHARE_OF_BUDGET` of the job's time budget, in `path`, and copy
     what the best model needs to predict to `deploy_path` (for logging and serving).
 
+    `text_columns` are free text: AutoGluon featurises them as word n-grams, whatever its own guess would be.
     Returns a JSON-able summary, including the calibrated threshold, and the fitted predictor."""
     from autogluon.tabular import TabularPredictor
 
     scan_packages_once()
+    feature_metadata = text_metadata(train, label, policy, text_columns)
 
     def fit_once(fit_path: Path, hyperparameters: dict[str, Any], **limits: Any):
         predictor = TabularPredictor(
@@ -325,6 +342,7 @@ def fit(
                 excluded_model_types=policy["excluded_model_types"] or None,
                 calibrate_decision_threshold=False,
                 ag_args_fit={"stopping_metric": STOPPING_METRIC},
+                feature_metadata=feature_metadata,
                 num_cpus=num_cpus or "auto",
                 num_gpus=0,
                 **limits,

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
+from agents.data_engineering import to_utc_naive
 from agents.errors import DataError, SpecError
 from agents.evaluation import (
     best_baseline,
@@ -31,10 +32,10 @@ from registry import tracking
 
 
 def serving_frame(features: pd.DataFrame) -> pd.DataFrame:
-    """Features as a client sends them: integers widened to float (so the signature
-    accepts both), categories as plain strings (MLflow's schema has no category type)."""
+    """Features as a client sends them: numbers of every width as float64 (so the signature accepts
+    integers, float32 and float64 alike), categories as plain strings (MLflow's schema has no category type)."""
     frame = features.copy()
-    for column in frame.select_dtypes("integer").columns:
+    for column in frame.select_dtypes(["integer", "floating"]).columns:
         frame[column] = frame[column].astype("float64")
     for column in frame.select_dtypes("category").columns:
         frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
@@ -109,7 +110,7 @@ def conform_to_signature(table: pd.DataFrame, input_schema) -> pd.DataFrame:
             else:
                 columns[spec.name] = numbers.astype("int64" if kind == "long" else "int32")
         elif kind == "datetime":
-            columns[spec.name] = pd.to_datetime(values, errors="coerce", format="mixed")
+            columns[spec.name] = to_utc_naive(values)
         elif kind == "boolean":
             columns[spec.name] = values.astype("boolean")
         else:
@@ -149,11 +150,26 @@ def conform_records(records: list[dict[str, Any]], input_schema) -> pd.DataFrame
 
 def predict_table(model, table: pd.DataFrame) -> pd.DataFrame:
     """A loaded pyfunc model's predictions for a raw table, conformed to its signature first."""
-    features = conform_to_signature(table, model.metadata.get_input_schema())
+    schema = model.metadata.get_input_schema()
+    features = conform_to_signature(table, schema)
     try:
         return model.predict(features)
-    except MlflowException as error:
-        raise DataError(f"input does not match the model's schema: {str(error)[:300]}") from None
+    except MlflowException:  # MLflow's message quotes the data rows themselves: name the columns and types instead
+        raise DataError(f"input does not match the model's schema: {schema_mismatch(features, schema)}") from None
+
+
+def schema_mismatch(features: pd.DataFrame, input_schema) -> str:
+    """Which input columns have a type the signature does not take, as `column: expected T, got dtype`."""
+    problems = []
+    for spec in input_schema.inputs if input_schema is not None else []:
+        if spec.name in features:
+            expected, dtype = spec.type.name, features[spec.name].dtype
+            fits = {"double": dtype == "float64", "float": dtype == "float32", "long": dtype == "int64",
+                    "integer": dtype == "int32", "datetime": str(dtype) == "datetime64[ns]",
+                    "boolean": pd.api.types.is_bool_dtype(dtype), "string": dtype == object}.get(expected, True)
+            if not fits:
+                problems.append(f"{spec.name!r}: expected {expected}, got {dtype}")
+    return "; ".join(problems[:10]) or "the model rejected the conformed columns (no column type differs)"
 
 
 def _numbers(name: str, values: pd.Series) -> np.ndarray:

@@ -57,7 +57,9 @@ def _spec(state: TrainingState) -> JobSpec:
 @user_errors
 def load(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     ctx = runtime.context
-    table, info = data_engineering.load_table(_spec(state).data, max_bytes=ctx.settings.max_file_bytes)
+    spec = _spec(state)
+    table, info = data_engineering.load_table(spec.data, max_bytes=ctx.settings.max_file_bytes,
+                                              na_values=spec.na_values)
     raw_path = write_parquet(table, ctx.job_dir / "raw.parquet")
     return {"load_info": info, "raw_path": str(raw_path)}
 
@@ -125,7 +127,8 @@ def approve(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str
 def prepare(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     ctx, spec = runtime.context, _spec(state)
     table = pd.read_parquet(state["raw_path"])
-    given = (data_engineering.load_table(spec.holdout_data, max_bytes=ctx.settings.max_file_bytes)[0]
+    given = (data_engineering.load_table(spec.holdout_data, max_bytes=ctx.settings.max_file_bytes,
+                                         na_values=spec.na_values)[0]
              if spec.holdout_data else None)
     train, holdout, summary = data_engineering.prepare_split(
         table, state["profile"], holdout_fraction=ctx.settings.holdout_fraction, seed=ctx.settings.seed,
@@ -169,6 +172,7 @@ def train(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, 
     fit, predictor = automl.fit(
         pd.read_parquet(state["split"]["train_path"]), spec.target, policy, path=predictor_dir,
         deploy_path=deploy_dir, time_limit=spec.time_limit, presets=spec.presets, num_cpus=ctx.settings.num_cpus,
+        text_columns=[name for name, kind in data_engineering.feature_types(state["profile"]).items() if kind == "text"],
     )
     ctx.fitted_predictors[fit["predictor_dir"]] = predictor
     tracking.log_metrics(client, run_id, {"fit_seconds": fit["fit_seconds"], "decision_threshold": fit["threshold"]})
@@ -234,6 +238,9 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
         model_config={
             "decision_threshold": fit["threshold"], "positive_class": policy["positive_class"],
             "target": spec.target, "classes": sorted(state["profile"]["target"]["class_counts"]),
+            "boolean_columns": [name for name, kind in data_engineering.feature_types(state["profile"]).items()
+                                if kind == "boolean"],
+            "na_values": spec.na_values,
         },
         input_example=deployment.serving_frame(holdout.drop(columns=[spec.target]).head(5)),
         output_example=predictions.head(5),
