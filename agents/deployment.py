@@ -216,7 +216,8 @@ def batch_predict(settings, name: str, data, out, version: str | None = None) ->
         model = tracking.load_model(name, used)
     except MlflowException as error:
         raise SpecError(f"cannot load model '{name}' v{used}: {str(error)[:200]}") from None
-    table, _ = load_table(data, max_bytes=settings.max_file_bytes)
+    # the file is read with the missing-value tokens the model was trained with
+    table, _ = load_table(data, max_bytes=settings.max_file_bytes, na_values=model.model_config.get("na_values") or [])
     output = predict_table(model, table)
     result = pd.concat([table.reset_index(drop=True), output.add_prefix("predicted_")], axis=1)
     out = Path(out)
