@@ -47,6 +47,9 @@ OBJECTIVES = ("f1", "balanced_accuracy", "cost")
 FEW_MINORITY_ROWS = 200  # below this, a validation split holds too few positives to place a threshold
 DEGENERATE_POSITIVE_RATE = 0.5  # a threshold flagging more rows than this found no signal
 FIT_SHARE_OF_BUDGET = 0.8  # the rest of the job budget goes to profiling, evaluation and registration
+# A job that refits its model on every labelled row gives the first fit (the one its holdout scores) this share of the
+# fitting budget; the refit gets the rest, plus whatever the first fit left unused.
+HOLDOUT_FIT_SHARE = 0.5
 # What models that early-stop (boosted trees, networks) stop on. AutoGluon would use the eval metric; for F1 that is
 # a thresholded, noisy signal on a few validation positives, computed in Python every boosting round (a LightGBM
 # on ~1,300 rows: 5.1 s for 275 rounds). Model choice, ensembling and the threshold still follow the eval metric.
@@ -299,6 +302,14 @@ def text_metadata(train: pd.DataFrame, label: str, policy: dict[str, Any], text_
     return metadata.add_special_types({name: ["text"] for name in text_columns})
 
 
+def fit_time_limit(job_seconds: int, *, refit_follows: bool, used: float = 0.0) -> int:
+    """The time limit of one fit in a job of `job_seconds`: the first fit's (`used` = 0), or the refit's after a first
+    fit that took `used` seconds."""
+    fitting = job_seconds * FIT_SHARE_OF_BUDGET
+    share = fitting * HOLDOUT_FIT_SHARE if refit_follows and not used else fitting - used
+    return max(5, round(share))
+
+
 def fit(
     train: pd.DataFrame,
     label: str,
@@ -311,8 +322,8 @@ def fit(
     num_cpus: int | None = None,
     text_columns: list[str] | tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], Any]:
-    """Fit AutoGluon under the policy within `FIT_SHARE_OF_BUDGET` of the job's time budget, in `path`, and copy
-    what the best model needs to predict to `deploy_path` (for logging and serving).
+    """Fit AutoGluon under the policy within `time_limit` seconds (see `fit_time_limit`), in `path`, and copy what the
+    best model needs to predict to `deploy_path` (for logging and serving).
 
     `text_columns` are free text: AutoGluon featurises them as word n-grams, whatever its own guess would be.
     Returns a JSON-able summary, including the calibrated threshold, and the fitted predictor."""
@@ -352,8 +363,7 @@ def fit(
     fallback = None
     try:
         portfolio = model_portfolio(presets, policy["excluded_model_types"])
-        predictor = fit_once(path, with_fast_threads(portfolio, len(train)),
-                             time_limit=max(5, round(time_limit * FIT_SHARE_OF_BUDGET)))
+        predictor = fit_once(path, with_fast_threads(portfolio, len(train)), time_limit=time_limit)
     except RuntimeError as error:
         if "No models were trained" not in str(error):
             raise
@@ -386,6 +396,8 @@ def fit(
     predictor.clone_for_deployment(str(deploy_path), dirs_exist_ok=True)
     leaderboard = predictor.leaderboard(silent=True)
     summary = {
+        "rows": len(train),
+        "time_limit": time_limit,
         "predictor_dir": str(path),
         "deploy_dir": str(deploy_path),
         "model_types": sorted(set(portfolio) - set(policy["excluded_model_types"])),

@@ -29,7 +29,7 @@ from agents.errors import SpecError
 from pipelines.settings import Settings
 from pipelines.training.configuration import TrainingContext
 from pipelines.training.graph import AGENT_OF_STEP, build_graph
-from pipelines.training.state import JobSpec
+from pipelines.training.state import JobSpec, served_fit
 from registry import tracking
 from registry.db import session_scope
 from registry.models import Dataset, Job, JobStep, ModelVersion
@@ -300,7 +300,7 @@ def _record_model_version(settings: Settings, job_id: str, state: dict[str, Any]
             session.add(ModelVersion(
                 job_id=job_id, mlflow_run_id=state["mlflow_run_id"], registered_name=spec["name"],
                 version=state["model_version"], metrics=_scalars(state["metrics"]),
-                threshold=state["fit"]["threshold"], promoted=state["is_champion"], gate_reason=state["gate"]["reason"],
+                threshold=served_fit(state)["threshold"], promoted=state["is_champion"], gate_reason=state["gate"]["reason"],
             ))
 
 
@@ -313,7 +313,7 @@ def _result(job_id: str, spec: dict, status: str, state: dict, error: str | None
     return JobResult(
         job_id=job_id, status=status, name=spec["name"], error=error,
         model_version=state.get("model_version"), is_champion=bool(state.get("is_champion")),
-        mlflow_run_id=state.get("mlflow_run_id"), threshold=state.get("fit", {}).get("threshold"),
+        mlflow_run_id=state.get("mlflow_run_id"), threshold=served_fit(state)["threshold"] if "fit" in state else None,
         metrics=state.get("metrics", {}), gate=state.get("gate", {}),
         train_path=Path(split["train_path"]) if "train_path" in split else None,
         holdout_path=Path(split["holdout_path"]) if "holdout_path" in split else None,
@@ -409,6 +409,13 @@ def summarize_step(node: str, result: dict[str, Any]) -> tuple[str, dict[str, An
                 {k: m[k] for k in ("macro_f1", "balanced_accuracy", "pr_auc", "roc_auc", "minority_recall")})
     if node == "gate":
         return result["gate"]["reason"], {"passed": result["gate"]["passed"]}
+    if node == "refit":
+        r = result["refit"]
+        if not r["done"]:
+            return f"not refitted: {r['reason']}", None
+        thr = "" if r["threshold"] is None else f", threshold {r['threshold']:.3f}"
+        return (f"refitted on all {r['rows']:,} labelled rows (+{r['holdout_rows_added']:,} holdout rows): "
+                f"best {r['best_model']}{thr}", {"fit_seconds": r["fit_seconds"], "threshold": r["threshold"]})
     if node == "review":
         review = result["review"]
         changes = review.get("changes")

@@ -1,6 +1,6 @@
 """The training graph, assembled declaratively.
 
-load → profile → review → approve → prepare → train → evaluate → gate → register → explain → report.
+load → profile → review → approve → prepare → train → evaluate → gate → refit → register → explain → report.
 A user-facing data or option problem, or a plan the user does not approve, ends the job
 after the node that found it; a failed gate still registers the version (without moving
 `champion`). `approve` pauses the job (a LangGraph interrupt) unless auto-approve is on.
@@ -12,13 +12,13 @@ from pipelines.training import nodes
 from pipelines.training.configuration import TrainingContext
 from pipelines.training.state import TrainingState
 
-STEPS = ("load", "profile", "review", "approve", "prepare", "train", "evaluate", "gate", "register", "explain",
-         "report")
+STEPS = ("load", "profile", "review", "approve", "prepare", "train", "evaluate", "gate", "refit", "register",
+         "explain", "report")
 CAN_END_JOB = {"load", "profile", "approve", "prepare", "train"}
 AGENT_OF_STEP = {
     "load": "data_engineering", "profile": "data_engineering", "review": "planner", "approve": "planner",
     "prepare": "data_engineering", "train": "automl", "evaluate": "automl",
-    "gate": "deployment", "register": "deployment", "explain": "planner", "report": "deployment",
+    "gate": "deployment", "refit": "automl", "register": "deployment", "explain": "planner", "report": "deployment",
 }
 
 

@@ -19,6 +19,15 @@ def _num(value: Any) -> str:
     return "—" if value is None else f"{value:.4f}"
 
 
+def _refit_line(state: dict[str, Any]) -> str:
+    refit = state.get("refit") or {"done": False, "reason": "none recorded"}
+    if not refit["done"]:
+        return f"not refitted on the holdout rows: {_cell(refit['reason'])}"
+    return (f"registered model refitted on all {refit['rows']} labelled rows after the holdout was scored "
+            f"({refit['fit_seconds']:.1f} s of a {refit['time_limit']} s limit), decision threshold "
+            f"{_num(refit['threshold'])}; the holdout figures below are those of the model fitted without them")
+
+
 def write_report(state: dict[str, Any], path: Path) -> Path:
     spec, profile, metrics, gate = state["spec"], state["profile"], state["metrics"], state["gate"]
     target = profile["target"]
@@ -40,6 +49,7 @@ def write_report(state: dict[str, Any], path: Path) -> Path:
         *[f"- {_cell(reason)}" for reason in state["policy"]["reasons"]],
         *[f"- {_cell(note)}" for note in (state["fit"].get("threshold_note"), state["fit"].get("fallback")) if note],
         *[f"- dropped `{_cell(d['column'])}`: {_cell(d['reason'])}" for d in profile["dropped"]],
+        f"- {_refit_line(state)}",
         "",
         "## Holdout metrics",
         "",

@@ -61,6 +61,12 @@ class JobSpec(BaseModel):
         return self
 
 
+def served_fit(state: dict[str, Any]) -> dict[str, Any]:
+    """The fit whose model is registered and served: the refit on every labelled row when there was one."""
+    refit = state.get("refit") or {}
+    return refit if refit.get("done") else state["fit"]
+
+
 class TrainingState(TypedDict, total=False):
     spec: dict[str, Any]
     load_info: dict[str, Any]
@@ -70,6 +76,7 @@ class TrainingState(TypedDict, total=False):
     policy: dict[str, Any]
     mlflow_run_id: str
     fit: dict[str, Any]
+    refit: dict[str, Any]
     metrics: dict[str, Any]
     baselines: dict[str, Any]
     review: dict[str, Any]

@@ -59,8 +59,20 @@ def test_train_registers_gated_champion_that_serves_like_the_predictor(settings,
     # the registered pyfunc, loaded by alias, predicts exactly what the predictor does at its threshold
     holdout = pd.read_parquet(result.holdout_path)
     features = holdout.drop(columns=["churned"])
-    predictor = TabularPredictor.load(str(settings.job_dir(result.job_id) / "autogluon"), verbosity=0)
+    # the registered model is refitted on every labelled row once the holdout has scored the first fit; its threshold
+    # comes from its own out-of-fold predictions (64 churners: bagged), never from rows it was fitted on
+    first = TabularPredictor.load(str(settings.job_dir(result.job_id) / "autogluon"), verbosity=0)
+    predictor = TabularPredictor.load(str(settings.job_dir(result.job_id) / "autogluon_full"), verbosity=0)
+    assert len(first.predict_proba_oof()) == 800 - len(holdout) and len(predictor.predict_proba_oof()) == 800
     assert predictor.decision_threshold == pytest.approx(result.threshold)
+    assert first.decision_threshold == pytest.approx(result.metrics["decision_threshold"])
+    refit = mlflow.artifacts.load_dict(f"runs:/{result.mlflow_run_id}/refit_summary.json")
+    assert refit["rows"] == 800 and refit["holdout_rows_added"] == len(holdout) and refit["best_model"]
+    assert run.data.params["refit_rows"] == "800" and run.data.metrics["refit_decision_threshold"] == pytest.approx(
+        result.threshold)
+    # the first fit has half the fitting budget (80 % of the job's); the refit has what the first left of it
+    assert int(run.data.params["fit_time_limit"]) == 6
+    assert int(run.data.params["refit_time_limit"]) == round(12 - run.data.metrics["fit_seconds"])
     champion = mlflow.pyfunc.load_model("models:/churn@champion")
     in_memory = champion.unwrap_python_model()._predictor  # serving never reads a model from disk per request
     assert in_memory.model_names(persisted=False) == [] and in_memory.model_best in in_memory.model_names(persisted=True)
@@ -75,8 +87,8 @@ def test_train_registers_gated_champion_that_serves_like_the_predictor(settings,
         job = session.get(Job, result.job_id)
         assert job.status == "succeeded" and job.mlflow_run_id == result.mlflow_run_id
         nodes = [s.node for s in session.scalars(select(JobStep).where(JobStep.job_id == job.id).order_by(JobStep.id))]
-        assert nodes == ["load", "profile", "review", "approve", "prepare", "train", "evaluate", "gate", "register",
-                         "explain", "report"]
+        assert nodes == ["load", "profile", "review", "approve", "prepare", "train", "evaluate", "gate", "refit",
+                         "register", "explain", "report"]
         dataset = session.get(Dataset, job.dataset_id)
         assert dataset.n_rows == 800 and len(dataset.content_hash) == 64
         stored = session.scalars(select(ModelVersion)).one()
@@ -128,5 +140,5 @@ def test_job_records_on_postgresql(poise_home, postgres_url, churn_csv):
     with session_scope(postgres_url) as session:
         job = session.get(Job, result.job_id)
         assert job.status == "succeeded" and job.dataset_id is not None
-        assert len(job.steps) == 11 and all(step.status == "succeeded" for step in job.steps)
+        assert len(job.steps) == 12 and all(step.status == "succeeded" for step in job.steps)
         assert session.scalars(select(ModelVersion)).one().registered_name == "churn-pg"
