@@ -60,6 +60,14 @@ class SetObjective(BaseModel):
     cost_fp: float | None = Field(None, gt=0, description="Cost of a false alarm (objective cost).")
 
 
+class TreatAsMissing(BaseModel):
+    op: Literal["treat_as_missing"] = "treat_as_missing"
+    values: list[Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\r\n]+$")]] = Field(
+        min_length=1, max_length=50,
+        description="Cell values that mean 'missing' in this table (e.g. '?', 'none', '-999'), read as gaps "
+        "besides pandas' defaults; matched exactly, in text and numeric columns alike.")
+
+
 class SetPositiveClass(BaseModel):
     op: Literal["set_positive_class"] = "set_positive_class"
     label: str
@@ -96,7 +104,7 @@ class RequireApproval(BaseModel):
 
 
 Operation = Annotated[
-    UseData | SetTarget | DropColumns | TreatAsLeak | KeepColumns | SetObjective | SetPositiveClass
+    UseData | SetTarget | DropColumns | TreatAsLeak | KeepColumns | TreatAsMissing | SetObjective | SetPositiveClass
     | SetTimeBudget | SetPresets | ExcludeModels | SetThresholdPolicy | SetName | RequireApproval,
     Field(discriminator="op"),
 ]
@@ -123,7 +131,7 @@ def parse_plan(arguments: dict[str, Any] | str) -> JobPlan:
 
 def plan_options(plan: JobPlan) -> dict[str, Any]:
     """Fold the operations, in order, into job options (the keyword arguments of a JobSpec)."""
-    options: dict[str, Any] = {"drop_columns": [], "keep_columns": [], "excluded_model_types": []}
+    options: dict[str, Any] = {"drop_columns": [], "keep_columns": [], "excluded_model_types": [], "na_values": []}
     for operation in plan.operations:
         match operation:
             case UseData(path=path):
@@ -136,6 +144,8 @@ def plan_options(plan: JobPlan) -> dict[str, Any]:
                 _add_new(options["drop_columns"], [column])
             case KeepColumns(columns=columns):
                 _add_new(options["keep_columns"], columns)
+            case TreatAsMissing(values=values):
+                _add_new(options["na_values"], values)
             case SetObjective(objective=objective, cost_fn=cost_fn, cost_fp=cost_fp):
                 options.update(objective=objective, cost_fn=cost_fn, cost_fp=cost_fp)
             case SetPositiveClass(label=label):
@@ -183,6 +193,10 @@ def check_against_data(options: dict[str, Any], columns: list[str], class_counts
         label = options.get("positive_class")
         if label is not None and label not in class_counts:
             problems.append(f"positive class '{label}' is not a value of '{target}': {sorted(class_counts)[:10]}")
+        classes = [value for value in options.get("na_values", []) if value in class_counts]
+        if classes:
+            problems.append(f"na_values: {', '.join(map(repr, classes))} is a class of '{target}'; read as missing, "
+                            "its rows would lose their label")
     if options.get("objective") == "cost" and (options.get("cost_fn") is None or options.get("cost_fp") is None):
         problems.append("objective 'cost' needs both cost_fn and cost_fp")
     return problems
@@ -204,4 +218,7 @@ def describe(options: dict[str, Any]) -> list[str]:
                        ("excluded_model_types", "exclude models")):
         if options.get(key):
             lines.append(f"{label}: {', '.join(map(str, options[key]))}")
+    if options.get("na_values"):
+        lines.append(f"read as missing: {', '.join(map(repr, map(str, options['na_values'])))} "
+                     "(besides the usual empty, NA, null, NaN)")
     return lines

@@ -24,6 +24,12 @@ Rules worth knowing:
   kept so that validation can say what is wrong.
 - "ignore/drop/exclude X" is read as dropping columns only when it looks like a column
   list ("ignore previous instructions" and "drop the registry" drop nothing).
+- Cell values that mean "missing" ("treat '?' and 'none' as missing", "missing values are
+  coded as -999", "-999 means NA", "na values: ?, none") become `na_values`. A value may be
+  quoted, a number, a run of `?*#` or dashes, or one of the usual words for a gap (none, null,
+  nil, na, n/a, nan, unknown, missing, empty, blank, undefined); any other word must be quoted,
+  so "treat the customer as missing" reads nothing. These values are read before budgets and
+  costs, so "-999" is never a budget or a cost.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class ChatIntent(BaseModel):
     name: str | None = None  # registered model name ("call it churn-v2")
     positive_class: str | None = None  # "the positive class is yes", "we care about 'bad'"
     drop_columns: list[str] = []  # "drop/ignore/exclude columns a, b and c"
+    na_values: list[str] = []  # cell values meaning missing: "treat '?' and 'none' as missing"
     approve: bool = False  # the message only approves the proposed plan ("yes", "go ahead")
     reject: bool = False  # the message only rejects it ("no", "cancel", "don't run it")
 
@@ -134,6 +141,52 @@ def _extract_data(work: str) -> tuple[str | None, str]:
     if bare:
         return bare.group(1), _mask(work, bare.start(), bare.end())
     return None, work
+
+
+# ---------------------------------------------------------------- values meaning "missing"
+
+_NA_WORDS = r"(?:none|null|nil|n/a|na|nan|unknown|missing|empty|blank|undefined)"
+_NA_ITEM = (r"""(?:"[^"\n]{1,100}"|'[^'\n]{1,100}'|`[^`\n]{1,100}`|(?<![\w.])[-+]?\d+(?:\.\d+)?(?!\w|\.\d)"""
+            rf"|(?<![\w?*#-])(?:[?*#]+|-{{1,3}})(?![\w?*#-])|\b{_NA_WORDS}\b)")
+_NA_LIST = rf"(?P<values>{_NA_ITEM}(?:\s*(?:,\s*(?:and\s+|or\s+)?|\s+(?:and|or)\s+){_NA_ITEM}){{0,19}})"
+_MEANS_MISSING = r"(?:a\s+|an\s+)?(?:missing|na|n/a|null|nan|empty|blank|gaps?|not\s+available)\b"
+_NA_PATTERNS = [
+    # "treat '?' and 'none' as missing", "read -999 as NA", "use ? for missing values"
+    re.compile(rf"\b(?:treat|read|count|consider|handle|interpret|parse|take|use)\s+(?:the\s+)?"
+               rf"(?:(?:values?|strings?|codes?|tokens?|cells?|entries)\s+)?{_NA_LIST}\s+(?:as|for)\s+"
+               rf"{_MEANS_MISSING}(?:\s+(?:values?|data|cells?|entries))?", re.I),
+    # "missing values are coded as -999", "nulls are written as 'none' or '?'"
+    re.compile(rf"\b(?:missing|null|na|n/a|empty|blank)(?:s|\s+(?:values?|data|cells?|entries|fields))?\s+"
+               r"(?:is|are)\s+(?:(?:coded|encoded|written|marked|recorded|stored|represented|given|shown|entered|"
+               rf"indicated|denoted|flagged)\s+)?(?:as|with|by)\s+{_NA_LIST}", re.I),
+    # "-999 means missing", "'?' and 'none' stand for NA"
+    re.compile(rf"{_NA_LIST}\s+(?:means?|stands?\s+for|denotes?|indicates?|represents?|marks?)\s+"
+               rf"{_MEANS_MISSING}", re.I),
+    # "na values: ?, none", "missing value codes = -999"
+    re.compile(rf"\b(?:na|nan|null|missing)[\s_-]*(?:values?|codes?|markers?|tokens?)(?:[\s_-]*codes?)?\s*"
+               rf"(?:[:=]|\bare\b|\binclude\b)\s*{_NA_LIST}", re.I),
+]
+_NA_SPLIT = re.compile(_NA_ITEM, re.I)
+
+
+def _extract_na_values(work: str) -> tuple[list[str], str]:
+    """Cell values the message says mean "missing", in order, without repeats."""
+    found: list[tuple[int, str]] = []
+    for pattern in _NA_PATTERNS:
+        for match in pattern.finditer(work):
+            start = match.start("values")
+            found += [(start + item.start(), _unquote_value(item.group()))
+                      for item in _NA_SPLIT.finditer(match.group("values"))]
+            work = _mask(work, match.start(), match.end())
+    values = [value for _, value in sorted(found) if value]
+    return list(dict.fromkeys(values)), work
+
+
+def _unquote_value(value: str) -> str:
+    """A quoted value as written between its quotes (spaces kept); a bare one as it is."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'`":
+        return value[1:-1]
+    return value
 
 
 # ---------------------------------------------------------------- model name
@@ -461,6 +514,7 @@ def parse_message(text: str, columns: Sequence[str] | None = None) -> ChatIntent
     """What one chat message says about the training job. Pure string parsing; never raises."""
     work = text
     data, work = _extract_data(work)
+    na_values, work = _extract_na_values(work)
     name, work = _extract_by_patterns(_NAME_PATTERNS, work)
     positive_class, work = _extract_by_patterns(_POSITIVE_PATTERNS, work)
     time_limit, work = _extract_time(work)
@@ -474,6 +528,7 @@ def parse_message(text: str, columns: Sequence[str] | None = None) -> ChatIntent
     intent = ChatIntent(
         data=data, target=target, objective=objective, cost_fn=costs.get("fn"), cost_fp=costs.get("fp"),
         time_limit=time_limit, name=name, positive_class=positive_class, drop_columns=drop_columns,
+        na_values=na_values,
     )
     if intent == ChatIntent():  # nothing else said: the message may be a bare yes or no
         intent.approve = _says_only(text, _APPROVE_WORDS, _APPROVE_FILLERS)

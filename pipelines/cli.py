@@ -122,13 +122,16 @@ def train(
     presets: Annotated[str | None, typer.Option(help="AutoGluon presets; default medium_quality.")] = None,
     drop: Annotated[list[str] | None, typer.Option("--drop", help="Column to drop (repeatable).")] = None,
     keep: Annotated[list[str] | None, typer.Option("--keep", help="Keep a flagged column (repeatable).")] = None,
+    na_values: Annotated[list[str] | None, typer.Option(
+        "--na-values", help="A cell value to read as missing besides pandas' defaults, e.g. '?' or none "
+        "(repeatable).")] = None,
 ) -> None:
     """Train, evaluate, gate and register an imbalance-aware model."""
     settings = Settings()
     console.print(f"Training on [bold]{_escape(str(data))}[/], target [bold]{_escape(target)}[/]")
     _run_training(settings, data=data, target=target, name=name, time_limit=time_limit, objective=objective,
                   cost_fn=cost_fn, cost_fp=cost_fp, positive_class=positive_class, presets=presets,
-                  drop_columns=drop or [], keep_columns=keep or [])
+                  na_values=na_values or [], drop_columns=drop or [], keep_columns=keep or [])
 
 
 @app.command()

@@ -92,3 +92,31 @@ def test_costs_missing_after_cost_objective_are_asked_then_filled():
     intent = merge(intent, parse_message("a missed fraud costs 50 times a false alarm"))
     assert (intent.objective, intent.cost_fn, intent.cost_fp) == ("cost", 50, 1)
     assert next_missing(intent) is None
+
+
+@pytest.mark.parametrize(
+    ("message", "values"),
+    [
+        ("treat '?' and 'none' as missing", ["?", "none"]),
+        ("missing values are coded as -999", ["-999"]),
+        ("-999 means missing", ["-999"]),
+        ("nulls are written as 'none' or '?'", ["none", "?"]),
+        ("na values: ?, none", ["?", "none"]),
+        ("missing value codes = -999, -1", ["-999", "-1"]),
+        ("use ? for missing values", ["?"]),
+        ("treat -- and 'n a' as NA", ["--", "n a"]),
+        ("treat the customer as missing", []),  # a bare word that is no usual gap word must be quoted
+        ("predict churn, missing values are fine", []),
+    ],
+)
+def test_values_meaning_missing(message, values):
+    assert parse_message(message).na_values == values
+
+
+def test_values_meaning_missing_are_never_read_as_budgets_or_costs_and_merge_like_lists():
+    intent = parse_message("predict y on t.csv; missing is coded as 999; a missed y costs 5 times a false alarm; "
+                           "train for 2 minutes")
+    assert (intent.na_values, intent.time_limit, intent.cost_fn, intent.cost_fp) == (["999"], 120, 5, 1)
+    merged = merge(intent, parse_message("sorry, 99 means missing"))
+    assert merged.na_values == ["99"] and merged.time_limit == 120  # a later list replaces, like drop_columns
+    assert merge(merged, parse_message("yes")).na_values == ["99"]

@@ -18,7 +18,7 @@ from pipelines.settings import Settings
 from pipelines.worker import Worker
 from registry.db import session_scope
 from registry.keys import create_key, recently_verified, revoke_key
-from registry.models import Prediction
+from registry.models import Job, Prediction
 
 
 @pytest.fixture
@@ -248,3 +248,24 @@ def test_a_csv_body_gives_the_frame_its_rows_give_as_json():
         {"age": 39.5, "smoker": "TRUE", "plan": "f"}]}).encode())[0])
     schema = Schema([ColSpec("double", "age"), ColSpec("string", "smoker"), ColSpec("string", "plan")])
     pd.testing.assert_frame_equal(conform_to_signature(table, schema), conform_to_signature(as_json, schema))
+
+
+def test_na_values_reach_the_job_spec_from_json_and_upload(service, churn_csv):
+    client, keys, settings = service
+    headers = _auth(keys["submit"])
+    settings.data_folder.mkdir(parents=True, exist_ok=True)
+    (settings.data_folder / "customers.csv").write_bytes(churn_csv.read_bytes())
+    by_path = client.post("/api/v1/jobs", headers=headers, json={
+        "target": "churned", "data_path": "customers.csv", "na_values": ["?", "none", "-999"]})
+    assert by_path.status_code == 202, by_path.text
+    uploaded = client.post("/api/v1/jobs/upload", headers=headers, files={"file": ("c.csv", churn_csv.read_bytes())},
+                           data={"options": json.dumps({"target": "churned", "na_values": ["?"]})})
+    assert uploaded.status_code == 202, uploaded.text
+    too_many = client.post("/api/v1/jobs", headers=headers, json={
+        "target": "churned", "data_path": "customers.csv", "na_values": [str(i) for i in range(51)]})
+    assert too_many.status_code == 422
+    with session_scope(settings.db_url) as db:
+        specs = {job.id: job.spec for job in db.scalars(select(Job))}
+    assert specs[by_path.json()["id"]]["na_values"] == ["?", "none", "-999"]
+    assert specs[uploaded.json()["id"]]["na_values"] == ["?"]
+    assert by_path.json()["spec"]["na_values"] == ["?", "none", "-999"]

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from pipelines import runner
-from pipelines.chat import ChatSession
+from pipelines.chat import ChatSession, QueuedJobs
 from registry.db import session_scope
 from registry.models import ChatMessage, Job, JobStep
 
@@ -92,3 +92,13 @@ def test_interactive_chat_and_poise_approve_reject(poise_home, churn_csv):
     again = subprocess.run([POISE, "approve", job_id], capture_output=True, text=True, timeout=300,
                            env=os.environ.copy())
     assert again.returncode == 2 and "not waiting for approval" in again.stderr
+
+
+def test_values_said_to_mean_missing_reach_the_plan_and_the_job_spec(settings, churn_csv):
+    chat = ChatSession.open(settings, jobs=QueuedJobs())
+    reply = chat.send(f"train on {churn_csv} to predict churned; treat '?' and 'none' as missing; -999 means "
+                      "missing too")
+    assert reply.status == "queued", reply.text
+    assert "read as missing: '?', 'none', '-999' (besides the usual empty, NA, null, NaN)" in reply.plan
+    with session_scope(settings.db_url) as db:
+        assert db.get(Job, reply.job_id).spec["na_values"] == ["?", "none", "-999"]

@@ -13,7 +13,7 @@ from agents.llm import LLM, CallTracer
 from agents.llm_planner import PlannerFailed, summarize
 from agents.tools import TOOL_NAMES
 from pipelines import runner
-from pipelines.chat import ChatSession
+from pipelines.chat import ChatSession, QueuedJobs
 from pipelines.settings import Settings
 from registry import tracking
 from registry.db import session_scope
@@ -199,3 +199,18 @@ def test_review_after_profiling_may_amend_only_within_the_data(llm_settings, llm
         assert any(expect_line in line for line in reply.plan) and "plan" in spec["drop_columns"]
     else:
         assert expect_fallback in review.message and spec["drop_columns"] == []
+
+
+def test_the_llm_plans_values_meaning_missing_into_the_job_spec(llm_settings, llm_server, churn_csv):
+    plan = _plan(churn_csv)
+    plan["operations"].append({"op": "treat_as_missing", "values": ["?", "none"]})
+    llm_server.push_tool_call("propose_plan", plan)
+    llm_server.push_responder(_start_job_from_last_plan)
+
+    reply = ChatSession.open(llm_settings, jobs=QueuedJobs()).send(
+        f"predict churned from {churn_csv}; '?' and 'none' mean missing")
+
+    assert reply.planner == "llm" and reply.status == "queued", reply.text
+    assert "read as missing: '?', 'none' (besides the usual empty, NA, null, NaN)" in reply.plan
+    with session_scope(llm_settings.db_url) as db:
+        assert db.get(Job, reply.job_id).spec["na_values"] == ["?", "none"]

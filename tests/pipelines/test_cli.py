@@ -154,3 +154,13 @@ def test_mlflow_ui_serves_the_store_and_stops_with_its_process_group(poise_home)
     time.sleep(1)
     with pytest.raises(OSError):
         urllib.request.urlopen(url, timeout=3)
+
+
+def test_na_values_option_reaches_the_job_spec(poise_home, settings, churn_csv):
+    """Repeatable `--na-values` lands in the job's spec (here a job rejected at profiling: no fit needed)."""
+    completed = poise("train", str(churn_csv), "--target", "churn", "--na-values", "?", "--na-values", "none",
+                      "--na-values", "-999")
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    with session_scope(settings.db_url) as session:
+        (spec,) = [job.spec for job in session.scalars(select(Job))]
+    assert spec["na_values"] == ["?", "none", "-999"]

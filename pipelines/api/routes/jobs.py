@@ -50,6 +50,9 @@ class JobOptions(BaseModel):
     positive_class: str | None = None
     time_limit: int | None = Field(None, ge=5, le=86_400)
     presets: Literal["medium_quality", "good_quality", "high_quality", "best_quality"] | None = None
+    na_values: list[str] = Field(default_factory=list, max_length=50,
+                                 description="Cell values to read as missing besides pandas' defaults, "
+                                 "e.g. [\"?\", \"none\", \"-999\"].")
     drop_columns: list[str] = Field(default_factory=list)
     keep_columns: list[str] = Field(default_factory=list)
     excluded_model_types: list[str] = Field(default_factory=list)
@@ -115,7 +118,7 @@ def _bad(message: str, status: int = 400) -> HTTPException:
 
 def _check_table(path: Path, options: JobOptions, settings: Settings) -> None:
     try:
-        table, _ = load_table(path, max_bytes=settings.upload_max_bytes)
+        table, _ = load_table(path, max_bytes=settings.upload_max_bytes, na_values=options.na_values)
     except PoiseError as problem:
         raise _bad(str(problem), 422) from None
     if len(table) > settings.table_max_rows or table.shape[1] > settings.table_max_columns:
