@@ -14,7 +14,7 @@ from typing import Any
 
 from agents import prompts
 from agents.llm import LLM, LLMUnavailable
-from agents.summary import unsupported_numbers
+from agents.summary import unsupported_numbers, with_next_steps
 from agents.tools import TOOL_SPECS, PlannerTools, ToolError
 
 MAX_ROUNDS = 6
@@ -112,7 +112,10 @@ def review_profile(llm: LLM, profile: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def summarize(llm: LLM, record: dict[str, Any]) -> str:
-    """An LLM explanation whose every number is in `record`; raises PlannerFailed otherwise."""
+    """An LLM explanation whose every number is in `record`; raises PlannerFailed otherwise.
+
+    When the gate refused the model, the record's next steps follow the LLM's text word for word: commands
+    are never left to the model to restate."""
     messages = [{"role": "system", "content": prompts.SUMMARY},
                 {"role": "user", "content": "Metrics record (JSON):\n" + json.dumps(record, default=str)}]
     try:
@@ -125,4 +128,4 @@ def summarize(llm: LLM, record: dict[str, Any]) -> str:
     wrong = unsupported_numbers(text, record)
     if wrong:
         raise PlannerFailed(f"the LLM summary has numbers not in the metrics record: {', '.join(wrong[:5])}")
-    return text
+    return with_next_steps(text, record)

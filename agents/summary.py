@@ -1,14 +1,23 @@
-"""Result summaries a user can trust: a deterministic one, and a check for the LLM's.
+"""Result summaries a user can trust: a deterministic one, a check for the LLM's, and the
+quality gate's verdict with what to do next.
 
 An LLM may explain a result in friendlier words, but it must not invent numbers. Every
 number in its text has to match a number in the job's metrics record (at the precision
 written, percentages included); otherwise Poise shows the deterministic summary instead.
+
+A version the gate refuses is registered without becoming champion; when no version is
+champion at all, `poise predict NAME` and the API's predict have nothing to serve. So a
+refusal always comes with its reason and exact next steps, computed from the job's record
+(`gate_outcome`, `next_steps`): a longer budget, an objective that fits what went wrong,
+predicting with the refused version anyway, or promoting it with a recorded reason. The
+CLI, the API, the chat and the web UI all show these same steps.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import shlex
 from typing import Any
 
 NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)?(?:\s?%)?")
@@ -33,6 +42,12 @@ def facts(state: dict[str, Any]) -> dict[str, Any]:
     record["baselines"] = {name: {k: v for k, v in values.items() if isinstance(v, float)}
                            for name, values in state["baselines"].items()}
     record["dropped_columns"] = [d["column"] for d in state["profile"]["dropped"]]
+    version = state.get("model_version")
+    champion = version if state.get("is_champion") else gate_champion(gate)
+    outcome = gate_outcome(state["spec"], gate, metrics, version, champion)
+    record["gate_passed"] = outcome["passed"]
+    record["gate_explanation"] = outcome["explanation"]
+    record["next_steps"] = [{"do": step["text"], "command": step["command"]} for step in outcome["next_steps"]]
     return record
 
 
@@ -49,8 +64,20 @@ def deterministic_summary(record: dict[str, Any]) -> str:
     if record.get("threshold") is not None:
         lines.append(f"Decision threshold: {record['threshold']:.3f} (calibrated on validation data).")
     lines.append(f"Quality gate on {primary}: {record['gate']}. "
-                 + ("It is now the champion." if record["champion"] else "The champion is unchanged."))
-    return " ".join(lines)
+                 + ("It is now the champion." if record["champion"]
+                    else record.get("gate_explanation") or "The champion is unchanged."))
+    return with_next_steps(" ".join(lines), record)
+
+
+def with_next_steps(text: str, record: dict[str, Any]) -> str:
+    """`text` followed by what the gate's refusal means and the record's next steps, word for word (an LLM's
+    summary never restates commands); unchanged when there are no steps or they are already there."""
+    steps = [{"text": step["do"], "command": step["command"]} for step in record.get("next_steps") or []]
+    if not steps or all(step["command"] in text for step in steps):
+        return text
+    explanation = record.get("gate_explanation") or ""
+    lead = "" if explanation in text else explanation + "\n"
+    return text.rstrip() + "\n\n" + lead + steps_text(steps)
 
 
 def _allowed_numbers(value: Any, out: list[float]) -> None:
@@ -86,3 +113,209 @@ def unsupported_numbers(text: str, record: dict[str, Any]) -> list[str]:
         if not any(math.isclose(value, c, abs_tol=tolerance) for c in candidates):
             wrong.append(token.strip())
     return wrong
+
+
+# --- the quality gate: why it refused, and what to do next ------------------------------
+
+MAX_TIME_LIMIT = 86_400  # JobSpec's upper bound
+BUDGET_FACTOR = 3  # a retry gets this many times the budget that was not enough
+NEW_DATA = "NEW_DATA.csv"  # stands for the user's table in a suggested `poise predict`
+
+
+def gate_champion(gate: dict[str, Any]) -> str | None:
+    """The version that was champion when the gate ran (None: there was none)."""
+    if "champion" in gate:
+        return gate["champion"]
+    compared = str(gate.get("compared_with") or "")  # verdicts recorded before `champion` was
+    return compared.removeprefix("champion v") if compared.startswith("champion v") else None
+
+
+def gate_outcome(spec: dict[str, Any], gate: dict[str, Any], metrics: dict[str, Any], version: str | None,
+                 champion: str | None, promotion: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A registered version's gate verdict, what it means now (`champion`: the model's champion now) and,
+    when the gate refused it and nobody has promoted it since, the exact next steps.
+
+    `promotion` is `registry.tracking.promotion_record` of the version: who promoted it by hand, when, why."""
+    name = spec["name"]
+    version = None if version is None else str(version)
+    passed = bool(gate.get("passed"))
+    is_champion = version is not None and champion == version
+    steps: list[dict[str, Any]] = []
+    if not spec.get("promote", True):
+        explanation = (f"v{version} {'passed' if passed else 'did not pass'} the gate; whether it becomes champion "
+                       "is decided by the drift check that trained it.")
+    elif passed:
+        explanation = (f"v{version} passed the gate and is the champion." if is_champion else
+                       f"v{version} passed the gate; the champion is now v{champion}." if champion else
+                       f"v{version} passed the gate, but no version of '{name}' is champion now.")
+    elif is_champion:
+        explanation = f"The gate refused v{version}, but it was promoted by hand" + _promotion_words(promotion) + "."
+    else:
+        steps = next_steps(spec, gate, metrics, version, champion)
+        explanation = (f"v{champion} stays champion and keeps serving predictions." if champion else
+                       f"No version of '{name}' is champion, so `poise predict {name}` and the API's predict "
+                       "endpoint have nothing to serve until one is promoted.")
+        if _champion_could_not_score(gate):
+            explanation += (" The champion could not score this job's holdout (its columns or types differ), "
+                            "so no model trained on this table can pass the gate against it.")
+    return {"passed": passed, "reason": gate.get("reason"), "metric": gate.get("metric"), "value": gate.get("value"),
+            "compared_with": gate.get("compared_with"), "reference_value": gate.get("reference_value"),
+            "version": version, "champion": champion, "is_champion": is_champion, "promotion": promotion,
+            "explanation": explanation, "next_steps": steps}
+
+
+def _promotion_words(promotion: dict[str, Any] | None) -> str:
+    if not promotion:
+        return ""
+    words = f" by {promotion.get('by')}" + (f" at {promotion['at']}" if promotion.get("at") else "")
+    return words + (f": {promotion['reason']}" if promotion.get("reason") else " (no reason given)")
+
+
+def _champion_could_not_score(gate: dict[str, Any]) -> bool:
+    return gate.get("reference_value") is None and str(gate.get("compared_with") or "").startswith("champion")
+
+
+def next_steps(spec: dict[str, Any], gate: dict[str, Any], metrics: dict[str, Any], version: str | None,
+               champion: str | None, predict_with: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+    """What to do about a refused version, most promising first; each step has `action`, `text` (why),
+    `command` (the CLI line) and `api` (the REST call, or None when the API has none). `predict_with` is the
+    (table, output) of a `poise predict` that just failed, to repeat in its suggested command."""
+    name = spec["name"]
+    steps: list[dict[str, Any]] = []
+    # another fit cannot help when the champion cannot even be compared; without the job's spec there is no command
+    if not _champion_could_not_score(gate) and "data" in spec and "time_limit" in spec:
+        positive = metrics.get("positive_class")
+        positive_f1 = (metrics.get("per_class") or {}).get(str(positive), {}).get("f1")
+        objective = spec.get("objective", "f1")
+        if positive is not None and positive_f1 == 0 and objective != "balanced_accuracy":
+            found_none = f"the model finds none of the '{positive}' rows of the holdout (F1 of '{positive}' is 0)"
+            if objective == "cost":
+                why = (f"Tuned for a miss costing {spec['cost_fn']:g} and a false alarm {spec['cost_fp']:g}, "
+                       f"{found_none}. If these costs are not firm, optimise balanced accuracy, which weighs the "
+                       "recall of every class equally")
+            else:
+                why = (f"{found_none[0].upper()}{found_none[1:]}. Balanced accuracy weighs the recall of every class "
+                       f"equally, so a model that ignores '{positive}' cannot score well on it")
+            steps.append(_train_step("change_objective", why, spec, objective="balanced_accuracy",
+                                     cost_fn=None, cost_fp=None))
+        limit = int(spec["time_limit"])
+        if limit < MAX_TIME_LIMIT:
+            longer = min(MAX_TIME_LIMIT, BUDGET_FACTOR * limit)
+            steps.append(_train_step("longer_budget", f"Train again with a longer budget, {longer} s instead of "
+                                     f"{limit} s, so AutoGluon can fit and compare more models", spec,
+                                     time_limit=longer))
+    if version is not None:
+        table, output = predict_with or (NEW_DATA, "predictions.csv")
+        keeps = f"v{champion} stays champion" if champion else "nothing becomes champion"
+        steps.append({"action": "predict_with_version",
+                      "text": f"Use v{version} anyway for batch predictions ({keeps}; the API serves only the "
+                              "champion)",
+                      "command": shlex.join(["poise", "predict", name, table, "--out", output, "--version", version]),
+                      "api": None})
+        reason = f"<why v{version} should serve although the gate refused it>"
+        steps.append({"action": "promote",
+                      "text": f"Or make v{version} the champion by hand, recording why (an admin action)",
+                      "command": shlex.join(["poise", "promote", name, version, "--reason", reason]),
+                      "api": {"method": "POST", "path": f"/api/v1/models/{name}/promote",
+                              "body": {"version": version, "reason": reason}}})
+    return steps
+
+
+def _train_step(action: str, text: str, spec: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A step that trains again: the job's own options with `changes`, as a `poise train` line and as the
+    body of `POST /api/v1/jobs` (which also needs `data_path`, or the table sent to `/api/v1/jobs/upload`)."""
+    options = {**spec, **changes}
+    command = ["poise", "train", options["data"], "--target", options["target"], "--name", options["name"]]
+    if options.get("objective", "f1") != "f1":
+        command += ["--objective", options["objective"]]
+    if options.get("objective") == "cost":
+        command += ["--cost-fn", f"{options['cost_fn']:g}", "--cost-fp", f"{options['cost_fp']:g}"]
+    if options.get("positive_class") is not None:
+        command += ["--positive-class", str(options["positive_class"])]
+    command += ["--time-limit", str(options["time_limit"])]
+    if options.get("presets") not in (None, "medium_quality"):
+        command += ["--presets", options["presets"]]
+    for flag, key in (("--drop", "drop_columns"), ("--keep", "keep_columns"), ("--na-values", "na_values")):
+        for value in options.get(key) or []:
+            command += [flag, str(value)]
+    body = {key: options[key] for key in ("target", "name", "objective", "cost_fn", "cost_fp", "positive_class",
+                                          "time_limit", "presets", "drop_columns", "keep_columns",
+                                          "excluded_model_types", "threshold_policy", "na_values")
+            if options.get(key) not in (None, [])}
+    return {"action": action, "text": text, "command": shlex.join(command),
+            "api": {"method": "POST", "path": "/api/v1/jobs", "body": body}}
+
+
+def facts_steps(text: str, spec: dict[str, Any], gate: dict[str, Any], metrics: dict[str, Any],
+                version: str | None) -> str:
+    """`with_next_steps` for a job's result (its spec, gate verdict, metrics and version) rather than its record."""
+    outcome = gate_outcome(spec, gate, metrics, version, gate_champion(gate))
+    record = {"gate_explanation": outcome["explanation"],
+              "next_steps": [{"do": step["text"], "command": step["command"]} for step in outcome["next_steps"]]}
+    return with_next_steps(text, record)
+
+
+def steps_text(steps: list[dict[str, Any]]) -> str:
+    """Numbered next steps, each with its command on its own line."""
+    lines = ["Next steps:"]
+    for number, step in enumerate(steps, 1):
+        lines.append(f"  {number}. {step['text']}:")
+        lines.append(f"     {step['command']}")
+    return "\n".join(lines)
+
+
+def job_gate(settings, spec: dict[str, Any], version_row, gate: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`gate_outcome` of a job's registered version (a `registry.models.ModelVersion` row) as things stand now:
+    the model's current champion and any promotion by hand are read from the registry. `gate` is the job's
+    full verdict when the caller has it (its checkpointed state); else the row's reason and promotion stand in
+    (a version the job was allowed to promote was promoted exactly when it passed)."""
+    from mlflow.exceptions import MlflowException
+
+    from registry import tracking
+
+    name, version = version_row.registered_name, str(version_row.version)
+    if not gate:
+        gate = {"passed": bool(version_row.promoted), "reason": version_row.gate_reason}
+    client = tracking.configure(settings.tracking_uri, settings.registry_uri)
+    try:
+        promotion = tracking.promotion_record(client.get_model_version(name, version).tags)
+    except MlflowException:
+        promotion = None
+    return gate_outcome(spec, gate, version_row.metrics or {}, version, tracking.champion_version(client, name),
+                        promotion)
+
+
+def no_champion_advice(settings, client, name: str, predict_with: tuple[str, str] | None = None) -> dict[str, Any]:
+    """Why `name` cannot serve from its champion, which versions exist, and what to do: `registered` (whether any
+    version exists), `message` (one text naming the versions and the steps), `versions` and `next_steps`.
+    `predict_with`: the (table, output) of the `poise predict` that found no champion."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy import select
+
+    from registry.db import session_scope
+    from registry.models import Job, ModelVersion
+
+    try:
+        versions = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+    except MlflowException:
+        versions = []
+    if not versions:
+        return {"registered": False, "message": f"no model named '{name}' is registered", "versions": [],
+                "next_steps": []}
+    listed = [{"version": str(v.version), "gate": v.tags.get("poise.gate"), "job_id": v.tags.get("poise.job_id")}
+              for v in versions]
+    latest = listed[-1]["version"]
+    steps = None
+    with session_scope(settings.db_url) as session:
+        row = session.scalar(select(ModelVersion).where(ModelVersion.registered_name == name,
+                                                        ModelVersion.version == latest))
+        job = session.get(Job, row.job_id) if row is not None else None
+        if job is not None and job.spec:
+            gate = {"passed": False, "reason": row.gate_reason}
+            steps = next_steps(job.spec, gate, row.metrics or {}, latest, None, predict_with)
+    if steps is None:  # a version no training job of this database registered: only the registry's own steps
+        steps = next_steps({"name": name}, {}, {}, latest, None, predict_with)
+    described = "; ".join(f"v{v['version']}" + (f" (gate: {v['gate']})" if v["gate"] else "") for v in listed)
+    message = (f"model '{name}' has no champion yet, so there is no default version to predict with. "
+               f"Registered: {described}.\n" + steps_text(steps))
+    return {"registered": True, "message": message, "versions": listed, "next_steps": steps}

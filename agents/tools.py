@@ -27,6 +27,7 @@ from agents.plan import (
     parse_plan,
     plan_options,
 )
+from agents.summary import job_gate
 from registry import tracking
 from registry.db import session_scope
 from registry.models import Job
@@ -167,9 +168,15 @@ class PlannerTools:
                 select(Job).where(Job.id.startswith(job_id)).limit(1)).first()
             if job is None:
                 raise ToolError(f"no job '{job_id}'")
-            return {"job_id": job.id, "name": job.name, "status": job.status, "error": job.error,
-                    "steps": [{"node": s.node, "status": s.status, "message": s.message} for s in job.steps],
-                    "metrics": job.model_versions[0].metrics if job.model_versions else None}
+            result = {"job_id": job.id, "name": job.name, "status": job.status, "error": job.error,
+                      "steps": [{"node": s.node, "status": s.status, "message": s.message} for s in job.steps],
+                      "metrics": job.model_versions[0].metrics if job.model_versions else None}
+            if job.model_versions:  # the gate's verdict now, with the next steps when it refused the version
+                outcome = job_gate(self.settings, job.spec, job.model_versions[0])
+                result["gate"] = {key: outcome[key] for key in ("passed", "reason", "champion", "explanation")}
+                result["gate"]["next_steps"] = [{"do": step["text"], "command": step["command"]}
+                                                for step in outcome["next_steps"]]
+            return result
 
     def list_models(self, payload: dict[str, Any]) -> dict[str, Any]:
         self._validated(NoArgs, payload)

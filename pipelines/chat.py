@@ -202,7 +202,7 @@ class ChatSession:
             return ChatReply(self.id, text, "deterministic", plan=result.plan, job_id=result.job_id, status=result.status)
         if result.status == "succeeded":
             self.state["intent"] = {}
-            text = result.summary or f"Job {result.job_id[:12]} succeeded."
+            text = self._with_gate_steps(result, result.summary or f"Job {result.job_id[:12]} succeeded.")
             return ChatReply(self.id, text, "deterministic", plan=plan, job_id=result.job_id, status=result.status,
                              result=result)
         if result.status == "cancelled":
@@ -210,6 +210,16 @@ class ChatSession:
                              job_id=result.job_id, status=result.status)
         return ChatReply(self.id, f"Job {result.job_id[:12]} {result.status}: {result.error}", "deterministic",
                          job_id=result.job_id, status=result.status, result=result)
+
+    def _with_gate_steps(self, result: runner.JobResult, text: str) -> str:
+        """The reply for a finished job: its summary (the built-in planner's or the LLM's), followed by why the
+        gate refused the version and the exact next steps whenever the summary does not already carry them."""
+        from agents.summary import facts_steps
+
+        if not result.gate or result.gate.get("passed") or result.is_champion:
+            return text
+        spec = runner.find_job(self.settings, result.job_id).spec
+        return facts_steps(text, spec, result.gate, result.metrics, result.model_version)
 
     # --- persistence ------------------------------------------------------------------
 

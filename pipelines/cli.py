@@ -64,9 +64,12 @@ def _summary(result) -> None:
     table.add_column(style="bold")
     table.add_column()
     m = result.metrics
+    gate = result.gate.get("reason", "")
+    if result.gate:
+        gate = f"{'passed' if result.gate.get('passed') else 'refused'}: {gate}"
     rows = [("model", f"{result.name} v{result.model_version}"),
             ("champion", "yes" if result.is_champion else "no"),
-            ("gate", result.gate.get("reason", "")),
+            ("gate", gate),
             ("threshold", "—" if result.threshold is None else f"{result.threshold:.4f}")]
     for key in ("f1", "macro_f1", "balanced_accuracy", "pr_auc", "roc_auc", "minority_recall", "expected_cost"):
         if key in m:
@@ -105,8 +108,8 @@ def _finish(result, settings: Settings) -> None:
         _fail(f"job {result.job_id[:12]} failed: {result.error}; log: {settings.job_dir(result.job_id) / 'error.log'}; "
               f"continue with `poise resume {result.job_id[:12]}`", code=1)
     _summary(result)
-    if result.summary:
-        console.print(_escape(result.summary))
+    if result.summary:  # not wrapped by Rich: the next steps' commands stay whole for copying
+        console.print(_escape(result.summary), soft_wrap=True)
 
 
 @app.command()
@@ -165,7 +168,7 @@ def resume(job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefi
 def _print_reply(reply) -> None:
     if reply.fell_back:
         error_console.print(f"[yellow]LLM planner fell back:[/] {_escape(reply.fell_back)}")
-    console.print(f"[bold]poise>[/] {_escape(reply.text)}")
+    console.print(f"[bold]poise>[/] {_escape(reply.text)}", soft_wrap=True)
     if reply.result is not None and reply.result.status == "succeeded":
         _summary(reply.result)
 
@@ -269,8 +272,30 @@ def show(job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix)
         for key in ("f1", "macro_f1", "balanced_accuracy", "pr_auc", "minority_recall", "expected_cost"):
             if key in version.metrics:
                 console.print(f"  {key:<18} {version.metrics[key]:.4f}")
+        _print_gate(settings, job, version)
     if job.mlflow_run_id:
         console.print(f"MLflow run: {job.mlflow_run_id}")
+
+
+def _print_gate(settings: Settings, job, version) -> None:
+    """The gate's verdict on a job's version as things stand now, and the next steps when it was refused."""
+    from agents.summary import job_gate, steps_text
+    from pipelines import runner
+
+    try:
+        gate = runner.checkpoint_state(settings, job.id)[0].get("gate")
+    except Exception:  # noqa: BLE001 - no checkpoint (deleted, another machine): the job row still says enough
+        gate = None
+    outcome = job_gate(settings, job.spec, version, gate)
+    verdict = "[green]passed[/]" if outcome["passed"] else "[red]refused[/]"
+    console.print(f"gate: {verdict} — {_escape(outcome['reason'] or '')}", soft_wrap=True)
+    console.print(_escape(outcome["explanation"]), soft_wrap=True)
+    if outcome["promotion"] and (outcome["passed"] or not outcome["is_champion"]):  # else the explanation says it
+        promotion = outcome["promotion"]
+        console.print(f"promoted by hand: {_escape(promotion['by'])} at {_escape(promotion['at'] or '?')}; "
+                      f"reason: {_escape(promotion['reason'] or '(none given)')}", soft_wrap=True)
+    if outcome["next_steps"]:
+        console.print(_escape(steps_text(outcome["next_steps"])), soft_wrap=True)
 
 
 @app.command()
@@ -289,6 +314,52 @@ def predict(
     except PoiseError as problem:
         _fail(str(problem))
     console.print(f"wrote {rows:,} predictions from {_escape(name)} v{used} to {written}")
+
+
+def _operator() -> str:
+    """Who runs this command, for the record of a promotion by hand."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container user without a passwd entry)
+        return f"uid {os.getuid()}"
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="Version to make the champion.")],
+    reason: Annotated[str, typer.Option(help="Why this version should serve (recorded on the version, e.g. why "
+                                        "it may serve although the quality gate refused it).")],
+) -> None:
+    """Make a version the champion by hand, with a recorded reason (an admin action; the replaced champion keeps
+    `previous-champion`, so `poise rollback` undoes it)."""
+    from mlflow.exceptions import MlflowException
+
+    from registry import tracking
+
+    reason = reason.strip()
+    if not reason:
+        _fail("--reason must say why (it is recorded on the version)")
+    if len(reason) > 1000:
+        _fail(f"--reason is {len(reason)} characters long; at most 1000")
+    if not version.isdigit():
+        _fail(f"version must be a number, not '{version}'")
+    settings = Settings()
+    settings.ensure_home()
+    client = tracking.configure(settings.tracking_uri, settings.registry_uri)
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        _fail(f"model '{name}' has no version {version}")
+    previous = tracking.promote(client, name, version, reason=reason, by=f"cli:{_operator()}")
+    if previous == version:
+        console.print(f"{_escape(name)}: v{version} was already the champion; reason recorded")
+        return
+    replaced = f" (v{previous} is now previous-champion)" if previous else ""
+    console.print(f"{_escape(name)}: champion is now v{version}{replaced}; reason recorded: {_escape(reason)}",
+                  soft_wrap=True)
 
 
 @app.command()

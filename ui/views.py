@@ -22,6 +22,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from agents.errors import PoiseError, SpecError
+from agents.summary import job_gate
 from pipelines import runner
 from pipelines.settings import Settings
 from registry import tracking
@@ -31,7 +32,7 @@ from registry.models import DriftCheck, Job
 UPLOAD_SUFFIXES = (".csv", ".tsv", ".parquet")
 HEADLINE_METRICS = ("macro_f1", "balanced_accuracy", "pr_auc", "roc_auc", "minority_recall", "minority_precision")
 STEP_COLUMNS = ["step", "status", "sec", "message"]
-MODEL_COLUMNS = ["model", "versions", "champion", "previous champion", "champion score", "drift"]
+MODEL_COLUMNS = ["model", "versions", "champion", "previous champion", "champion score", "champion note", "drift"]
 CHECK_COLUMNS = ["check", "model", "status", "created (UTC)", "rows", "decision", "challenger", "promoted", "reason"]
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~])")
 
@@ -75,13 +76,14 @@ class JobView:
 
 def job_view(settings: Settings, job: Job) -> JobView:
     view = JobView(job.id, job.status, _headline(job), steps_table(job), plan=[], error=job.error)
+    state: dict = {}
     if job.status in (runner.AWAITING_APPROVAL, "succeeded"):
         state, view.plan = runner.checkpoint_state(settings, job.id)
         view.summary = (state.get("summary") or {}).get("text")
     if job.status == "succeeded" and job.model_versions:
         version = job.model_versions[0]
         view.metrics = metrics_table(version.metrics)
-        view.details = _details(settings, version)
+        view.details = _details(settings, version, job_gate(settings, job.spec, version, state.get("gate")))
         plots = settings.job_dir(job.id) / "plots"
         view.confusion_matrix = _image(plots / "confusion_matrix.png")
         view.pr_curve = _image(plots / "pr_curve.png")
@@ -115,15 +117,27 @@ def _number(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:.4f}"
 
 
-def _details(settings: Settings, version) -> str:
+def _details(settings: Settings, version, gate: dict) -> str:
+    """The version, its threshold, the gate's verdict as things stand now (with the next steps when it was
+    refused: see `agents.summary.gate_outcome`) and the MLflow run; every piece of text escaped."""
     threshold = "default" if version.threshold is None else f"{version.threshold:.3f}"
-    role = "champion" if version.promoted else "not promoted"
+    role = "champion" if gate["is_champion"] else "not champion"
+    verdict = "passed" if gate["passed"] else "refused"
     lines = [
         f"**Model** {plain(version.registered_name)} version {plain(version.version)} ({role})",
         f"**Decision threshold** {threshold}",
-        f"**Quality gate** {plain(version.gate_reason or '')}",
-        run_link(settings, version.mlflow_run_id),
+        f"**Quality gate** {verdict}: {plain(gate['reason'] or version.gate_reason or '')}",
+        plain(gate["explanation"]),
     ]
+    if gate["promotion"] and (gate["passed"] or not gate["is_champion"]):  # else the explanation says it
+        promotion = gate["promotion"]
+        lines.append(f"**Promoted by hand** by {plain(promotion['by'])} at {plain(promotion['at'] or '?')}: "
+                     f"{plain(promotion['reason'] or '(no reason given)')}")
+    if gate["next_steps"]:
+        steps = [f"{number}\\. {plain(step['text'])}:  \n{plain(step['command'])}"
+                 for number, step in enumerate(gate["next_steps"], 1)]
+        lines.append("**Next steps**\n\n" + "\n\n".join(steps))
+    lines.append(run_link(settings, version.mlflow_run_id))
     return "\n\n".join(lines)
 
 
@@ -149,9 +163,22 @@ def models_table(settings: Settings) -> pd.DataFrame:
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
     status = drift_status(settings)
     rows = [[model.name, len(model.versions), model.champion or "", model.previous_champion or "",
-             _score(model.versions, model.champion), status.get(model.name, "not checked yet")]
+             _score(model.versions, model.champion), _champion_note(model), status.get(model.name, "not checked yet")]
             for model in tracking.registered_models(client)]
     return pd.DataFrame(rows, columns=MODEL_COLUMNS)
+
+
+def _champion_note(model) -> str:
+    """Who promoted the champion by hand and why; for a model without champion, how to get one."""
+    if model.champion is None:
+        latest = str(model.versions[-1].version) if model.versions else "N"
+        return (f"no champion (the gate refused every version): predict with --version {latest}, or "
+                f"poise promote {model.name} {latest} --reason ...")
+    tags = next((v.tags for v in model.versions if str(v.version) == model.champion), {})
+    promotion = tracking.promotion_record(tags)
+    if promotion is None:
+        return "promoted by the quality gate"
+    return f"promoted by hand by {promotion['by']}: {promotion['reason'] or '(no reason given)'}"
 
 
 def drift_status(settings: Settings) -> dict[str, str]:

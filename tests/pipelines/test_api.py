@@ -1,11 +1,13 @@
 """The REST API over real HTTP (uvicorn on 127.0.0.1): auth, bad input as 4xx, and the whole
 service flow — chat → plan approval → worker → champion → predictions → feedback → promote/rollback."""
 
+import io
 import json
 import sqlite3
 import time
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.types import ColSpec, Schema
@@ -18,6 +20,7 @@ from pipelines.settings import Settings
 from pipelines.worker import Worker
 from registry.db import session_scope
 from registry.keys import create_key, recently_verified, revoke_key
+from registry import tracking
 from registry.models import Job, Prediction
 
 
@@ -269,3 +272,72 @@ def test_na_values_reach_the_job_spec_from_json_and_upload(service, churn_csv):
     assert specs[by_path.json()["id"]]["na_values"] == ["?", "none", "-999"]
     assert specs[uploaded.json()["id"]]["na_values"] == ["?"]
     assert by_path.json()["spec"]["na_values"] == ["?", "none", "-999"]
+
+
+def _noise_csv_bytes(rows: int = 300, seed: int = 0) -> bytes:
+    """Features without signal; under a false alarm costing 50 misses the model flags nobody and ties the
+    majority baseline, so the gate refuses it (the test checks that it did)."""
+    rng = np.random.default_rng(seed)
+    positive = rng.random(rows) < 0.15
+    return pd.DataFrame({"a": rng.normal(size=rows).round(3), "b": rng.normal(size=rows).round(3),
+                         "c": rng.choice(["x", "y", "z"], rows),
+                         "outcome": np.where(positive, "yes", "no")}).to_csv(index=False).encode()
+
+
+@pytest.mark.slow
+def test_a_refused_gate_in_the_job_json_a_409_from_predict_and_a_promotion_with_its_reason(service):
+    client, keys, settings = service
+    submit, read, predict, admin = (_auth(keys[s]) for s in ("submit", "read", "predict", "admin"))
+    options = {"target": "outcome", "name": "noisy-api", "objective": "cost", "cost_fn": 1, "cost_fp": 50,
+               "time_limit": 10}
+    queued = client.post("/api/v1/jobs/upload", headers=submit, files={"file": ("noise.csv", _noise_csv_bytes())},
+                         data={"options": json.dumps(options)})
+    assert queued.status_code == 202, queued.text
+    job_id = queued.json()["id"]
+    assert Worker(settings).run_once() == job_id
+
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=read).json()
+    assert job["status"] == "succeeded" and job["model_version"]["promoted"] is False
+    gate = job["gate"]
+    assert gate["passed"] is False and "does not beat the majority baseline" in gate["reason"]  # really refused
+    assert gate["champion"] is None and gate["is_champion"] is False and gate["version"] == "1"
+    assert gate["explanation"].startswith("No version of 'noisy-api' is champion")
+    steps = {step["action"]: step for step in gate["next_steps"]}
+    assert list(steps) == ["change_objective", "longer_budget", "predict_with_version", "promote"]
+    assert steps["longer_budget"]["api"]["body"] == {**options, "time_limit": 30, "presets": "medium_quality",
+                                                     "threshold_policy": "calibrate"}
+    assert steps["change_objective"]["api"]["body"]["objective"] == "balanced_accuracy"
+    assert steps["promote"]["api"]["path"] == "/api/v1/models/noisy-api/promote"
+    assert steps["promote"]["command"].startswith("poise promote noisy-api 1 --reason ")
+    assert all(step["command"] in job["summary"] for step in gate["next_steps"])  # the summary carries them too
+
+    records = json.loads(pd.read_csv(io.BytesIO(_noise_csv_bytes())).drop(columns=["outcome"]).head(3)
+                         .to_json(orient="records"))
+    refused = client.post("/api/v1/models/noisy-api/predict", json={"records": records}, headers=predict)
+    assert refused.status_code == 409, refused.text
+    body = refused.json()
+    assert body["detail"].startswith("model 'noisy-api' has no champion yet") and "v1 (gate: " in body["detail"]
+    assert [v["version"] for v in body["versions"]] == ["1"] and body["versions"][0]["job_id"] == job_id
+    assert [step["action"] for step in body["next_steps"]] == list(steps)
+    assert all(step["command"] in body["detail"] for step in body["next_steps"])
+    missing = client.post("/api/v1/models/nope/predict", json={"records": records}, headers=predict)
+    assert missing.status_code == 404 and "no model named 'nope'" in missing.json()["detail"]
+
+    reason = "accepted for the pilot; costs under review"
+    promote = steps["promote"]["api"]
+    assert client.post(promote["path"], json={**promote["body"], "reason": ""}, headers=admin).status_code == 422
+    promoted = client.post(promote["path"], json={**promote["body"], "reason": reason}, headers=admin)
+    assert promoted.json() == {"name": "noisy-api", "champion": "1", "previous_champion": None}
+    (model,) = client.get("/api/v1/models", headers=read).json()
+    version = model["versions"][0]
+    assert model["champion"] == "1" and version["promoted_reason"] == reason
+    assert version["promoted_by"] == "api:test-admin" and version["promoted_at"]
+    assert "does not beat" in version["gate"]
+    served = client.post("/api/v1/models/noisy-api/predict", json={"records": records}, headers=predict)
+    assert served.status_code == 200 and served.json()["version"] == "1"
+
+    gate = client.get(f"/api/v1/jobs/{job_id}", headers=read).json()["gate"]
+    assert gate["passed"] is False and gate["is_champion"] and gate["next_steps"] == []
+    assert gate["promotion"]["reason"] == reason and gate["promotion"]["by"] == "api:test-admin"
+    client_ = tracking.configure(settings.tracking_uri, settings.registry_uri)
+    assert client_.get_model_version("noisy-api", "1").tags["poise.promoted_reason"] == reason

@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import select
 
 from pipelines import runner
 from pipelines.chat import ChatSession, QueuedJobs
+from registry import tracking
 from registry.db import session_scope
 from registry.models import ChatMessage, Job, JobStep
 
@@ -102,3 +105,28 @@ def test_values_said_to_mean_missing_reach_the_plan_and_the_job_spec(settings, c
     assert "read as missing: '?', 'none', '-999' (besides the usual empty, NA, null, NaN)" in reply.plan
     with session_scope(settings.db_url) as db:
         assert db.get(Job, reply.job_id).spec["na_values"] == ["?", "none", "-999"]
+
+
+@pytest.mark.slow
+def test_a_refused_gate_is_explained_with_next_steps_in_the_reply(settings, tmp_path):
+    rng = np.random.default_rng(0)  # no signal: with a false alarm at 50 misses the model flags nobody
+    positive = rng.random(300) < 0.15
+    data = tmp_path / "noise.csv"
+    pd.DataFrame({"a": rng.normal(size=300).round(3), "b": rng.normal(size=300).round(3),
+                  "outcome": np.where(positive, "yes", "no")}).to_csv(data, index=False)
+
+    reply = ChatSession.open(settings).send(
+        f"train on {data} to predict outcome; a missed yes costs 1 and a false alarm costs 50; 10 seconds; "
+        "call it noisy-chat", approve=True)
+
+    assert reply.status == "succeeded", reply.text
+    assert reply.result.gate["passed"] is False and not reply.result.is_champion  # the gate really refused
+    client = tracking.configure(settings.tracking_uri, settings.registry_uri)
+    assert tracking.champion_version(client, "noisy-chat") is None
+    assert "does not beat the majority baseline" in reply.text
+    assert "No version of 'noisy-chat' is champion" in reply.text and "Next steps:" in reply.text
+    for command in ("--objective balanced_accuracy --time-limit 10", "--cost-fp 50 --time-limit 30",
+                    "poise predict noisy-chat NEW_DATA.csv --out predictions.csv --version 1",
+                    "poise promote noisy-chat 1 --reason"):
+        assert command in reply.text, reply.text
+    assert reply.text.count("Next steps:") == 1

@@ -5,13 +5,15 @@ prompt injection through column names and chat text."""
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
 from agents import prompts
 from agents.llm import LLM, CallTracer
 from agents.llm_planner import PlannerFailed, summarize
-from agents.tools import TOOL_NAMES
+from agents.tools import TOOL_NAMES, PlannerTools
 from pipelines import runner
 from pipelines.chat import ChatSession, QueuedJobs
 from pipelines.settings import Settings
@@ -214,3 +216,60 @@ def test_the_llm_plans_values_meaning_missing_into_the_job_spec(llm_settings, ll
     assert "read as missing: '?', 'none' (besides the usual empty, NA, null, NaN)" in reply.plan
     with session_scope(llm_settings.db_url) as db:
         assert db.get(Job, reply.job_id).spec["na_values"] == ["?", "none"]
+
+
+def test_a_refused_gates_next_steps_follow_the_llm_summary_word_for_word(llm_settings, llm_server):
+    record = {"macro_f1": 0.46, "gate": "f1 0.0000 does not beat the stratified baseline (0.1053)",
+              "gate_passed": False, "gate_explanation": "No version of 'm' is champion.",
+              "next_steps": [{"do": "Train again with a longer budget, 30 s instead of 10 s",
+                              "command": "poise train d.csv --target y --name m --time-limit 30"}]}
+    llm = LLM(llm_settings, CallTracer(llm_settings.db_url))
+    llm_server.push_text("The gate refused the model: its F1 of 0.0000 does not beat the baseline's 0.1053.")
+    text = summarize(llm, record)
+    assert text == ("The gate refused the model: its F1 of 0.0000 does not beat the baseline's 0.1053.\n\n"
+                    "No version of 'm' is champion.\nNext steps:\n"
+                    "  1. Train again with a longer budget, 30 s instead of 10 s:\n"
+                    "     poise train d.csv --target y --name m --time-limit 30")
+    llm_server.push_text("The gate refused it; train for 90 s instead.")  # a number the record lacks
+    with pytest.raises(PlannerFailed, match="90"):
+        summarize(llm, record)
+
+
+def _refusal_from_record(request: dict) -> dict:
+    record = json.loads(request["messages"][-1]["content"].split("\n", 1)[1])
+    assert record["gate_passed"] is False and record["next_steps"], record
+    return {"content": f"The model was not made champion: {record['gate']}."}
+
+
+@pytest.mark.slow
+def test_a_refused_gate_in_an_llm_planned_chat_ends_with_the_records_next_steps(llm_settings, llm_server, tmp_path):
+    rng = np.random.default_rng(0)  # no signal: with a false alarm at 50 misses the model flags nobody
+    positive = rng.random(300) < 0.15
+    data = tmp_path / "noise.csv"
+    pd.DataFrame({"a": rng.normal(size=300).round(3), "b": rng.normal(size=300).round(3),
+                  "outcome": np.where(positive, "yes", "no")}).to_csv(data, index=False)
+    plan = _plan(data, target="outcome", seconds=10)
+    plan["operations"] += [{"op": "set_objective", "objective": "cost", "cost_fn": 1, "cost_fp": 50},
+                           {"op": "set_name", "name": "noisy-llm"}]
+    llm_server.push_tool_call("propose_plan", plan)
+    llm_server.push_responder(_start_job_from_last_plan)
+    llm_server.push_text("no change")  # the review after profiling
+    llm_server.push_responder(_refusal_from_record)
+
+    reply = ChatSession.open(llm_settings).send(f"predict outcome from {data}; a false alarm costs 50 misses",
+                                                approve=True)
+
+    assert reply.status == "succeeded" and reply.planner == "llm", reply.text
+    assert reply.result.gate["passed"] is False and not reply.result.is_champion  # the gate really refused
+    assert reply.text.startswith("The model was not made champion: expected_cost")  # the LLM's own words first
+    assert "No version of 'noisy-llm' is champion" in reply.text
+    for command in ("--objective balanced_accuracy --time-limit 10", "--cost-fp 50 --time-limit 30",
+                    "poise predict noisy-llm NEW_DATA.csv --out predictions.csv --version 1",
+                    "poise promote noisy-llm 1 --reason"):
+        assert command in reply.text, reply.text
+    with session_scope(llm_settings.db_url) as db:
+        job = db.get(Job, reply.job_id)
+        assert [s.message for s in job.steps if s.node == "explain"] == ["llm summary"]  # not the fallback
+    status = PlannerTools(llm_settings, {}, lambda options: None).job_status({"job_id": reply.job_id})
+    assert status["gate"]["passed"] is False and status["gate"]["champion"] is None  # what a later turn can read
+    assert [step["command"] for step in status["gate"]["next_steps"]][-1].startswith("poise promote noisy-llm 1")

@@ -2,19 +2,22 @@
 and a job killed between steps resumes without redoing finished steps."""
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import select
 
 from registry import tracking
 from registry.db import session_scope
-from registry.models import Job, JobStep
+from registry.models import Job, JobStep, ModelVersion
 
 POISE = [str(Path(sys.executable).parent / "poise")]
 
@@ -164,3 +167,75 @@ def test_na_values_option_reaches_the_job_spec(poise_home, settings, churn_csv):
     with session_scope(settings.db_url) as session:
         (spec,) = [job.spec for job in session.scalars(select(Job))]
     assert spec["na_values"] == ["?", "none", "-999"]
+
+
+def noise_csv(path: Path, rows: int = 300, seed: int = 0) -> Path:
+    """A table whose features carry no signal about `outcome` (15 % 'yes'). Trained for expected cost with a
+    false alarm costing 50 misses, the model flags nobody: its cost ties the majority baseline's, and the
+    gate, which wants strictly better, refuses it. Tests check that it did."""
+    rng = np.random.default_rng(seed)
+    positive = rng.random(rows) < 0.15
+    pd.DataFrame({"a": rng.normal(size=rows).round(3), "b": rng.normal(size=rows).round(3),
+                  "c": rng.choice(["x", "y", "z"], rows), "outcome": np.where(positive, "yes", "no")}).to_csv(
+        path, index=False)
+    return path
+
+
+@pytest.mark.slow
+def test_a_refused_gate_says_why_and_what_to_do_and_a_promotion_records_its_reason(poise_home, settings, tmp_path):
+    data = noise_csv(tmp_path / "noise.csv")
+    trained = poise("train", str(data), "--target", "outcome", "--name", "noisy", "--objective", "cost",
+                    "--cost-fn", "1", "--cost-fp", "50", "--time-limit", "10")
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+
+    client = tracking.configure(settings.tracking_uri, settings.registry_uri)
+    with session_scope(settings.db_url) as session:
+        version = session.scalar(select(ModelVersion).where(ModelVersion.registered_name == "noisy"))
+        job_id, promoted, gate = version.job_id, version.promoted, version.gate_reason
+    assert not promoted and "does not beat the majority baseline" in gate, gate  # the gate really refused
+    assert tracking.champion_version(client, "noisy") is None
+
+    steps = [
+        shlex.join(["poise", "train", str(data), "--target", "outcome", "--name", "noisy", "--objective",
+                    "balanced_accuracy", "--time-limit", "10"]),
+        shlex.join(["poise", "train", str(data), "--target", "outcome", "--name", "noisy", "--objective", "cost",
+                    "--cost-fn", "1", "--cost-fp", "50", "--time-limit", "30"]),
+        "poise predict noisy NEW_DATA.csv --out predictions.csv --version 1",
+        "poise promote noisy 1 --reason '<why v1 should serve although the gate refused it>'",
+    ]
+    explained = "No version of 'noisy' is champion, so `poise predict noisy`"
+    assert "refused: expected_cost" in " ".join(trained.stdout.split())
+    assert explained in trained.stdout and "Next steps:" in trained.stdout
+    assert all(step in trained.stdout for step in steps), trained.stdout  # whole lines, ready to copy
+
+    shown = poise("show", job_id[:10])
+    assert shown.returncode == 0, shown.stderr
+    assert "gate: refused — expected_cost" in shown.stdout and explained in shown.stdout
+    assert all(step in shown.stdout for step in steps), shown.stdout
+
+    out = tmp_path / "scored.csv"
+    refused = poise("predict", "noisy", str(data), "--out", str(out))
+    assert refused.returncode == 2 and not out.exists()
+    assert "model 'noisy' has no champion yet" in refused.stderr
+    assert "Registered: v1 (gate: expected_cost" in refused.stderr
+    use_v1 = shlex.join(["poise", "predict", "noisy", str(data), "--out", str(out), "--version", "1"])
+    assert use_v1 in refused.stderr and steps[0] in refused.stderr and steps[3] in refused.stderr
+    assert poise(*shlex.split(use_v1)[1:]).returncode == 0 and len(pd.read_csv(out)) == 300  # the step works
+
+    assert "Missing option '--reason'" in poise("promote", "noisy", "1").stderr
+    assert "has no version 9" in poise("promote", "noisy", "9", "--reason", "pilot").stderr
+    promoted = poise("promote", "noisy", "1", "--reason", "accepted for the pilot; costs under review")
+    assert promoted.returncode == 0 and "champion is now v1" in promoted.stdout, promoted.stderr
+    assert tracking.champion_version(client, "noisy") == "1"
+    tags = client.get_model_version("noisy", "1").tags
+    assert tags["poise.promoted_reason"] == "accepted for the pilot; costs under review"
+    assert tags["poise.promoted_by"].startswith("cli:") and datetime.fromisoformat(tags["poise.promoted_at"])
+
+    shown = poise("show", job_id[:10])
+    assert "The gate refused v1, but it was promoted by hand by cli:" in shown.stdout
+    assert "accepted for the pilot; costs under review" in shown.stdout and "Next steps" not in shown.stdout
+    served = poise("predict", "noisy", str(data), "--out", str(out))
+    assert served.returncode == 0 and "from noisy v1" in served.stdout, served.stderr
+
+    retrained = poise(*shlex.split(steps[0])[1:])  # the suggested retraining runs as printed
+    assert retrained.returncode == 0 and "noisy v2" in retrained.stdout, retrained.stdout + retrained.stderr

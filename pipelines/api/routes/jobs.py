@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from agents.data_engineering import load_table, read_sql
 from agents.errors import DataError, PoiseError, TooLargeError
+from agents.summary import job_gate
 from pipelines import runner
 from pipelines.api.deps import get_db, get_settings, require
 from pipelines.settings import Settings
@@ -91,6 +92,10 @@ class JobOut(BaseModel):
     mlflow_run_id: str | None = None
     steps: list[StepOut] = Field(default_factory=list)
     model_version: dict[str, Any] | None = None
+    gate: dict[str, Any] | None = Field(None, description=(
+        "The quality gate's verdict on the job's version as things stand now: `passed`, `reason`, `explanation`, "
+        "the current `champion`, any `promotion` by hand, and `next_steps` (each with `text`, the CLI `command` "
+        "and the REST `api` call) when it was refused and nobody promoted it since."))
     plan: list[str] = Field(default_factory=list)
     summary: str | None = None
 
@@ -101,14 +106,16 @@ def _job_out(job: Job, settings: Settings, detail: bool) -> JobOut:
                  mlflow_run_id=job.mlflow_run_id)
     if detail:
         out.steps = [StepOut.model_validate(step, from_attributes=True) for step in job.steps]
+        state: dict[str, Any] = {}
+        if job.status in (runner.AWAITING_APPROVAL, "succeeded"):
+            state, out.plan = runner.checkpoint_state(settings, job.id)
+            out.summary = (state.get("summary") or {}).get("text")
         if job.model_versions:
             version = job.model_versions[0]
             out.model_version = {"name": version.registered_name, "version": version.version,
                                  "promoted": version.promoted, "threshold": version.threshold,
                                  "gate": version.gate_reason, "metrics": version.metrics}
-        if job.status in (runner.AWAITING_APPROVAL, "succeeded"):
-            state, out.plan = runner.checkpoint_state(settings, job.id)
-            out.summary = (state.get("summary") or {}).get("text")
+            out.gate = job_gate(settings, job.spec, version, state.get("gate"))
     return out
 
 

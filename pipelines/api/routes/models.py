@@ -52,6 +52,10 @@ class VersionOut(BaseModel):
     aliases: list[str]
     primary_metric: str | None
     primary_value: float | None
+    gate: str | None = Field(None, description="The quality gate's verdict when the version was registered.")
+    promoted_by: str | None = Field(None, description="Who made it champion by hand (`cli:<user>`, `api:<key>`).")
+    promoted_at: str | None = Field(None, description="When (UTC, ISO 8601).")
+    promoted_reason: str | None = Field(None, description="Why, as recorded with the promotion.")
 
 
 class ModelOut(BaseModel):
@@ -93,6 +97,9 @@ class FeedbackOut(BaseModel):
 
 class PromoteIn(BaseModel):
     version: str = Field(pattern=r"^[0-9]{1,10}$")
+    reason: str | None = Field(None, min_length=1, max_length=1000, description=(
+        "Why this version should serve (e.g. although the quality gate refused it); recorded on the version "
+        "as the tag `poise.promoted_reason`, with who and when."))
 
 
 class AliasOut(BaseModel):
@@ -117,6 +124,8 @@ def list_models(settings: Settings = Depends(get_settings), _=Depends(require("r
             created_at=datetime.fromtimestamp(v.creation_timestamp / 1000, UTC),
             primary_metric=v.tags.get("poise.primary_metric"),
             primary_value=float(v.tags["poise.primary_value"]) if "poise.primary_value" in v.tags else None,
+            gate=v.tags.get("poise.gate"),
+            **{f"promoted_{key}": value for key, value in (tracking.promotion_record(v.tags) or {}).items()},
         ) for v in model.versions],
     ) for model in tracking.registered_models(_client(settings))]
 
@@ -333,6 +342,8 @@ def prediction_log(app: FastAPI) -> PredictionLog:
 
 @router.post(
     "/{name}/predict", response_model=PredictOut, summary="Predict with the champion (JSON records or text/csv)",
+    responses={409: {"description": "The model's versions were all registered without becoming champion: "
+                                    "`detail` names them and what to do, `versions` and `next_steps` as data"}},
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": PredictIn.model_json_schema()},
         "text/csv": {"schema": {"type": "string"}}}}},
@@ -351,7 +362,9 @@ async def predict(name: str, request: Request, settings: Settings = Depends(get_
         else:  # loading, registry calls, big tables or slower models: off the event loop
             version, output = await asyncio.to_thread(*call)
     except PoiseError as problem:
-        raise HTTPException(404 if "no champion" in str(problem) else 422, str(problem)) from None
+        if "no champion" not in str(problem):
+            raise HTTPException(422, str(problem)) from None
+        return await asyncio.to_thread(_no_champion, settings, name)
     except MlflowException as error:
         raise HTTPException(404, f"model '{name}' cannot be loaded: {str(error)[:200]}") from None
     ids = prediction_log(request.app).add(name, version, table if table is not None else records, output)
@@ -361,6 +374,19 @@ async def predict(name: str, request: Request, settings: Settings = Depends(get_
     predictions = [{"id": pid, "label": label, "probabilities": {cls: values[i] for cls, values in proba}}
                    for i, (pid, label) in enumerate(zip(ids, labels, strict=True))]
     return Response(orjson.dumps({"model": name, "version": version, "predictions": predictions}),
+                    media_type="application/json")
+
+
+def _no_champion(settings: Settings, name: str) -> Response:
+    """404 for a model that does not exist; 409 for one whose versions are all registered without a champion,
+    naming them and the next steps (`detail` says it in words; `versions` and `next_steps` as data)."""
+    from agents.summary import no_champion_advice
+
+    advice = no_champion_advice(settings, _client(settings), name)
+    if not advice["registered"]:
+        raise HTTPException(404, advice["message"])
+    return Response(orjson.dumps({"detail": advice["message"], "versions": advice["versions"],
+                                  "next_steps": advice["next_steps"]}), status_code=409,
                     media_type="application/json")
 
 
@@ -382,13 +408,14 @@ def feedback(name: str, body: FeedbackIn, request: Request, db: Session = Depend
 
 @router.post("/{name}/promote", response_model=AliasOut, summary="Make a version the champion (admin)")
 def promote(name: str, request: Request, body: PromoteIn = Body(...), settings: Settings = Depends(get_settings),
-            _=Depends(require("admin"))):
+            key=Depends(require("admin"))):
     client = _client(settings)
     try:
         client.get_model_version(name, body.version)
     except MlflowException:
         raise HTTPException(404, f"model '{name}' has no version {body.version}") from None
-    tracking.promote(client, name, body.version)
+    reason = body.reason.strip() if body.reason else None
+    tracking.promote(client, name, body.version, reason=reason or None, by=f"api:{key.name}")
     request.app.state.model_server.forget(name)
     return AliasOut(name=name, champion=body.version,
                     previous_champion=tracking.alias_version(client, name, tracking.PREVIOUS_CHAMPION))
