@@ -717,7 +717,8 @@ def main() -> None:
             results.write()
             print(f"== {table}: {meta['n_labelled']} labelled rows (+{meta['n_unlabelled']} unlabelled), "
                   f"IR {meta['imbalance_ratio']}, minority {meta['minority']!r}, rownames {meta['rownames']}"
-                  + (f", leak columns {meta['leak_columns']} flagged by Poise: {meta.get('leak_flagged')}"
+                  + (f", leak columns {meta['leak_columns']} flagged by Poise's profiler: "
+                     f"{meta.get('leak_flagged', dataset.get('leak_flagged', 'not checked (no poise row)'))}"
                      if meta["leak_columns"] else ""), flush=True)
             if not warmed:
                 warm_up_poise(poise, frame, meta, args, workdir)
