@@ -54,10 +54,10 @@ gets each test row (or the first `--serve-rows N`) as its own
 the original table: NaN as null, timestamps as ISO strings. The answer's label and every
 class probability must match the batch output (tolerance 1e-6). `/predict` serves the
 champion. When the gate refused the version, this script promotes that version through the
-admin API (`POST .../promote`; the API takes no reason, so the reason is recorded here as
-`promote_reason`). The check then covers the version that was scored, and the home is a
-throwaway one. `serve_rows_checked`, `serve_mismatches` and `serve_errors` are recorded.
-Mismatches and errors count as failures.
+admin API (`POST .../promote` with a `reason`, which Poise records on the version as
+`poise.promoted_reason`; it is also saved here as `promote_reason`). The check then covers the
+version that was scored, and the home is a throwaway one. `serve_rows_checked`,
+`serve_mismatches` and `serve_errors` are recorded. Mismatches and errors count as failures.
 
 Summary (runs with the current `--budget` and `--presets`): per table × method means over
 seeds, mean macro-F1 and mean rank per method (over (table, seed) pairs where every compared
@@ -143,6 +143,7 @@ MAX_TABLE_LOSS = 0.01  # largest per-table shortfall of poise against autogluon_
 PROBA_TOLERANCE = 1e-6
 MAX_SERVE_ERRORS = 20  # stop a serving check after this many failed requests
 MAX_EXAMPLES = 5
+WARM_UP_SEED = 10_000  # the warm-up job's split
 
 
 # --- data ---------------------------------------------------------------------
@@ -419,7 +420,8 @@ def serve_check(poise: Poise, name: str, version: str, gate_passed: bool, gate_r
         if not gate_passed:
             reason = f"real_tables serving check of v{version}, the version scored in batch (gate refused it: " \
                      f"{gate_reason})"
-            answer = client.post(f"/api/v1/models/{name}/promote", json={"version": version},
+            answer = client.post(f"/api/v1/models/{name}/promote",
+                                 json={"version": version, "reason": reason[:1000]},
                                  headers={"Authorization": f"Bearer {keys['admin']}"})
             if answer.status_code != 200:
                 raise RuntimeError(f"promote v{version} answered {answer.status_code}: {answer.text[:300]}")
@@ -463,7 +465,7 @@ def warm_up_poise(poise: Poise, frame: pd.DataFrame, meta: dict, args, workdir: 
     """An untimed job and batch prediction on the first table, in the same home: first-use costs go there."""
     rundir = workdir / "warm-up"
     rundir.mkdir(parents=True, exist_ok=True)
-    run = write_run_files(frame, meta, 0, rundir)
+    run = write_run_files(frame, meta, WARM_UP_SEED, rundir)  # not a timed run's file: it must not be seen before
     settings = poise.settings()
     result = poise.train(data=run["paths"]["train_csv"], target=meta["target"], name="warm-up",
                          time_limit=args.budget, presets=args.presets, settings=settings)
