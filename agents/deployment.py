@@ -69,17 +69,21 @@ def quality_gate(
         return _verdict(metric, value, baseline_value, f"{baseline_name} baseline", f"the {baseline_name} baseline")
     if "error" in champion:
         return {"passed": False, "metric": metric, "value": value, "compared_with": f"champion v{champion_version}",
-                "reference_value": None, "reason": champion["error"] + "; keeping the current champion"}
+                "reference_value": None, "champion": champion_version,
+                "reason": champion["error"] + "; keeping the current champion"}
     return _verdict(metric, value, champion[metric], f"champion v{champion_version}",
-                    f"champion v{champion_version}", " on this holdout")
+                    f"champion v{champion_version}", " on this holdout", champion_version)
 
 
 def _verdict(metric: str, value: float, reference: float, compared_with: str, named: str,
-             where: str = "") -> dict[str, Any]:
+             where: str = "", champion_version: str | None = None) -> dict[str, Any]:
+    """The gate's verdict; `champion` is the version that was champion when the gate ran (None: there was none,
+    so a refusal leaves the model without a champion)."""
     passed = is_better(value, reference, metric)
     verdict = "beats" if passed else "does not beat"
     return {"passed": passed, "metric": metric, "value": value, "compared_with": compared_with,
-            "reference_value": reference, "reason": f"{metric} {value:.4f} {verdict} {named} ({reference:.4f}){where}"}
+            "reference_value": reference, "champion": champion_version,
+            "reason": f"{metric} {value:.4f} {verdict} {named} ({reference:.4f}){where}"}
 
 
 NUMERIC_TYPES = ("double", "float", "long", "integer")
@@ -211,7 +215,9 @@ def batch_predict(settings, name: str, data, out, version: str | None = None) ->
     client = tracking.configure(settings.tracking_uri, settings.registry_uri)
     used = version or tracking.champion_version(client, name)
     if used is None:
-        raise SpecError(f"model '{name}' has no champion yet; pass --version or train a better model")
+        from agents.summary import no_champion_advice
+
+        raise SpecError(no_champion_advice(settings, client, name, predict_with=(str(data), str(out)))["message"])
     try:
         model = tracking.load_model(name, used)
     except MlflowException as error:

@@ -189,13 +189,39 @@ def registered_models(client: MlflowClient) -> list[RegisteredModelSummary]:
     ) for registered in client.search_registered_models(max_results=1000)]
 
 
-def promote(client: MlflowClient, name: str, version: str) -> str | None:
-    """Make `version` the champion; the one it replaces keeps `previous-champion`. Returns that one."""
+PROMOTED_REASON_TAG = "poise.promoted_reason"
+PROMOTED_BY_TAG = "poise.promoted_by"
+PROMOTED_AT_TAG = "poise.promoted_at"
+
+
+def promote(client: MlflowClient, name: str, version: str, *, reason: str | None = None,
+            by: str | None = None) -> str | None:
+    """Make `version` the champion; the one it replaces keeps `previous-champion`. Returns that one.
+
+    A promotion by hand (`by` names who: `cli:<user>`, `api:<key name>`) is recorded on the version as tags:
+    why (`poise.promoted_reason`, when given), who and when (UTC, ISO 8601). The gate's own promotions pass
+    neither and leave no such tags: their reason is the version's `poise.gate` tag."""
     previous = champion_version(client, name)
     client.set_registered_model_alias(name, CHAMPION, version)
     if previous is not None and previous != version:
         client.set_registered_model_alias(name, PREVIOUS_CHAMPION, previous)
+    if by is not None or reason is not None:
+        from datetime import UTC, datetime
+
+        client.set_model_version_tag(name, version, PROMOTED_BY_TAG, by or "unknown")
+        client.set_model_version_tag(name, version, PROMOTED_AT_TAG, datetime.now(UTC).isoformat(timespec="seconds"))
+        if reason is not None:
+            client.set_model_version_tag(name, version, PROMOTED_REASON_TAG, reason)
+        elif PROMOTED_REASON_TAG in client.get_model_version(name, version).tags:  # an older reason is not this one
+            client.delete_model_version_tag(name, version, PROMOTED_REASON_TAG)
     return previous
+
+
+def promotion_record(tags: dict[str, str]) -> dict[str, str | None] | None:
+    """Who promoted a version by hand, when and why, from its tags (`ModelVersion.tags`); None if nobody did."""
+    if PROMOTED_BY_TAG not in tags:
+        return None
+    return {"by": tags[PROMOTED_BY_TAG], "at": tags.get(PROMOTED_AT_TAG), "reason": tags.get(PROMOTED_REASON_TAG)}
 
 
 def rollback(client: MlflowClient, name: str) -> tuple[str, str | None]:
