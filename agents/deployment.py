@@ -42,6 +42,17 @@ def serving_frame(features: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def example_rows(features: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
+    """The first `rows` rows, plus for each column empty in all of them the first row where it has a value: MLflow types
+    a signature from its input example, and a column with no value there (a mostly-missing category) becomes `Any`."""
+    chosen = list(features.index[:rows])
+    for column in features.columns:
+        present = features[column].notna()
+        if not present.loc[chosen].any() and present.any():
+            chosen.append(present.idxmax())
+    return features.loc[chosen]
+
+
 def score_champion(name: str, version: str, holdout: pd.DataFrame, label: str, policy: dict[str, Any]) -> dict | None:
     """The champion's metrics on this job's holdout, or None when it cannot score it."""
     try:
@@ -104,8 +115,10 @@ def conform_to_signature(table: pd.DataFrame, input_schema) -> pd.DataFrame:
     columns = {}
     for spec in input_schema.inputs:
         values = table[spec.name]
-        kind = spec.type.name
-        if kind in NUMERIC_TYPES:
+        kind = getattr(spec.type, "name", "any")  # `Any` (no name): a model logged with an empty example column
+        if kind == "any":
+            columns[spec.name] = values
+        elif kind in NUMERIC_TYPES:
             numbers = _numbers(spec.name, values)
             if kind in ("double", "float"):
                 columns[spec.name] = numbers

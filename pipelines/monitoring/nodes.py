@@ -275,10 +275,11 @@ def _register_recalibrated(ctx: MonitorContext, name: str, champion: str, recali
     config.update(prior_weights=recalibration["prior_weights"])
     if recalibration["decision_threshold"] is not None:
         config["decision_threshold"] = recalibration["decision_threshold"]
+    example = deployment.example_rows(reference.holdout[reference.features])
     return tracking.log_and_register_model(
         ctx.mlflow, run_id, name, ctx.check_id, predictor_dir, model_config=config,
-        input_example=deployment.serving_frame(reference.holdout[reference.features].head(5)),
-        output_example=reference.predictions.head(5), tags={DERIVED_FROM_TAG: champion, "poise.kind": "recalibrated"})
+        input_example=deployment.serving_frame(example), output_example=reference.predictions.loc[example.index],
+        tags={DERIVED_FROM_TAG: champion, "poise.kind": "recalibrated"})
 
 
 def training_spec(settings, name: str, version: str) -> dict[str, Any]:

@@ -279,6 +279,7 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
     client, fit, policy = ctx.mlflow, served_fit(state), state["policy"]
     holdout = pd.read_parquet(state["split"]["holdout_path"])
     predictions = pd.read_parquet(ctx.job_dir / "holdout_predictions.parquet")
+    example = deployment.example_rows(holdout.drop(columns=[spec.target]))
     version = tracking.log_and_register_model(
         client, state["mlflow_run_id"], spec.name, ctx.job_id, Path(fit["deploy_dir"]),
         model_config={
@@ -288,8 +289,7 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
                                 if kind == "boolean"],
             "na_values": spec.na_values,
         },
-        input_example=deployment.serving_frame(holdout.drop(columns=[spec.target]).head(5)),
-        output_example=predictions.head(5),
+        input_example=deployment.serving_frame(example), output_example=predictions.loc[example.index],
         tags={
             "poise.data_hash": state["load_info"]["content_hash"],
             "poise.imbalance_ratio": f"{state['profile']['target']['imbalance_ratio']:.3f}",

@@ -8,7 +8,14 @@ import pandas as pd
 import pytest
 from mlflow.types import ColSpec, Schema
 
-from agents.deployment import ServedModel, conform_records, conform_to_signature, predict_table, serving_frame
+from agents.deployment import (
+    ServedModel,
+    conform_records,
+    conform_to_signature,
+    example_rows,
+    predict_table,
+    serving_frame,
+)
 from agents.errors import DataError
 from pipelines.settings import Settings
 from registry import tracking
@@ -154,3 +161,12 @@ def test_other_champions_use_the_pyfunc_code_without_mlflow_and_give_the_same_ou
         pd.testing.assert_frame_equal(served.predict(frame), predict_table(served.pyfunc, frame), check_exact=True)
     with pytest.raises(DataError, match="column 'tenure_months' needs numbers"):
         served.predict(serving_frame(holdout.head(1)).assign(tenure_months="soon"))
+
+
+def test_the_input_example_has_a_value_in_every_column_that_has_one():
+    features = pd.DataFrame({"x": range(20), "rating": [None] * 17 + ["PG", None, "R"], "empty": [None] * 20})
+
+    example = example_rows(features)
+
+    assert list(example.index) == [0, 1, 2, 3, 4, 17]  # the first five, and the first row with a rating
+    assert example["rating"].notna().any() and example["empty"].isna().all()

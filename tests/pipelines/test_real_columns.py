@@ -38,6 +38,7 @@ def messy_table(seed: int = 0) -> pd.DataFrame:
         "mixed": pd.Series(np.where(np.arange(N_ROWS) % 3 == 0, "n/k", np.arange(N_ROWS) % 7).astype(str)),
         "outcome": np.where(bad, "bad", "good").astype(object),
     })
+    frame["rating"] = np.where(np.arange(N_ROWS) % 12 == 11, rng.choice(["PG", "R"], N_ROWS), None)  # 92 % missing
     frame.loc[frame.index % 40 == 7, "outcome"] = None  # 30 rows whose label never arrived
     return frame
 
@@ -58,6 +59,8 @@ def test_a_messy_parquet_trains_and_serves_from_parquet_csv_and_single_json_rows
         "score": "numeric", "member": "boolean", "seen_at": "datetime", "title": "text", "airbag": "categorical"}
     assert set(card["profile"]["features"]) == set(frame.columns) - {"outcome"}  # nothing dropped
     assert card["split"]["n_missing_target_dropped"] == 30
+    schema = tracking.load_model("stops", result.model_version).metadata.get_input_schema()
+    assert {spec.name: spec.type.name for spec in schema.inputs}["rating"] == "string"  # not `Any`: an example has one
 
     from_parquet = deployment.batch_predict(settings, "stops", parquet, tmp_path / "a.csv")
     from_csv = deployment.batch_predict(settings, "stops", csv, tmp_path / "b.csv")
