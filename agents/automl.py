@@ -69,6 +69,10 @@ ONE_THREAD_BELOW_ROWS = 50_000
 # against 0.762 after 6.6 s (per table -0.034 on kc1 to +0.034 on haberman). A bagged CatBoost predicts one row in
 # 2.3 ms through AutoGluon (bagged LightGBM 2.1).
 LEAN_MODEL_TYPES = {"medium_quality": ("CAT",)}
+# CatBoost alone leaves most of a real table's budget unused (HMDA: 2 s of 24). When at least this many seconds of a
+# fit's limit remain after it, the rest of the presets' portfolio is fitted in them and AutoGluon's weighted ensemble,
+# fitted on validation (out-of-fold) predictions, decides how much each model counts: nothing, if they do not help.
+EXTRA_MODELS_MIN_SECONDS = 15
 
 
 def expected_cost(y_true, y_pred, cost_fn: float, cost_fp: float) -> float:
@@ -237,6 +241,16 @@ def model_portfolio(presets: str, excluded_model_types: list[str] | tuple[str, .
     return lean or portfolio
 
 
+def extra_portfolio(presets: str, fitted: dict[str, Any], excluded_model_types) -> dict[str, Any]:
+    """The presets' portfolio less what was already fitted and what is excluded (empty for presets without a lean
+    portfolio: those fitted their whole portfolio at once)."""
+    if presets not in LEAN_MODEL_TYPES:
+        return {}
+    whole = model_portfolio(presets, [*LEAN_MODEL_TYPES[presets]])  # every lean type excluded: the whole portfolio
+    return {model_type: config for model_type, config in whole.items()
+            if model_type not in fitted and model_type not in excluded_model_types}
+
+
 def with_fast_threads(portfolio: dict[str, Any], rows: int) -> dict[str, Any]:
     """The portfolio with LightGBM and XGBoost on one thread where that is faster (see `OPENMP_MODEL_TYPES`)."""
     if rows >= ONE_THREAD_BELOW_ROWS or os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
@@ -321,16 +335,21 @@ def fit(
     presets: str,
     num_cpus: int | None = None,
     text_columns: list[str] | tuple[str, ...] = (),
+    model_types: list[str] | None = None,
 ) -> tuple[dict[str, Any], Any]:
     """Fit AutoGluon under the policy within `time_limit` seconds (see `fit_time_limit`), in `path`, and copy what the
     best model needs to predict to `deploy_path` (for logging and serving).
 
     `text_columns` are free text: AutoGluon featurises them as word n-grams, whatever its own guess would be.
+    `model_types` (a refit) fits exactly those AutoGluon model types, with no extra models afterwards.
     Returns a JSON-able summary, including the calibrated threshold, and the fitted predictor."""
     from autogluon.tabular import TabularPredictor
 
     scan_packages_once()
     feature_metadata = text_metadata(train, label, policy, text_columns)
+
+    common = {"ag_args_fit": {"stopping_metric": STOPPING_METRIC}, "num_cpus": num_cpus or "auto", "num_gpus": 0,
+              "excluded_model_types": policy["excluded_model_types"] or None}
 
     def fit_once(fit_path: Path, hyperparameters: dict[str, Any], **limits: Any):
         predictor = TabularPredictor(
@@ -350,12 +369,9 @@ def fit(
                 hyperparameters=hyperparameters,
                 num_bag_folds=policy["num_bag_folds"] or None,
                 num_stack_levels=0 if policy["num_bag_folds"] else None,
-                excluded_model_types=policy["excluded_model_types"] or None,
                 calibrate_decision_threshold=False,
-                ag_args_fit={"stopping_metric": STOPPING_METRIC},
                 feature_metadata=feature_metadata,
-                num_cpus=num_cpus or "auto",
-                num_gpus=0,
+                **common,
                 **limits,
             )
 
@@ -363,7 +379,16 @@ def fit(
     fallback = None
     try:
         portfolio = model_portfolio(presets, policy["excluded_model_types"])
+        if model_types is not None:  # a refit: the model types the first fit ended with, fitted at once
+            whole = portfolio | extra_portfolio(presets, portfolio, policy["excluded_model_types"])
+            portfolio = {model_type: whole[model_type] for model_type in model_types if model_type in whole} or portfolio
         predictor = fit_once(path, with_fast_threads(portfolio, len(train)), time_limit=time_limit)
+        extra = {} if model_types is not None else extra_portfolio(presets, portfolio, policy["excluded_model_types"])
+        remaining = time_limit - (time.perf_counter() - started)
+        if extra and remaining >= EXTRA_MODELS_MIN_SECONDS:
+            with frozen_heap():
+                predictor.fit_extra(with_fast_threads(extra, len(train)), time_limit=remaining, **common)
+            portfolio = portfolio | extra
     except RuntimeError as error:
         if "No models were trained" not in str(error):
             raise

@@ -212,7 +212,7 @@ def refit(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, 
         shutil.rmtree(folder, ignore_errors=True)  # a resumed job refits from scratch
     refitted, predictor = automl.fit(
         rows, spec.target, state["policy"], path=full_dir, deploy_path=deploy_dir, presets=spec.presets,
-        num_cpus=ctx.settings.num_cpus, text_columns=_text_columns(state["profile"]),
+        num_cpus=ctx.settings.num_cpus, text_columns=_text_columns(state["profile"]), model_types=first["model_types"],
         time_limit=automl.fit_time_limit(spec.time_limit, refit_follows=True, used=first["fit_seconds"]),
     )
     ctx.fitted_predictors[refitted["predictor_dir"]] = predictor

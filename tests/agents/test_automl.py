@@ -11,6 +11,7 @@ import pytest
 from autogluon.tabular import TabularPredictor
 
 from agents.automl import (
+    EXTRA_MODELS_MIN_SECONDS,
     choose_policy,
     expected_cost,
     fit,
@@ -184,3 +185,29 @@ def test_a_small_fit_runs_openmp_models_on_one_thread(tmp_path):
     # the metadata AutoGluon saves beside the predictor still lists what is installed
     metadata = json.loads((tmp_path / "deploy" / "metadata.json").read_text())
     assert metadata["packages"]["lightgbm"] == importlib.metadata.version("lightgbm")
+
+
+@pytest.mark.slow
+def test_an_unused_budget_fits_the_rest_of_the_portfolio_and_a_refit_repeats_the_same_models(tmp_path):
+    rng = np.random.default_rng(2)
+    table = pd.DataFrame({f"x{i}": rng.normal(size=700) for i in range(4)})
+    table["y"] = np.where(table["x0"] + rng.normal(scale=0.7, size=700) > 1.5, "rare", "common")
+    policy = choose_policy(_profile(table["y"].value_counts().to_dict()), excluded_model_types=["KNN", "RF", "XT"])
+
+    # CatBoost takes a few seconds here: the rest of the limit is over EXTRA_MODELS_MIN_SECONDS
+    summary, fitted = fit(table, "y", policy, path=tmp_path / "ag", deploy_path=tmp_path / "deploy",
+                          time_limit=EXTRA_MODELS_MIN_SECONDS + 12, presets="medium_quality")
+    assert summary["model_types"] == ["CAT", "GBM", "XGB"]
+    assert {"CatBoost_BAG_L1", "LightGBM_BAG_L1", "XGBoost_BAG_L1"} <= set(fitted.model_names())
+    assert summary["best_model"].startswith("WeightedEnsemble")  # over all of them, weighted out of fold
+
+    refit, refitted = fit(table, "y", policy, path=tmp_path / "full", deploy_path=tmp_path / "deploy_full",
+                          time_limit=60, presets="medium_quality", model_types=summary["model_types"])
+    assert refit["model_types"] == summary["model_types"]
+    names = refitted.model_names()
+    assert {"CatBoost_BAG_L1", "LightGBM_BAG_L1", "XGBoost_BAG_L1"} <= set(names)  # in one fit, none added later
+    assert all(name.startswith(("CatBoost", "LightGBM", "XGBoost", "WeightedEnsemble_L")) for name in names)
+
+    short, _ = fit(table, "y", policy, path=tmp_path / "short", deploy_path=tmp_path / "deploy_short",
+                   time_limit=EXTRA_MODELS_MIN_SECONDS, presets="medium_quality")
+    assert short["model_types"] == ["CAT"]  # too little left after CatBoost: no extra models
