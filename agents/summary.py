@@ -42,6 +42,9 @@ def facts(state: dict[str, Any]) -> dict[str, Any]:
     record["baselines"] = {name: {k: v for k, v in values.items() if isinstance(v, float)}
                            for name, values in state["baselines"].items()}
     record["dropped_columns"] = [d["column"] for d in state["profile"]["dropped"]]
+    refit = state.get("refit") or {}
+    if refit.get("done"):
+        record["refit_rows"], record["served_threshold"] = refit["rows"], refit["threshold"]
     version = state.get("model_version")
     champion = version if state.get("is_champion") else gate_champion(gate)
     outcome = gate_outcome(state["spec"], gate, metrics, version, champion)
@@ -63,6 +66,11 @@ def deterministic_summary(record: dict[str, Any]) -> str:
     ]
     if record.get("threshold") is not None:
         lines.append(f"Decision threshold: {record['threshold']:.3f} (calibrated on validation data).")
+    if record.get("refit_rows"):
+        served = record["served_threshold"]
+        lines.append(f"The version registered was then refitted on all {record['refit_rows']} labelled rows"
+                     + (f" (its threshold {served:.3f}, from its own out-of-fold or validation predictions)."
+                        if served is not None else "."))
     lines.append(f"Quality gate on {primary}: {record['gate']}. "
                  + ("It is now the champion." if record["champion"]
                     else record.get("gate_explanation") or "The champion is unchanged."))

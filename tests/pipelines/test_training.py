@@ -49,6 +49,7 @@ def test_train_registers_gated_champion_that_serves_like_the_predictor(settings,
     assert {"data", "report.md", "policy.json", "gate.json", "summary.md"} <= top
     assert "llm_trace.jsonl" not in top  # no LLM configured: the built-in planner and summary were used
     assert f"{result.metrics['macro_f1']:.3f}" in result.summary
+    assert f"refitted on all 800 labelled rows (its threshold {result.threshold:.3f}" in result.summary
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.name == "churn" and experiment.artifact_location.startswith(settings.home.as_uri())
 
