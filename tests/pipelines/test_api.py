@@ -7,7 +7,6 @@ import sqlite3
 import time
 
 import httpx
-import numpy as np
 import pandas as pd
 import pytest
 from mlflow.types import ColSpec, Schema
@@ -274,23 +273,13 @@ def test_na_values_reach_the_job_spec_from_json_and_upload(service, churn_csv):
     assert by_path.json()["spec"]["na_values"] == ["?", "none", "-999"]
 
 
-def _noise_csv_bytes(rows: int = 300, seed: int = 0) -> bytes:
-    """Features without signal; under a false alarm costing 50 misses the model flags nobody and ties the
-    majority baseline, so the gate refuses it (the test checks that it did)."""
-    rng = np.random.default_rng(seed)
-    positive = rng.random(rows) < 0.15
-    return pd.DataFrame({"a": rng.normal(size=rows).round(3), "b": rng.normal(size=rows).round(3),
-                         "c": rng.choice(["x", "y", "z"], rows),
-                         "outcome": np.where(positive, "yes", "no")}).to_csv(index=False).encode()
-
-
 @pytest.mark.slow
-def test_a_refused_gate_in_the_job_json_a_409_from_predict_and_a_promotion_with_its_reason(service):
+def test_a_refused_gate_in_the_job_json_a_409_from_predict_and_a_promotion_with_its_reason(service, noise_table):
     client, keys, settings = service
     submit, read, predict, admin = (_auth(keys[s]) for s in ("submit", "read", "predict", "admin"))
     options = {"target": "outcome", "name": "noisy-api", "objective": "cost", "cost_fn": 1, "cost_fp": 50,
                "time_limit": 10}
-    queued = client.post("/api/v1/jobs/upload", headers=submit, files={"file": ("noise.csv", _noise_csv_bytes())},
+    queued = client.post("/api/v1/jobs/upload", headers=submit, files={"file": ("noise.csv", noise_table().to_csv(index=False).encode())},
                          data={"options": json.dumps(options)})
     assert queued.status_code == 202, queued.text
     job_id = queued.json()["id"]
@@ -311,7 +300,7 @@ def test_a_refused_gate_in_the_job_json_a_409_from_predict_and_a_promotion_with_
     assert steps["promote"]["command"].startswith("poise promote noisy-api 1 --reason ")
     assert all(step["command"] in job["summary"] for step in gate["next_steps"])  # the summary carries them too
 
-    records = json.loads(pd.read_csv(io.BytesIO(_noise_csv_bytes())).drop(columns=["outcome"]).head(3)
+    records = json.loads(pd.read_csv(io.BytesIO(noise_table().to_csv(index=False).encode())).drop(columns=["outcome"]).head(3)
                          .to_json(orient="records"))
     refused = client.post("/api/v1/models/noisy-api/predict", json={"records": records}, headers=predict)
     assert refused.status_code == 409, refused.text

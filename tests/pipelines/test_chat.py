@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 from sqlalchemy import select
 
@@ -108,12 +106,9 @@ def test_values_said_to_mean_missing_reach_the_plan_and_the_job_spec(settings, c
 
 
 @pytest.mark.slow
-def test_a_refused_gate_is_explained_with_next_steps_in_the_reply(settings, tmp_path):
-    rng = np.random.default_rng(0)  # no signal: with a false alarm at 50 misses the model flags nobody
-    positive = rng.random(300) < 0.15
+def test_a_refused_gate_is_explained_with_next_steps_in_the_reply(settings, tmp_path, noise_table):
     data = tmp_path / "noise.csv"
-    pd.DataFrame({"a": rng.normal(size=300).round(3), "b": rng.normal(size=300).round(3),
-                  "outcome": np.where(positive, "yes", "no")}).to_csv(data, index=False)
+    noise_table().to_csv(data, index=False)  # no signal: with a false alarm at 50 misses the model flags nobody
 
     reply = ChatSession.open(settings).send(
         f"train on {data} to predict outcome; a missed yes costs 1 and a false alarm costs 50; 10 seconds; "

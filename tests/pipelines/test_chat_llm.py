@@ -5,8 +5,6 @@ prompt injection through column names and chat text."""
 
 import json
 
-import numpy as np
-import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
@@ -242,12 +240,10 @@ def _refusal_from_record(request: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_a_refused_gate_in_an_llm_planned_chat_ends_with_the_records_next_steps(llm_settings, llm_server, tmp_path):
-    rng = np.random.default_rng(0)  # no signal: with a false alarm at 50 misses the model flags nobody
-    positive = rng.random(300) < 0.15
+def test_a_refused_gate_in_an_llm_planned_chat_ends_with_the_records_next_steps(llm_settings, llm_server, tmp_path,
+                                                                                noise_table):
     data = tmp_path / "noise.csv"
-    pd.DataFrame({"a": rng.normal(size=300).round(3), "b": rng.normal(size=300).round(3),
-                  "outcome": np.where(positive, "yes", "no")}).to_csv(data, index=False)
+    noise_table().to_csv(data, index=False)  # no signal: with a false alarm at 50 misses the model flags nobody
     plan = _plan(data, target="outcome", seconds=10)
     plan["operations"] += [{"op": "set_objective", "objective": "cost", "cost_fn": 1, "cost_fp": 50},
                            {"op": "set_name", "name": "noisy-llm"}]

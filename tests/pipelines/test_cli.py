@@ -10,7 +10,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import select
@@ -169,21 +168,11 @@ def test_na_values_option_reaches_the_job_spec(poise_home, settings, churn_csv):
     assert spec["na_values"] == ["?", "none", "-999"]
 
 
-def noise_csv(path: Path, rows: int = 300, seed: int = 0) -> Path:
-    """A table whose features carry no signal about `outcome` (15 % 'yes'). Trained for expected cost with a
-    false alarm costing 50 misses, the model flags nobody: its cost ties the majority baseline's, and the
-    gate, which wants strictly better, refuses it. Tests check that it did."""
-    rng = np.random.default_rng(seed)
-    positive = rng.random(rows) < 0.15
-    pd.DataFrame({"a": rng.normal(size=rows).round(3), "b": rng.normal(size=rows).round(3),
-                  "c": rng.choice(["x", "y", "z"], rows), "outcome": np.where(positive, "yes", "no")}).to_csv(
-        path, index=False)
-    return path
-
-
 @pytest.mark.slow
-def test_a_refused_gate_says_why_and_what_to_do_and_a_promotion_records_its_reason(poise_home, settings, tmp_path):
-    data = noise_csv(tmp_path / "noise.csv")
+def test_a_refused_gate_says_why_and_what_to_do_and_a_promotion_records_its_reason(poise_home, settings, tmp_path,
+                                                                                        noise_table):
+    data = tmp_path / "noise.csv"
+    noise_table().to_csv(data, index=False)
     trained = poise("train", str(data), "--target", "outcome", "--name", "noisy", "--objective", "cost",
                     "--cost-fn", "1", "--cost-fp", "50", "--time-limit", "10")
     assert trained.returncode == 0, trained.stdout + trained.stderr

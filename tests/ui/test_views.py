@@ -1,8 +1,6 @@
 """What the web UI shows for a version the quality gate refused (the values its components get, from a
 real job: `ui.views` holds everything the page shows, the Gradio wiring adds nothing)."""
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from pipelines import runner
@@ -11,12 +9,9 @@ from ui import views
 
 
 @pytest.mark.slow
-def test_a_refused_gate_shows_why_and_the_next_steps_until_someone_promotes_with_a_reason(settings, tmp_path):
-    rng = np.random.default_rng(0)  # no signal: with a false alarm at 50 misses the model flags nobody
-    positive = rng.random(300) < 0.15
+def test_a_refused_gate_shows_why_and_the_next_steps_until_someone_promotes_with_a_reason(settings, tmp_path, noise_table):
     data = tmp_path / "noise.csv"
-    pd.DataFrame({"a": rng.normal(size=300).round(3), "b": rng.normal(size=300).round(3),
-                  "outcome": np.where(positive, "yes", "no")}).to_csv(data, index=False)
+    noise_table().to_csv(data, index=False)  # no signal: with a false alarm at 50 misses the model flags nobody
     result = runner.train(data, "outcome", name="noisy-ui", objective="cost", cost_fn=1, cost_fp=50, time_limit=10,
                           settings=settings)
     assert result.status == "succeeded" and result.gate["passed"] is False  # the gate really refused
