@@ -228,14 +228,19 @@ def excluded_model_types_without_torch() -> list[str]:
     return [] if importlib.util.find_spec("torch") else ["NN_TORCH", "FASTAI"]
 
 
-def model_portfolio(presets: str, excluded_model_types: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """The AutoGluon models (and their settings) that Poise fits under the presets: `LEAN_MODEL_TYPES` where the
-    presets have them and the user excluded not all of them, else the presets' own portfolio."""
+def presets_portfolio(presets: str) -> dict[str, Any]:
+    """AutoGluon's own models (and their settings) for the presets, a copy the caller may change."""
     from autogluon.tabular.configs.hyperparameter_configs import get_hyperparameter_config
     from autogluon.tabular.configs.presets_configs import tabular_presets_dict
 
     config_name = tabular_presets_dict[presets].get("hyperparameters", "default")
-    portfolio = copy.deepcopy(get_hyperparameter_config(config_name))
+    return copy.deepcopy(get_hyperparameter_config(config_name))
+
+
+def model_portfolio(presets: str, excluded_model_types: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The AutoGluon models (and their settings) that Poise fits under the presets: `LEAN_MODEL_TYPES` where the
+    presets have them and the user excluded not all of them, else the presets' own portfolio."""
+    portfolio = presets_portfolio(presets)
     lean = {model_type: portfolio[model_type] for model_type in LEAN_MODEL_TYPES.get(presets, ())
             if model_type in portfolio and model_type not in excluded_model_types}
     return lean or portfolio
@@ -246,8 +251,7 @@ def extra_portfolio(presets: str, fitted: dict[str, Any], excluded_model_types) 
     portfolio: those fitted their whole portfolio at once)."""
     if presets not in LEAN_MODEL_TYPES:
         return {}
-    whole = model_portfolio(presets, [*LEAN_MODEL_TYPES[presets]])  # every lean type excluded: the whole portfolio
-    return {model_type: config for model_type, config in whole.items()
+    return {model_type: config for model_type, config in presets_portfolio(presets).items()
             if model_type not in fitted and model_type not in excluded_model_types}
 
 
@@ -316,12 +320,13 @@ def text_metadata(train: pd.DataFrame, label: str, policy: dict[str, Any], text_
     return metadata.add_special_types({name: ["text"] for name in text_columns})
 
 
-def fit_time_limit(job_seconds: int, *, refit_follows: bool, used: float = 0.0) -> int:
-    """The time limit of one fit in a job of `job_seconds`: the first fit's (`used` = 0), or the refit's after a first
-    fit that took `used` seconds."""
+def fit_time_limit(job_seconds: int, *, refit_follows: bool = False, used: float | None = None) -> int:
+    """The time limit of one fit in a job of `job_seconds`: the first fit's (its share depends on whether a refit
+    follows), or the refit's, after a first fit that took `used` seconds."""
     fitting = job_seconds * FIT_SHARE_OF_BUDGET
-    share = fitting * HOLDOUT_FIT_SHARE if refit_follows and not used else fitting - used
-    return max(5, round(share))
+    if used is not None:
+        return max(5, round(fitting - used))
+    return max(5, round(fitting * HOLDOUT_FIT_SHARE if refit_follows else fitting))
 
 
 def fit(
@@ -380,7 +385,7 @@ def fit(
     try:
         portfolio = model_portfolio(presets, policy["excluded_model_types"])
         if model_types is not None:  # a refit: the model types the first fit ended with, fitted at once
-            whole = portfolio | extra_portfolio(presets, portfolio, policy["excluded_model_types"])
+            whole = presets_portfolio(presets)
             portfolio = {model_type: whole[model_type] for model_type in model_types if model_type in whole} or portfolio
         predictor = fit_once(path, with_fast_threads(portfolio, len(train)), time_limit=time_limit)
         extra = {} if model_types is not None else extra_portfolio(presets, portfolio, policy["excluded_model_types"])
