@@ -170,10 +170,10 @@ def _read_parquet(path: Path, na_values: list[str]) -> pd.DataFrame:
     except Exception as error:  # pyarrow raises many types (ArrowInvalid, OSError...) for a bad file
         raise DataError(f"{path}: cannot read as Parquet ({_first_line(error)})") from None
     df.columns = _clean_column_names([str(name) for name in df.columns], path)
-    return mask_missing(df, na_values)
+    return _mask_missing(df, na_values)
 
 
-def mask_missing(df: pd.DataFrame, na_values: Sequence[str]) -> pd.DataFrame:
+def _mask_missing(df: pd.DataFrame, na_values: Sequence[str]) -> pd.DataFrame:
     """`df` with cells equal to a user's missing-value token set missing: text cells equal to a token, number
     cells equal to a token that is a number (what `read_csv(na_values=...)` does to a CSV)."""
     if not na_values:
@@ -593,6 +593,16 @@ def feature_types(profile: dict) -> dict[str, str]:
     """Each feature's inferred type, in feature order."""
     types = {entry["name"]: entry["inferred_type"] for entry in profile["columns"]}
     return {name: types[name] for name in profile["features"]}
+
+
+def features_of_type(profile: dict, inferred_type: str) -> list[str]:
+    """The features of one inferred type, in feature order."""
+    return [name for name, kind in feature_types(profile).items() if kind == inferred_type]
+
+
+def boolean_tokens() -> dict[str, list[str]]:
+    """The spellings training reads as true and as false, for the served model to read its rows the same way."""
+    return {"true": sorted(TRUE_TOKENS), "false": sorted(FALSE_TOKENS)}
 
 
 def prepare_split(

@@ -17,16 +17,16 @@ import psutil  # noqa: E402
 from mlflow.pyfunc import PythonModel  # noqa: E402
 
 MAX_MEMORY_SHARE = 0.4  # AutoGluon's default: models larger than this share of free memory stay on disk
-# Boolean columns were trained as the words 'true'/'false', whatever the file spelled (Yes/No, Y/N, 1/0, True/False);
-# a served row spells them as its client does, so they are read the same way here.
-TRUE_WORDS = {"true", "yes", "y", "t", "1", "1.0"}
-FALSE_WORDS = {"false", "no", "n", "f", "0", "0.0"}
 
 
-def boolean_words(values: pd.Series) -> pd.Series:
-    """'true', 'false' or None for each value, as training read the column."""
-    words = values.map(lambda value: None if value is None or value != value else str(value).strip().lower())
-    return words.map(lambda word: "true" if word in TRUE_WORDS else "false" if word in FALSE_WORDS else None)
+def boolean_words(values: pd.Series, true_tokens: set[str], false_tokens: set[str]) -> pd.Series:
+    """'true', 'false' or None for each value, read with training's tokens (lower case, whole floats without '.0').
+
+    Boolean columns were trained as the words 'true'/'false', whatever the file spelled (Yes/No, Y/N, 1/0,
+    True/False); a served row spells them as its client does, so they are read the same way here."""
+    tokens = values.map(lambda value: None if value is None or value != value
+                        else str(value).strip().lower().removesuffix(".0"))
+    return tokens.map(lambda token: "true" if token in true_tokens else "false" if token in false_tokens else None)
 
 
 class AutoGluonPyfunc(PythonModel):
@@ -45,11 +45,14 @@ class AutoGluonPyfunc(PythonModel):
         self._threshold = config.get("decision_threshold")
         self._prior_weights = config.get("prior_weights")
         self._boolean_columns = config.get("boolean_columns") or []
+        tokens = config.get("boolean_tokens") or {}
+        self._true_tokens, self._false_tokens = set(tokens.get("true", [])), set(tokens.get("false", []))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         if self._boolean_columns:
-            model_input = model_input.assign(**{name: boolean_words(model_input[name])
-                                                for name in self._boolean_columns if name in model_input})
+            model_input = model_input.assign(**{
+                name: boolean_words(model_input[name], self._true_tokens, self._false_tokens)
+                for name in self._boolean_columns if name in model_input})
         if not self._predictor.can_predict_proba:
             return pd.DataFrame({"label": self._predictor.predict(model_input).to_numpy()})
         proba = self._predictor.predict_proba(model_input)

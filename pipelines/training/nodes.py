@@ -173,16 +173,12 @@ def train(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, 
         pd.read_parquet(state["split"]["train_path"]), spec.target, policy, path=predictor_dir,
         deploy_path=deploy_dir, presets=spec.presets, num_cpus=ctx.settings.num_cpus,
         time_limit=automl.fit_time_limit(spec.time_limit, refit_follows=refit_skipped(state, spec) is None),
-        text_columns=_text_columns(state["profile"]),
+        text_columns=data_engineering.features_of_type(state["profile"], "text"),
     )
     ctx.fitted_predictors[fit["predictor_dir"]] = predictor
     tracking.log_metrics(client, run_id, {"fit_seconds": fit["fit_seconds"], "decision_threshold": fit["threshold"]})
     client.log_dict(run_id, fit, "fit_summary.json")
     return {"policy": policy, "mlflow_run_id": run_id, "fit": fit}
-
-
-def _text_columns(profile: dict[str, Any]) -> list[str]:
-    return [name for name, kind in data_engineering.feature_types(profile).items() if kind == "text"]
 
 
 def refit_skipped(state: TrainingState, spec: JobSpec) -> str | None:
@@ -212,8 +208,9 @@ def refit(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, 
         shutil.rmtree(folder, ignore_errors=True)  # a resumed job refits from scratch
     refitted, predictor = automl.fit(
         rows, spec.target, state["policy"], path=full_dir, deploy_path=deploy_dir, presets=spec.presets,
-        num_cpus=ctx.settings.num_cpus, text_columns=_text_columns(state["profile"]), model_types=first["model_types"],
-        time_limit=automl.fit_time_limit(spec.time_limit, refit_follows=True, used=first["fit_seconds"]),
+        num_cpus=ctx.settings.num_cpus, text_columns=data_engineering.features_of_type(state["profile"], "text"),
+        model_types=first["model_types"],
+        time_limit=automl.fit_time_limit(spec.time_limit, used=first["fit_seconds"]),
     )
     ctx.fitted_predictors[refitted["predictor_dir"]] = predictor
     refitted |= {"done": True, "holdout_rows_added": len(rows) - first["rows"]}
@@ -285,8 +282,8 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
         model_config={
             "decision_threshold": fit["threshold"], "positive_class": policy["positive_class"],
             "target": spec.target, "classes": sorted(state["profile"]["target"]["class_counts"]),
-            "boolean_columns": [name for name, kind in data_engineering.feature_types(state["profile"]).items()
-                                if kind == "boolean"],
+            "boolean_columns": data_engineering.features_of_type(state["profile"], "boolean"),
+            "boolean_tokens": data_engineering.boolean_tokens(),
             "na_values": spec.na_values,
         },
         input_example=deployment.serving_frame(example), output_example=predictions.loc[example.index],
