@@ -100,6 +100,12 @@ def _verdict(metric: str, value: float, reference: float, compared_with: str, na
 NUMERIC_TYPES = ("double", "float", "long", "integer")
 
 
+def _type_name(spec) -> str:
+    """A signature column's type name; "any" for MLflow's `Any` (no name), which a model logged with an empty
+    example column has."""
+    return getattr(spec.type, "name", "any")
+
+
 def conform_to_signature(table: pd.DataFrame, input_schema) -> pd.DataFrame:
     """Select and cast the model's input columns from a raw table, naming what is missing.
 
@@ -115,7 +121,7 @@ def conform_to_signature(table: pd.DataFrame, input_schema) -> pd.DataFrame:
     columns = {}
     for spec in input_schema.inputs:
         values = table[spec.name]
-        kind = getattr(spec.type, "name", "any")  # `Any` (no name): a model logged with an empty example column
+        kind = _type_name(spec)
         if kind == "any":
             columns[spec.name] = values
         elif kind in NUMERIC_TYPES:
@@ -180,7 +186,7 @@ def schema_mismatch(features: pd.DataFrame, input_schema) -> str:
     problems = []
     for spec in input_schema.inputs if input_schema is not None else []:
         if spec.name in features:
-            expected, dtype = spec.type.name, features[spec.name].dtype
+            expected, dtype = _type_name(spec), features[spec.name].dtype
             fits = {"double": dtype == "float64", "float": dtype == "float32", "long": dtype == "int64",
                     "integer": dtype == "int32", "datetime": str(dtype) == "datetime64[ns]",
                     "boolean": pd.api.types.is_bool_dtype(dtype), "string": dtype == object}.get(expected, True)
