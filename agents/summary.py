@@ -50,7 +50,7 @@ def facts(state: dict[str, Any]) -> dict[str, Any]:
     outcome = gate_outcome(state["spec"], gate, metrics, version, champion)
     record["gate_passed"] = outcome["passed"]
     record["gate_explanation"] = outcome["explanation"]
-    record["next_steps"] = [{"do": step["text"], "command": step["command"]} for step in outcome["next_steps"]]
+    record["next_steps"] = record_steps(outcome["next_steps"])
     return record
 
 
@@ -259,8 +259,13 @@ def facts_steps(text: str, spec: dict[str, Any], gate: dict[str, Any], metrics: 
     """`with_next_steps` for a job's result (its spec, gate verdict, metrics and version) rather than its record."""
     outcome = gate_outcome(spec, gate, metrics, version, gate_champion(gate))
     record = {"gate_explanation": outcome["explanation"],
-              "next_steps": [{"do": step["text"], "command": step["command"]} for step in outcome["next_steps"]]}
+              "next_steps": record_steps(outcome["next_steps"])}
     return with_next_steps(text, record)
+
+
+def record_steps(steps: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Next steps as a summary record and the LLM's tools carry them: what to do and the command, no API call."""
+    return [{"do": step["text"], "command": step["command"]} for step in steps]
 
 
 def steps_text(steps: list[dict[str, Any]]) -> str:

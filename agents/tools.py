@@ -27,7 +27,7 @@ from agents.plan import (
     parse_plan,
     plan_options,
 )
-from agents.summary import job_gate
+from agents.summary import job_gate, record_steps
 from registry import tracking
 from registry.db import session_scope
 from registry.models import Job
@@ -174,8 +174,7 @@ class PlannerTools:
             if job.model_versions:  # the gate's verdict now, with the next steps when it refused the version
                 outcome = job_gate(self.settings, job.spec, job.model_versions[0])
                 result["gate"] = {key: outcome[key] for key in ("passed", "reason", "champion", "explanation")}
-                result["gate"]["next_steps"] = [{"do": step["text"], "command": step["command"]}
-                                                for step in outcome["next_steps"]]
+                result["gate"]["next_steps"] = record_steps(outcome["next_steps"])
             return result
 
     def list_models(self, payload: dict[str, Any]) -> dict[str, Any]:
