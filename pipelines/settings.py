@@ -26,7 +26,10 @@ class Settings(BaseSettings):
     holdout_fraction: float = Field(0.2, gt=0.05, lt=0.5, description="Share of rows kept as untouched holdout.")
     seed: int = 0
     data_dir: Path | None = Field(None, description="Folder the API may read job data from by path; default home/data.")
-    sql_sources: dict[str, str] = Field(default_factory=dict, description="Named SQLAlchemy URLs jobs may query (JSON).")
+    sql_sources: dict[str, str] = Field(default_factory=dict, description=(
+        "Named SQLAlchemy URLs jobs may query (JSON): PostgreSQL or SQLite, queried read-only."))
+    sql_timeout: float = Field(300.0, gt=0, le=86_400, description=(
+        "Seconds one query of a SQL source may run before it is cancelled (statement timeout)."))
     upload_max_bytes: int = Field(200_000_000, ge=1, description="Largest upload the API accepts.")
     table_max_rows: int = Field(5_000_000, ge=1, description="Most rows in an uploaded or queried table.")
     table_max_columns: int = Field(2_000, ge=1, description="Most columns in an uploaded or queried table.")

@@ -151,7 +151,9 @@ def _window_from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta
         if url is None:
             raise SpecError(f"unknown SQL source '{spec.sql_source}'; configured: "
                             f"{', '.join(settings.sql_sources) or 'none'}")
-        table, source = data_engineering.read_sql(url, spec.sql_query, max_rows=settings.table_max_rows), "sql"
+        table = data_engineering.read_sql(url, spec.sql_query, max_rows=settings.table_max_rows,
+                                          timeout=settings.sql_timeout)
+        source = "sql"
     else:
         table, _ = data_engineering.load_table(spec.current, max_bytes=settings.max_file_bytes)
         source = spec.current

@@ -174,7 +174,7 @@ def _query_to_file(sql: SqlSource, settings: Settings) -> Path:
     if url is None:
         raise _bad(f"unknown SQL source '{sql.source}'; configured: {', '.join(settings.sql_sources) or 'none'}")
     try:
-        table = read_sql(url, sql.query, max_rows=settings.table_max_rows)
+        table = read_sql(url, sql.query, max_rows=settings.table_max_rows, timeout=settings.sql_timeout)
     except TooLargeError as error:
         raise _bad(str(error), 413) from None
     except DataError as error:
