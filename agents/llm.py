@@ -11,7 +11,8 @@ they live here once:
   deterministic path instead of crashing on a dozen `openai` exception types;
 * one trace: every call, successful or not, is written to the `llm_calls` table
   (prompt, tools offered, raw reply, tokens, latency, outcome) and kept in memory
-  so it can be logged to MLflow as `llm_trace.jsonl`;
+  so it can be logged to MLflow as `llm_trace.jsonl`; a reply that arrived but that
+  Poise refused to use or show (see `agents.llm_planner`) is marked outcome "fault";
 * the quirks of local servers handled in one place (llama.cpp rejects
   `content: null` on assistant messages that carry tool calls).
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from pipelines.settings import Settings
 
 MAX_ERROR_CHARS = 2_000
+FAULT = "fault"  # the outcome of a call whose reply was received but could not be used or shown
 
 
 class LLMUnavailable(Exception):
@@ -98,6 +100,7 @@ class CallTracer:
         self.session_id = session_id
         self.job_id = job_id
         self.records: list[dict[str, Any]] = []
+        self._row_ids: list[int] = []  # the `llm_calls` id of each record, to mark a fault on it later
 
     def record(
         self,
@@ -130,8 +133,25 @@ class CallTracer:
             "error": error,
         })
         with session_scope(self.db_url) as session:
-            session.add(LLMCall(**{**record, "created_at": created_at}))
+            row = LLMCall(**{**record, "created_at": created_at})
+            session.add(row)
+            session.flush()
+            self._row_ids.append(row.id)
         self.records.append(record)
+
+    def mark_fault(self, detail: str) -> bool:
+        """Mark the last call an LLM fault: the endpoint answered (outcome "ok"), but Poise could not use or show
+        the reply (an ungrounded number, results claimed with no job, a request for work answered without acting,
+        an invalid tool call). Its row and record get outcome "fault" and `detail` as the error; a call that
+        already failed at the endpoint keeps its outcome. Returns whether a call was marked."""
+        if not self.records or self.records[-1]["outcome"] != "ok":
+            return False
+        detail = _clip(detail)
+        with session_scope(self.db_url) as session:
+            row = session.get(LLMCall, self._row_ids[-1])
+            row.outcome, row.error = FAULT, detail
+        self.records[-1].update(outcome=FAULT, error=detail)
+        return True
 
     def to_jsonl(self) -> str:
         """The records as JSON lines, one call per line (the MLflow `llm_trace.jsonl` artifact)."""

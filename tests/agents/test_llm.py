@@ -337,3 +337,26 @@ def test_make_client(tmp_path: Path, llm_server, monkeypatch: pytest.MonkeyPatch
     assert hosted.api_key == "sk-env" and hosted.max_retries == 3
     assert str(hosted.base_url).startswith("https://api.openai.com")
     assert make_client(Settings(home=tmp_path, llm_model="gpt-x", llm_api_key="sk-set")).api_key == "sk-set"
+
+
+def test_mark_fault_marks_only_the_last_call_that_answered(make_llm, llm_server) -> None:
+    llm, tracer = make_llm(llm_max_retries=0)
+    llm_server.push_text("first")
+    llm_server.push_text("The model reached a macro-F1 of 0.991.")
+    llm.chat([{"role": "user", "content": "a"}], purpose="plan")
+    llm.chat([{"role": "user", "content": "b"}], purpose="plan")
+
+    assert tracer.mark_fault("claim_without_job: The model reached a macro-F1 of 0.991.")
+
+    rows = _rows(tracer)
+    assert [(row.outcome, row.error) for row in rows] == [
+        ("ok", None), ("fault", "claim_without_job: The model reached a macro-F1 of 0.991.")]
+    assert rows[1].response["content"] == "The model reached a macro-F1 of 0.991."  # the reply stays traced
+    assert [r["outcome"] for r in tracer.records] == ["ok", "fault"]  # and so in llm_trace.jsonl
+    assert json.loads(tracer.to_jsonl().splitlines()[1])["error"].startswith("claim_without_job")
+
+    llm_server.push_http_error(500)
+    with pytest.raises(LLMUnavailable):
+        llm.chat([{"role": "user", "content": "c"}], purpose="plan")
+    assert not tracer.mark_fault("unusable")  # a call that failed at the endpoint keeps its outcome
+    assert [row.outcome for row in _rows(tracer)] == ["ok", "fault", "http_error"]
