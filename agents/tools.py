@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -79,9 +78,11 @@ TOOL_NAMES = tuple(spec["function"]["name"] for spec in TOOL_SPECS)
 class PlannerTools:
     """Executes tool calls for one chat session. `plans` persists with the session."""
 
-    def __init__(self, settings, plans: dict[str, dict[str, Any]], validate_spec: Callable[[dict], None]):
+    def __init__(self, settings, plans: dict[str, dict[str, Any]], access, validate_spec: Callable[[dict], None]):
+        """`access` (`pipelines.access.DataAccess`) decides which files the planner may read: the user's own."""
         self.settings = settings
         self.plans = plans
+        self.access = access
         self.validate_spec = validate_spec
         self._tables: dict[str, Any] = {}
 
@@ -99,7 +100,7 @@ class PlannerTools:
     def _table(self, path: str):
         if path not in self._tables:
             try:
-                self._tables[path] = load_table(Path(path).expanduser(), max_bytes=self.settings.max_file_bytes)[0]
+                self._tables[path] = load_table(self.access.resolve(path), max_bytes=self.settings.max_file_bytes)[0]
             except PoiseError as problem:
                 raise ToolError(str(problem)) from None
         return self._tables[path]

@@ -100,6 +100,7 @@ class LLMPlanner:
         from agents.llm_planner import PlannerFailed, plan_turn
         from agents.tools import PlannerTools
         from pipelines import runner
+        from pipelines.access import DataAccess
 
         rules = parse_message(message, columns)
         plans: dict[str, dict] = {}
@@ -118,7 +119,7 @@ class LLMPlanner:
                 table.to_parquet(path) if path.suffix in (".parquet", ".pq") else table.to_csv(
                     path, index=False, sep="\t" if path.suffix == ".tsv" else ",")
             try:
-                plan_turn(self.llm, [], message, PlannerTools(self.settings, plans, validate))
+                plan_turn(self.llm, [], message, PlannerTools(self.settings, plans, DataAccess.local(), validate))
             except PlannerFailed:
                 self.failures += 1
                 return ChatIntent(approve=rules.approve, reject=rules.reject)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from agents.data_engineering import load_table
@@ -22,8 +21,10 @@ from agents.errors import PoiseError, SpecError
 from agents.plan import check_against_data, describe
 from agents.rule_planner import ChatIntent, merge, missing_question, parse_message
 from pipelines import runner
+from pipelines.access import DataAccess, Forbidden
 from pipelines.settings import Settings
 from registry.db import session_scope
+from registry.keys import KeyInfo
 from registry.models import ChatMessage
 from registry.models import ChatSession as ChatSessionRow
 
@@ -65,25 +66,34 @@ class QueuedJobs:
 class ChatSession:
     """One conversation; `send` is the whole interface."""
 
-    def __init__(self, settings: Settings, session_id: str, state: dict[str, Any], jobs: InlineJobs | QueuedJobs):
+    def __init__(self, settings: Settings, session_id: str, state: dict[str, Any], jobs: InlineJobs | QueuedJobs,
+                 access: DataAccess):
         self.settings = settings
         self.id = session_id
         self.state = state
         self.jobs = jobs
+        self.access = access
 
     @classmethod
     def open(cls, settings: Settings | None = None, session_id: str | None = None,
-             jobs: InlineJobs | QueuedJobs | None = None) -> ChatSession:
+             jobs: InlineJobs | QueuedJobs | None = None, caller: KeyInfo | None = None) -> ChatSession:
+        """The session `session_id` (a new one when None or unknown). `caller` is the API key of a remote user (API,
+        web UI), who reads only the data folder and uploads and continues only sessions that key started; None is
+        the local CLI user, who reads any path."""
         settings = settings or Settings()
         settings.ensure_home()
+        owner = caller.id if caller is not None else None
         with session_scope(settings.db_url) as db:
             row = db.get(ChatSessionRow, session_id) if session_id else None
+            if row is not None and caller is not None and row.owner_key_id != owner:
+                raise Forbidden(f"chat session '{session_id}' belongs to another key; start a new one")
             if row is None:
                 if session_id is not None and (len(session_id) > 32 or not session_id.isalnum()):
                     raise SpecError("a session id is up to 32 letters or digits")
-                row = ChatSessionRow(id=session_id or uuid.uuid4().hex, state={})
+                row = ChatSessionRow(id=session_id or uuid.uuid4().hex, state={}, owner_key_id=owner)
                 db.add(row)
-            return cls(settings, row.id, dict(row.state or {}), jobs or InlineJobs())
+            access = DataAccess.local() if caller is None else DataAccess.remote(settings)
+            return cls(settings, row.id, dict(row.state or {}), jobs or InlineJobs(), access)
 
     def send(self, text: str, *, approve: bool = False, on_event: runner.EventHandler | None = None) -> ChatReply:
         text = "".join(ch for ch in text if ch.isprintable() or ch in "\n\t").strip()
@@ -152,7 +162,7 @@ class ChatSession:
         from agents.tools import PlannerTools
 
         plans = self.state.setdefault("plans", {})
-        tools = PlannerTools(self.settings, plans, validate_spec=self._validate_options)
+        tools = PlannerTools(self.settings, plans, self.access, validate_spec=self._validate_options)
         llm = LLM(self.settings, CallTracer(self.settings.db_url, session_id=self.id))
         try:
             outcome = plan_turn(llm, self.state.get("llm_history", []), text, tools)
@@ -168,7 +178,8 @@ class ChatSession:
     # --- jobs -------------------------------------------------------------------------
 
     def _validate_options(self, options: dict[str, Any]) -> None:
-        runner.make_spec(options["data"], options["target"], self.settings, **self._spec_options(options))
+        runner.make_spec(self.access.resolve(options["data"]), options["target"], self.settings,
+                         **self._spec_options(options))
 
     @staticmethod
     def _spec_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +188,8 @@ class ChatSession:
     def _start(self, options: dict[str, Any], approve: bool, on_event) -> ChatReply:
         spec_options = {**self._spec_options(options), "session_id": self.id, "require_approval": not approve}
         try:
-            spec = runner.make_spec(options["data"], options["target"], self.settings, **spec_options)
+            spec = runner.make_spec(self.access.resolve(options["data"]), options["target"], self.settings,
+                                    **spec_options)
         except PoiseError as problem:
             return ChatReply(self.id, str(problem), "deterministic")
         result = self.jobs.start(spec, self.settings, on_event)
@@ -227,7 +239,7 @@ class ChatSession:
         if not data:
             return None
         try:
-            table, _ = load_table(Path(data).expanduser(), max_bytes=self.settings.max_file_bytes)
+            table, _ = load_table(self.access.resolve(data), max_bytes=self.settings.max_file_bytes)
         except PoiseError:
             return None
         return [str(c) for c in table.columns]

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     predict_max_rows: int = Field(100_000, ge=1, description="Most rows in one /predict request.")
     llm_base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1.")
     llm_model: str | None = Field(None, description="Model name; the LLM planner is used only when this is set.")
+    ui_open: bool = Field(False, description="Serve the web UI without signing in (loopback only; see ui/signin.py).")
     llm_api_key: str | None = Field(None, description="API key; falls back to OPENAI_API_KEY.")
     llm_timeout: float = Field(60.0, gt=0, description="Seconds per LLM request.")
     llm_max_retries: int = Field(1, ge=0, le=5, description="Retries of a failed LLM request.")
@@ -79,6 +80,10 @@ class Settings(BaseSettings):
     @cached_property
     def checkpoint_path(self) -> Path:
         return self.home / "checkpoints.sqlite"
+    @cached_property
+    def uploads_folder(self) -> Path:
+        return self.home / "uploads"
+
 
     def job_dir(self, job_id: str) -> Path:
         return self.home / "jobs" / job_id

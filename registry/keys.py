@@ -90,6 +90,12 @@ def recently_verified(db_url: str, key: str) -> KeyInfo | None:
     return found[1]
 
 
+def key_by_id(db_url: str, key_id: int) -> KeyInfo | None:
+    with session_scope(db_url) as session:
+        row = session.get(ApiKey, key_id)
+        return None if row is None else _info(row)
+
+
 def list_keys(db_url: str) -> list[KeyInfo]:
     with session_scope(db_url) as session:
         return [_info(row) for row in session.scalars(select(ApiKey).order_by(ApiKey.id))]

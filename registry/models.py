@@ -241,6 +241,7 @@ class ChatSession(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     state: Mapped[dict[str, Any]] = mapped_column(JSON(none_as_null=True), default=dict)
     job_id: Mapped[str | None] = mapped_column(String(32))
+    owner_key_id: Mapped[int | None] = mapped_column(Integer)  # the API key that started it; None: the local CLI
 
     messages: Mapped[list[ChatMessage]] = relationship(
         back_populates="session",

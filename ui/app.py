@@ -6,10 +6,12 @@ people who would rather upload a table and talk. It adds no logic of its own: th
 the same `ChatSession` the CLI and the API use, with `QueuedJobs`, so jobs run in the worker
 (`poise worker`), never in the web process; a timer reads the job's row every 2 s.
 
-Security: `mount_ui` serves the page at `/ui` of the API app *without* the API-key check
-(embedded, same-machine mode). Bind the API to 127.0.0.1, or put `/ui` behind the team's
-auth proxy. Text from users or their data is never rendered as HTML: chat messages, plan
-lines and step messages go through `views.plain()` or into components that show text as is.
+Security: the page is signed in to with an API key (`ui/signin.py`), and every event checks the
+key's scope as the API does: `read` to watch jobs and models, `submit` to chat and upload, `admin`
+to decide a drift check. Chat through the page reads tables only from the data folder and the
+page's uploads (`pipelines.access.DataAccess`). Text from users or their data is never rendered as
+HTML: chat messages, plan lines and step messages go through `views.plain()` or into components that
+show text as is.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from fastapi import FastAPI
 
 from agents.errors import PoiseError
 from pipelines import runner
+from pipelines.access import DataAccess
 from pipelines.chat import ChatSession, QueuedJobs
 from pipelines.settings import Settings
 from ui import views
+from ui.signin import UiSessions, add_signin_routes
 
 POLL_SECONDS = 2.0
 CSS = """
@@ -37,13 +41,22 @@ footer { display: none !important; }
 
 
 def mount_ui(app: FastAPI, settings: Settings) -> FastAPI:
-    """Serve the UI at `/ui` of the API app (no API-key check: see the module docstring)."""
-    gr.mount_gradio_app(app, build_ui(settings), path="/ui", max_file_size=settings.upload_max_bytes,
-                        theme=gr.themes.Soft(), css=CSS, ssr_mode=False, mcp_server=False)
+    """Serve the UI at `/ui` of the API app, signed in to with an API key (see the module docstring)."""
+    sessions = UiSessions(settings)
+    add_signin_routes(app, sessions)
+    blocks = build_ui(settings, sessions)
+    gr.mount_gradio_app(app, blocks, path="/ui", max_file_size=settings.upload_max_bytes,
+                        auth_dependency=sessions.user, theme=gr.themes.Soft(), css=CSS, ssr_mode=False,
+                        mcp_server=False)
+    # Gradio checks that a file an event receives was uploaded through the page (not any server path a caller
+    # names) only once its Blocks "has launched", which `launch()` sets and mounting does not (gradio 6.31):
+    # without this, a caller could have the upload handler copy any readable server file (tests/pipelines/
+    # test_security.py replays that probe).
+    blocks.has_launched = True
     return app
 
 
-def build_ui(settings: Settings) -> gr.Blocks:
+def build_ui(settings: Settings, sessions: UiSessions) -> gr.Blocks:
     with gr.Blocks(title="Poise") as ui:
         session_id, job_id, shown = gr.State(None), gr.State(None), gr.State(None)
         gr.Markdown("## Poise · imbalance-aware AutoML")
@@ -92,24 +105,30 @@ def build_ui(settings: Settings) -> gr.Blocks:
 
         chat_outputs = [message, chat, session_id, job_id]
 
-        def talk(text: str, history: list, session: str | None, job: str | None):
-            return _talk(settings, text, history, session, job)
+        def talk(text: str, history: list, session: str | None, job: str | None, request: gr.Request):
+            return _talk(settings, sessions, request, text, history, session, job)
 
-        def approve_plan(history: list, session: str | None, job: str | None):
-            return _talk(settings, "", history, session, job, approve=True)
+        def approve_plan(history: list, session: str | None, job: str | None, request: gr.Request):
+            return _talk(settings, sessions, request, "", history, session, job, approve=True)
 
-        def uploaded(path: str | None, history: list, session: str | None, job: str | None):
+        def uploaded(path: str | None, history: list, session: str | None, job: str | None, request: gr.Request):
             if not path:
                 return gr.skip(), gr.skip(), gr.skip(), gr.skip()
             try:
+                sessions.caller(request.username, "submit")
                 saved = views.save_upload(settings, Path(path))
             except PoiseError as problem:
                 return "", [*history, _said("assistant", str(problem))], session, job
-            return _talk(settings, f"The data is in {saved}", history, session, job)
+            shown_path = DataAccess.remote(settings).shown(saved)
+            return _talk(settings, sessions, request, f"The data is in {shown_path}", history, session, job)
 
-        def tick(job: str | None, on_screen: tuple | None, history: list):
+        def tick(job: str | None, on_screen: tuple | None, history: list, request: gr.Request):
             if job is None:
                 return {shown: on_screen}  # nothing changes (an empty dict would be read as one value)
+            try:
+                sessions.caller(request.username, "read", "submit")  # a submitter watches the job it started
+            except PoiseError:
+                return {shown: on_screen}
             found = runner.find_job(settings, job)
             signature = views.job_signature(found)
             if signature == on_screen:
@@ -135,25 +154,43 @@ def build_ui(settings: Settings) -> gr.Blocks:
             tick, [job_id, shown, chat],
             [shown, headline, steps, plan, approve, chat, results, metrics, details, summary, confusion, pr_curve],
             show_progress="hidden")
+        def registry_tables(request: gr.Request):
+            try:
+                sessions.caller(request.username, "read")
+            except PoiseError:
+                return None, None
+            return views.models_table(settings), views.checks_table(settings)
+
+        def decide_check(text: str, approved: bool, request: gr.Request):
+            try:
+                sessions.caller(request.username, "admin")
+            except PoiseError as problem:
+                return views.plain(str(problem)), gr.skip()
+            return views.plain(views.answer_check(settings, text, approved)), views.checks_table(settings)
+
+        def approve_drift_check(text: str, request: gr.Request):
+            return decide_check(text, True, request)
+
+        def reject_drift_check(text: str, request: gr.Request):
+            return decide_check(text, False, request)
+
         for trigger in (models_tab.select, refresh.click, ui.load):
-            trigger(lambda: (views.models_table(settings), views.checks_table(settings)), None, [models, checks],
-                    show_progress="hidden")
-        for button, approved in ((approve_check, True), (reject_check, False)):
-            button.click(lambda text, approved=approved: (views.plain(views.answer_check(settings, text, approved)),
-                                                          views.checks_table(settings)),
-                         check_id, [check_answer, checks])
+            trigger(registry_tables, None, [models, checks], show_progress="hidden")
+        approve_check.click(approve_drift_check, check_id, [check_answer, checks])
+        reject_check.click(reject_drift_check, check_id, [check_answer, checks])
     return ui
 
 
-def _talk(settings: Settings, text: str, history: list, session_id: str | None, job_id: str | None,
-          approve: bool = False) -> tuple[str, list, str, str | None]:
-    """Send one message (or the approval) to the chat session; returns the new chat state."""
-    session = ChatSession.open(settings, session_id, jobs=QueuedJobs())
+def _talk(settings: Settings, sessions: UiSessions, request: gr.Request, text: str, history: list,
+          session_id: str | None, job_id: str | None, approve: bool = False) -> tuple[str, list, str | None, str | None]:
+    """Send one message (or the approval) to the signed-in key's chat session; returns the new chat state."""
     history = [*history, _said("user", text or "Approve plan")]
     try:
+        caller = sessions.caller(request.username, "submit")
+        session = ChatSession.open(settings, session_id, jobs=QueuedJobs(), caller=caller)
         reply = session.send(text, approve=approve)
     except PoiseError as problem:
-        return "", [*history, _said("assistant", str(problem))], session.id, job_id
+        return "", [*history, _said("assistant", str(problem))], session_id, job_id
     return "", [*history, _said("assistant", reply.text)], session.id, reply.job_id or job_id
 
 

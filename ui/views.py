@@ -49,7 +49,7 @@ def save_upload(settings: Settings, source: Path) -> Path:
     if source.stat().st_size > settings.upload_max_bytes:
         raise SpecError(f"the file is larger than {settings.upload_max_bytes:,} bytes")
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", source.stem).strip("._-") or "data"
-    folder = settings.home / "uploads" / uuid.uuid4().hex
+    folder = settings.uploads_folder / uuid.uuid4().hex
     folder.mkdir(parents=True)
     return Path(shutil.copyfile(source, folder / f"{stem[:80]}{source.suffix.lower()}"))
 

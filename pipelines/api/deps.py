@@ -9,9 +9,10 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from pipelines.access import Forbidden, Unauthenticated, authorize
 from pipelines.settings import Settings
 from registry.db import session_scope
-from registry.keys import KeyInfo, recently_verified, verify_key
+from registry.keys import KeyInfo, recently_verified
 
 bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
@@ -27,10 +28,9 @@ def get_db(settings: Settings = Depends(get_settings)) -> Iterator[Session]:
 
 
 def require(scope: str) -> Callable[..., KeyInfo]:
-    """A dependency that admits a valid key holding `scope` (or `admin`).
-
-    A key verified in the last few seconds is admitted from memory (`recently_verified`); otherwise
-    the database decides, in a worker thread."""
+    """A dependency that admits a valid key holding `scope` (or `admin`), by `pipelines.access.authorize`: the
+    rule the web UI and chat go through too. A key verified in the last few seconds is admitted from memory;
+    otherwise the database decides, in a worker thread."""
 
     async def check(
         settings: Settings = Depends(get_settings),
@@ -38,14 +38,13 @@ def require(scope: str) -> Callable[..., KeyInfo]:
         header_key: str | None = Security(api_key_header),
     ) -> KeyInfo:
         key = header_key or (credentials.credentials if credentials else None)
-        if not key:
-            raise HTTPException(401, "an API key is required (Authorization: Bearer <key> or X-API-Key)",
-                                headers={"WWW-Authenticate": "Bearer"})
-        info = recently_verified(settings.db_url, key) or await asyncio.to_thread(verify_key, settings.db_url, key)
-        if info is None:
-            raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
-        if scope not in info.scopes and "admin" not in info.scopes:
-            raise HTTPException(403, f"this key lacks the '{scope}' scope")
-        return info
+        try:
+            if key and recently_verified(settings.db_url, key):
+                return authorize(settings, key, scope)
+            return await asyncio.to_thread(authorize, settings, key, scope)
+        except Unauthenticated as problem:
+            raise HTTPException(401, str(problem), headers={"WWW-Authenticate": "Bearer"}) from None
+        except Forbidden as problem:
+            raise HTTPException(403, str(problem)) from None
 
     return check

@@ -7,6 +7,7 @@ from agents.errors import PoiseError
 from agents.plan import PlanError, check_against_data, describe, parse_plan, plan_options
 from agents.tools import PlannerTools, ToolError
 from pipelines import runner
+from pipelines.access import DataAccess
 
 
 def _plan(*operations):
@@ -46,7 +47,7 @@ def test_the_llm_tools_validate_the_operation_against_the_table_and_the_job_spec
         runner.make_spec(options["data"], options["target"], settings,
                          **{k: v for k, v in options.items() if k not in ("data", "target")})
 
-    tools = PlannerTools(settings, {}, validate)
+    tools = PlannerTools(settings, {}, DataAccess.local(), validate)
     operations = [{"op": "use_data", "path": str(table)}, {"op": "set_target", "column": "airbag"}]
     accepted = tools.propose_plan({"operations": [*operations, {"op": "treat_as_missing", "values": ["?", "-1"]}]})
     assert tools.plans[accepted["plan_id"]]["na_values"] == ["?", "-1"]

@@ -3,6 +3,7 @@ service flow — chat → plan approval → worker → champion → predictions 
 
 import io
 import json
+import shutil
 import sqlite3
 import time
 
@@ -102,8 +103,10 @@ def test_chat_approval_worker_serving_feedback_promote_and_rollback(service, chu
     submit, read, predict, admin = (_auth(keys[s]) for s in ("submit", "read", "predict", "admin"))
     worker = Worker(settings)
 
+    settings.data_folder.mkdir(parents=True)
+    shutil.copyfile(churn_csv, settings.data_folder / "customers.csv")  # chat reads only the data folder and uploads
     reply = client.post("/api/v1/chat", headers=submit, json={
-        "message": f"train on {churn_csv} to predict churned in 15 seconds, call it churn-api"}).json()
+        "message": "train on customers.csv to predict churned in 15 seconds, call it churn-api"}).json()
     assert reply["status"] == "queued" and reply["job_id"]
     job_id = reply["job_id"]
     assert worker.run_once() == job_id  # profiles, then pauses for approval

@@ -13,6 +13,7 @@ from agents.llm import LLM, CallTracer
 from agents.llm_planner import PlannerFailed, summarize
 from agents.tools import TOOL_NAMES, PlannerTools
 from pipelines import runner
+from pipelines.access import DataAccess
 from pipelines.chat import ChatSession, QueuedJobs
 from pipelines.settings import Settings
 from registry import tracking
@@ -266,6 +267,6 @@ def test_a_refused_gate_in_an_llm_planned_chat_ends_with_the_records_next_steps(
     with session_scope(llm_settings.db_url) as db:
         job = db.get(Job, reply.job_id)
         assert [s.message for s in job.steps if s.node == "explain"] == ["llm summary"]  # not the fallback
-    status = PlannerTools(llm_settings, {}, lambda options: None).job_status({"job_id": reply.job_id})
+    status = PlannerTools(llm_settings, {}, DataAccess.local(), lambda options: None).job_status({"job_id": reply.job_id})
     assert status["gate"]["passed"] is False and status["gate"]["champion"] is None  # what a later turn can read
     assert [step["command"] for step in status["gate"]["next_steps"]][-1].startswith("poise promote noisy-llm 1")

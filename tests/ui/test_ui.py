@@ -1,5 +1,6 @@
-"""The web UI in a real browser (Debian's headless chromium via Playwright): upload a table, chat,
-approve the plan, and see the worker's results — metrics, confusion matrix, PR curve — on the page."""
+"""The web UI in a real browser (Debian's headless chromium via Playwright): sign in with an API key,
+upload a table, chat, approve the plan, and see the worker's results — metrics, confusion matrix,
+PR curve — on the page."""
 
 import re
 import shutil
@@ -13,6 +14,7 @@ import uvicorn
 from pipelines.api.main import create_app
 from pipelines.settings import Settings
 from pipelines.worker import Worker
+from registry.keys import create_key
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -35,8 +37,9 @@ def served_ui(poise_home):
     while not server.started:
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
+    key = create_key(settings.db_url, "ui-test", ["read", "submit"])[1]
     try:
-        yield f"http://127.0.0.1:{port}/ui/"
+        yield f"http://127.0.0.1:{port}/ui/", key
     finally:
         stop.set()
         server.should_exit = True
@@ -63,7 +66,14 @@ def page():
 def test_upload_chat_approve_and_see_the_results(served_ui, page, churn_csv, tmp_path):
     from playwright.sync_api import expect
 
-    page.goto(served_ui, timeout=120 * SECOND)
+    url, key = served_ui
+    page.goto(url, timeout=120 * SECOND)
+    expect(page.locator("#sign-in")).to_be_visible(timeout=30 * SECOND)  # not signed in: the login page
+    page.locator("#api-key").fill("poise_0123456789ab_not-a-key")
+    page.locator("#sign-in").click()
+    expect(page.locator("#sign-in-error")).to_contain_text("invalid or revoked API key")
+    page.locator("#api-key").fill(key)
+    page.locator("#sign-in").click()
     chat = page.locator("#chat")
     page.locator("#message textarea").fill(HOSTILE)
     page.locator("#send").click()

@@ -8,9 +8,11 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 
 from agents.errors import PoiseError
+from pipelines.access import Forbidden
 from pipelines.api.deps import get_settings, require
 from pipelines.chat import ChatSession, QueuedJobs
 from pipelines.settings import Settings
+from registry.keys import KeyInfo
 
 router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
 
@@ -32,13 +34,16 @@ class ChatOut(BaseModel):
 
 
 @router.post("", response_model=ChatOut, summary="Send one chat message; returns the reply, plan and job")
-async def chat(message: ChatIn, settings: Settings = Depends(get_settings), _=Depends(require("submit"))):
+async def chat(message: ChatIn, settings: Settings = Depends(get_settings),
+               caller: KeyInfo = Depends(require("submit"))):
     def turn():
-        session = ChatSession.open(settings, message.session_id, jobs=QueuedJobs())
+        session = ChatSession.open(settings, message.session_id, jobs=QueuedJobs(), caller=caller)
         return session.send(message.message, approve=message.approve)
 
     try:
         reply = await asyncio.to_thread(turn)
+    except Forbidden as problem:
+        raise HTTPException(403, str(problem)) from None
     except PoiseError as problem:
         raise HTTPException(422, str(problem)) from None
     return ChatOut(session_id=reply.session_id, reply=reply.text, planner=reply.planner, fell_back=reply.fell_back,

@@ -26,6 +26,7 @@ from agents.data_engineering import load_table, read_sql
 from agents.errors import DataError, PoiseError, TooLargeError
 from agents.summary import job_gate
 from pipelines import runner
+from pipelines.access import DataAccess, Forbidden, NoSuchFile
 from pipelines.api.deps import get_db, get_settings, require
 from pipelines.settings import Settings
 from pipelines.worker import request_cancel
@@ -152,21 +153,18 @@ def _create(path: Path, options: JobOptions, settings: Settings) -> JobOut:
 
 
 def _upload_dir(settings: Settings) -> Path:
-    folder = settings.home / "uploads" / uuid.uuid4().hex
+    folder = settings.uploads_folder / uuid.uuid4().hex
     folder.mkdir(parents=True)
     return folder
 
 
 def _resolve_data_path(raw: str, settings: Settings) -> Path:
-    folder = settings.data_folder
-    if "\x00" in raw:  # the OS refuses such a path outright
-        raise _bad("data_path contains a NUL character", 400)
-    candidate = (folder / raw).resolve()
-    if not candidate.is_relative_to(folder):
-        raise _bad(f"data_path must stay inside the data folder ({folder})", 400)
-    if not candidate.is_file():
-        raise _bad(f"no file '{raw}' in the data folder", 404)
-    return candidate
+    try:
+        return DataAccess.remote(settings).resolve(raw)
+    except Forbidden as problem:
+        raise _bad(str(problem), 400) from None
+    except NoSuchFile as problem:
+        raise _bad(str(problem), 404) from None
 
 
 def _query_to_file(sql: SqlSource, settings: Settings) -> Path:

@@ -1,0 +1,101 @@
+"""Who may do what, and which files they may read: the one rule every entry point goes through.
+
+The REST API, the web UI, chat and the LLM planner's tools all admit a caller by API key
+(`authorize`, or `caller_by_id` for a UI session made from a key) and check scopes with the same
+`check_scope`. Files are read through a `DataAccess`: a remote caller (API, UI, chat through
+them) reads only inside the data folder and Poise's own uploads; the local CLI, run by the
+machine's user in their own shell, reads any path (`DataAccess.local()`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agents.errors import PoiseError
+from pipelines.settings import Settings
+from registry.keys import KeyInfo, key_by_id, recently_verified, verify_key
+
+UPLOADS = "uploads"  # how a caller names the folder of its uploads
+
+
+class Unauthenticated(PoiseError):
+    """No key, or a key that is invalid or revoked."""
+
+
+class Forbidden(PoiseError):
+    """A valid key without the scope the action needs, or a path outside what the caller may read."""
+
+
+class NoSuchFile(PoiseError):
+    """A path inside what the caller may read, where there is no file."""
+
+
+def check_scope(info: KeyInfo, *scopes: str) -> KeyInfo:
+    """The key, if it holds one of `scopes` (or `admin`)."""
+    if not set(scopes) & set(info.scopes) and "admin" not in info.scopes:
+        raise Forbidden(f"this key lacks the {' or '.join(repr(scope) for scope in scopes)} scope")
+    return info
+
+
+def authorize(settings: Settings, key: str | None, *scopes: str) -> KeyInfo:
+    """The key's record if it is valid and holds one of `scopes` (or `admin`)."""
+    if not key:
+        raise Unauthenticated("an API key is required (Authorization: Bearer <key> or X-API-Key)")
+    info = recently_verified(settings.db_url, key) or verify_key(settings.db_url, key)
+    if info is None:
+        raise Unauthenticated("invalid or revoked API key")
+    return check_scope(info, *scopes)
+
+
+def caller_by_id(settings: Settings, key_id: int, *scopes: str) -> KeyInfo:
+    """A signed-in UI session's key, read afresh so that a revoked key stops working at once."""
+    info = key_by_id(settings.db_url, key_id)
+    if info is None or info.revoked:
+        raise Unauthenticated("this key was revoked; sign in again")
+    return check_scope(info, *scopes)
+
+
+@dataclass(frozen=True)
+class DataAccess:
+    """The folders a caller may read tables from; `roots=None` is the local user, who may read any path."""
+
+    roots: tuple[Path, ...] | None
+
+    @classmethod
+    def local(cls) -> DataAccess:
+        return cls(None)
+
+    @classmethod
+    def remote(cls, settings: Settings) -> DataAccess:
+        return cls((settings.data_folder, settings.uploads_folder))
+
+    def resolve(self, raw: str | Path) -> Path:
+        """The file `raw` names. For a remote caller: a path relative to the data folder, `uploads/...` for an
+        upload, or an absolute path inside either; anything else is refused without saying what exists there."""
+        text = str(raw)
+        if "\x00" in text:
+            raise Forbidden("the path contains a NUL character")
+        if self.roots is None:
+            return Path(text).expanduser()
+        data_folder, uploads = self.roots
+        parts = Path(text).parts
+        base = uploads if parts[:1] == (UPLOADS,) and not (data_folder / text).exists() else data_folder
+        candidate = (base / (Path(*parts[1:]) if base is uploads else text)).resolve()  # absolute text replaces base
+        if text.startswith("~") or "://" in text or not any(candidate.is_relative_to(root) for root in self.roots):
+            raise Forbidden(f"'{text}' is not inside the data folder or your uploads")
+        if not candidate.is_file():
+            raise NoSuchFile(f"no file '{text}' in the data folder or your uploads")
+        return candidate
+
+    def shown(self, path: str | Path) -> str:
+        """How a readable path is shown to this caller: as `resolve` takes it, never the server's own layout."""
+        if self.roots is None:
+            return str(path)
+        data_folder, uploads = self.roots
+        resolved = Path(path).resolve()
+        if resolved.is_relative_to(uploads):
+            return str(Path(UPLOADS) / resolved.relative_to(uploads))
+        if resolved.is_relative_to(data_folder):
+            return str(resolved.relative_to(data_folder))
+        return resolved.name
