@@ -559,9 +559,19 @@ def rollback(name: Annotated[str, typer.Argument(help="Registered model.")]) -> 
 
 
 def _start_mlflow_ui(settings: Settings, port: int) -> subprocess.Popen:
-    """The MLflow server on Poise's store: one worker, no job runner, in its own process group."""
+    """The MLflow server for reviewing Poise's runs: on 127.0.0.1, one worker, no job runner, in its own process
+    group, and read-only (`Settings.mlflow_ui_store_uri`), so that no caller of it can move the `champion` alias
+    or change a run around Poise's `admin` scope; it accepts no artifact uploads either."""
+    try:
+        store = settings.mlflow_ui_store_uri
+    except ValueError as problem:
+        _fail(str(problem))
+    from registry import tracking
+
+    tracking.configure(settings.tracking_uri, settings.registry_uri).search_experiments(max_results=1)  # the store
+    # exists and is migrated before a read-only server opens it
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--backend-store-uri", settings.tracking_uri, "--registry-store-uri", settings.registry_uri,
+               "--backend-store-uri", store, "--registry-store-uri", store, "--no-serve-artifacts",
                "--default-artifact-root", settings.artifact_root]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     return subprocess.Popen(command, env=env, start_new_session=True)

@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking URI; default SQLite store in home.")
     mlflow_registry_uri: str | None = Field(None, description="MLflow registry URI; default the tracking URI.")
     mlflow_artifact_root: str | None = Field(None, description="Artifact location for new experiments; default home/mlartifacts.")
+    mlflow_ui_read_only_uri: str | None = Field(None, description=(
+        "Store URI the MLflow UI (`poise mlflow`, `serve --mlflow-ui`) reads through: a read-only connection, e.g. "
+        "a PostgreSQL role with SELECT only. Default: Poise's SQLite store opened read-only; required otherwise."))
     time_limit: int = Field(120, ge=5, le=86_400, description="Default AutoGluon time budget in seconds.")
     presets: str = Field("medium_quality", description="Default AutoGluon presets.")
     num_cpus: int | None = Field(None, ge=1, description="CPUs AutoGluon may use; default all.")
@@ -42,7 +45,7 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(1, ge=0, le=5, description="Retries of a failed LLM request.")
 
     @field_validator("llm_base_url", "llm_model", "llm_api_key", "database_url", "mlflow_tracking_uri",
-                     "mlflow_registry_uri", "mlflow_artifact_root", mode="before")
+                     "mlflow_registry_uri", "mlflow_artifact_root", "mlflow_ui_read_only_uri", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         """`POISE_LLM_MODEL=` (e.g. an unset compose variable) means "not configured", not ""."""
@@ -72,6 +75,17 @@ class Settings(BaseSettings):
     @cached_property
     def artifact_root(self) -> str:
         return self.mlflow_artifact_root or (self.home / "mlartifacts").as_uri()
+    @property
+    def mlflow_ui_store_uri(self) -> str:
+        """A read-only view of the tracking and registry store for the MLflow UI (see `mlflow_ui_read_only_uri`)."""
+        if self.mlflow_ui_read_only_uri:
+            return self.mlflow_ui_read_only_uri
+        if self.registry_uri != self.tracking_uri or not self.tracking_uri.startswith("sqlite:///"):
+            raise ValueError("the MLflow UI reads the store read-only: set POISE_MLFLOW_UI_READ_ONLY_URI to a "
+                             "read-only connection of the tracking store (e.g. a PostgreSQL role with SELECT only)")
+        path = self.tracking_uri.removeprefix("sqlite:///")
+        return f"sqlite:///file:{path}?mode=ro&uri=true"
+
 
     @cached_property
     def data_folder(self) -> Path:

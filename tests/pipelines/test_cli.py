@@ -124,10 +124,18 @@ def test_killed_job_resumes_without_retraining_or_duplicate_version(poise_home, 
     assert shown.returncode == 0 and "demo-hypothyroid v1" in shown.stdout
 
 
-def test_mlflow_ui_serves_the_store_and_stops_with_its_process_group(poise_home):
+def test_mlflow_ui_serves_the_store_read_only_and_stops_with_its_process_group(poise_home, settings):
     import json
     import socket
     import urllib.request
+
+    import httpx
+
+    client = tracking.configure(settings.tracking_uri, settings.registry_uri)
+    client.create_registered_model("guarded")
+    for _ in range(2):
+        client.create_model_version("guarded", source=str(poise_home))
+    client.set_registered_model_alias("guarded", tracking.CHAMPION, "1")
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -149,7 +157,16 @@ def test_mlflow_ui_serves_the_store_and_stops_with_its_process_group(poise_home)
                 continue
         assert answer is not None, "MLflow UI did not answer within 120 s"
         assert "experiments" in answer  # the server reads Poise's SQLite store
-        assert (poise_home / "mlflow.db").exists()
+        base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+        moved = httpx.post(f"{base}/registered-models/alias", json={"name": "guarded", "alias": "champion",
+                                                                     "version": "2"}, timeout=30)
+        dropped = httpx.request("DELETE", f"{base}/registered-models/alias", json={"name": "guarded",
+                                                                                   "alias": "champion"}, timeout=30)
+        created = httpx.post(f"{base}/registered-models/create", json={"name": "planted"}, timeout=30)
+        assert [r.status_code >= 400 for r in (moved, dropped, created)] == [True] * 3, (moved.text, created.text)
+        assert "readonly" in moved.text
+        assert str(client.get_model_version_by_alias("guarded", tracking.CHAMPION).version) == "1"
+        assert [m.name for m in client.search_registered_models()] == ["guarded"]
     finally:
         os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=60)
