@@ -9,6 +9,9 @@ machine's user in their own shell, reads any path (`DataAccess.local()`).
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,8 @@ from pipelines.settings import Settings
 from registry.keys import KeyInfo, key_by_id, recently_verified, verify_key
 
 UPLOADS = "uploads"  # how a caller names the folder of its uploads
+FAILED_ATTEMPTS = 20  # wrong keys from one address within FAILED_WINDOW seconds before it is told to wait
+FAILED_WINDOW = 60.0
 
 
 class Unauthenticated(PoiseError):
@@ -25,6 +30,14 @@ class Unauthenticated(PoiseError):
 
 class Forbidden(PoiseError):
     """A valid key without the scope the action needs, or a path outside what the caller may read."""
+
+
+class TooManyAttempts(PoiseError):
+    """Too many wrong keys from one address lately: it must wait `retry_after` seconds."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"too many invalid API keys from this address; retry in {retry_after} s")
+        self.retry_after = retry_after
 
 
 class NoSuchFile(PoiseError):
@@ -38,12 +51,39 @@ def check_scope(info: KeyInfo, *scopes: str) -> KeyInfo:
     return info
 
 
-def authorize(settings: Settings, key: str | None, *scopes: str) -> KeyInfo:
-    """The key's record if it is valid and holds one of `scopes` (or `admin`)."""
+class _FailedAttempts:
+    """Recent wrong keys per (key store, caller address), in this process: guessing keys gets a 429, not unlimited
+    tries."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._times: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+
+    def check(self, db_url: str, source: str) -> None:
+        with self._lock:
+            times, now = self._times[(db_url, source)], time.monotonic()
+            while times and times[0] < now - FAILED_WINDOW:
+                times.popleft()
+            if len(times) >= FAILED_ATTEMPTS:
+                raise TooManyAttempts(int(times[0] + FAILED_WINDOW - now) + 1)
+
+    def record(self, db_url: str, source: str) -> None:
+        with self._lock:
+            self._times[(db_url, source)].append(time.monotonic())
+
+
+failed_attempts = _FailedAttempts()
+
+
+def authorize(settings: Settings, key: str | None, *scopes: str, source: str = "local") -> KeyInfo:
+    """The key's record if it is valid and holds one of `scopes` (or `admin`). `source` is the caller's address:
+    after `FAILED_ATTEMPTS` wrong keys from it within `FAILED_WINDOW` seconds, it gets `TooManyAttempts`."""
     if not key:
         raise Unauthenticated("an API key is required (Authorization: Bearer <key> or X-API-Key)")
+    failed_attempts.check(settings.db_url, source)
     info = recently_verified(settings.db_url, key) or verify_key(settings.db_url, key)
     if info is None:
+        failed_attempts.record(settings.db_url, source)
         raise Unauthenticated("invalid or revoked API key")
     return check_scope(info, *scopes)
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from pipelines.access import Forbidden, Unauthenticated, authorize, caller_by_id
+from pipelines.access import Forbidden, TooManyAttempts, Unauthenticated, authorize, caller_by_id
 from pipelines.settings import Settings
 from registry.keys import KeyInfo
 
@@ -45,8 +45,8 @@ class UiSessions:
         self.settings = settings
         self._tokens: dict[str, tuple[int, float]] = {}
 
-    def start(self, key: str) -> str:
-        info = authorize(self.settings, key, "read", "submit")  # a predict-only key has nothing to do here
+    def start(self, key: str, source: str) -> str:
+        info = authorize(self.settings, key, "read", "submit", source=source)  # a predict-only key has nothing to do
         token = secrets.token_urlsafe(32)
         now = time.monotonic()
         self._tokens = {t: entry for t, entry in self._tokens.items() if entry[1] > now}
@@ -85,9 +85,10 @@ def add_signin_routes(app: FastAPI, sessions: UiSessions) -> None:
     @app.post("/ui/login", include_in_schema=False)
     def login(request: Request, api_key: str = Form(..., max_length=200)) -> Response:
         try:
-            token = sessions.start(api_key)
-        except (Unauthenticated, Forbidden) as problem:
-            return HTMLResponse(LOGIN_PAGE.format(error=html.escape(str(problem))), status_code=401)
+            token = sessions.start(api_key, request.client.host if request.client else "unknown")
+        except (Unauthenticated, Forbidden, TooManyAttempts) as problem:
+            status = 429 if isinstance(problem, TooManyAttempts) else 401
+            return HTMLResponse(LOGIN_PAGE.format(error=html.escape(str(problem))), status_code=status)
         response = RedirectResponse("./", status_code=303)
         response.set_cookie(COOKIE, token, max_age=SESSION_HOURS * 3600, path="/ui", httponly=True,
                             samesite="strict", secure=request.url.scheme == "https")

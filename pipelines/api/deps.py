@@ -9,7 +9,7 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from pipelines.access import Forbidden, Unauthenticated, authorize
+from pipelines.access import Forbidden, TooManyAttempts, Unauthenticated, authorize
 from pipelines.settings import Settings
 from registry.db import session_scope
 from registry.keys import KeyInfo, recently_verified
@@ -33,15 +33,19 @@ def require(scope: str) -> Callable[..., KeyInfo]:
     otherwise the database decides, in a worker thread."""
 
     async def check(
+        request: Request,
         settings: Settings = Depends(get_settings),
         credentials: HTTPAuthorizationCredentials | None = Security(bearer),
         header_key: str | None = Security(api_key_header),
     ) -> KeyInfo:
         key = header_key or (credentials.credentials if credentials else None)
+        source = request.client.host if request.client else "unknown"
         try:
             if key and recently_verified(settings.db_url, key):
-                return authorize(settings, key, scope)
-            return await asyncio.to_thread(authorize, settings, key, scope)
+                return authorize(settings, key, scope, source=source)
+            return await asyncio.to_thread(authorize, settings, key, scope, source=source)
+        except TooManyAttempts as problem:
+            raise HTTPException(429, str(problem), headers={"Retry-After": str(problem.retry_after)}) from None
         except Unauthenticated as problem:
             raise HTTPException(401, str(problem), headers={"WWW-Authenticate": "Bearer"}) from None
         except Forbidden as problem:

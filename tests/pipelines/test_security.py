@@ -1,6 +1,6 @@
 """The probes of issue 17, replayed over real HTTP against the API app with its web UI (uvicorn on 127.0.0.1):
 anonymous and under-scoped callers of the UI's Gradio endpoints, chat reading server files, a server path given
-to the upload handler, one key continuing another key's chat session, a revoked key's UI session."""
+to the upload handler, one key continuing another key's chat session, a revoked key's UI session, guessing keys."""
 
 import json
 import shutil
@@ -9,6 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from pipelines.access import FAILED_ATTEMPTS, FAILED_WINDOW
 from pipelines.api.main import create_app
 from pipelines.settings import Settings
 from registry.db import session_scope
@@ -135,3 +136,15 @@ def test_a_chat_session_continues_only_with_the_key_that_started_it(service):
     assert hijack.status_code == 403 and "another key" in hijack.json()["detail"]
     again = first.post("/api/v1/chat", json={"message": "the data is in customers.csv", "session_id": session_id})
     assert again.status_code == 200 and again.json()["session_id"] == session_id
+
+
+def test_guessing_keys_gets_429_then_the_address_waits(service):
+    base, keys, _, _ = service
+    api = httpx.Client(base_url=base, timeout=30)
+    wrong = [api.get("/api/v1/jobs", headers={"X-API-Key": f"poise_0123456789ab_guess{i}"}).status_code
+             for i in range(FAILED_ATTEMPTS)]
+    assert wrong == [401] * FAILED_ATTEMPTS
+    throttled = api.get("/api/v1/jobs", headers={"X-API-Key": keys["read"]})  # even a right key, from this address
+    assert throttled.status_code == 429 and 0 < int(throttled.headers["Retry-After"]) <= FAILED_WINDOW + 1
+    login = api.post("/ui/login", data={"api_key": keys["read"]}, follow_redirects=False)
+    assert login.status_code == 429 and "poise_ui_session" not in login.cookies
