@@ -9,8 +9,10 @@ A version the gate refuses is registered without becoming champion; when no vers
 champion at all, `poise predict NAME` and the API's predict have nothing to serve. So a
 refusal always comes with its reason and exact next steps, computed from the job's record
 (`gate_outcome`, `next_steps`): a longer budget, an objective that fits what went wrong,
-predicting with the refused version anyway, or promoting it with a recorded reason. The
-CLI, the API, the chat and the web UI all show these same steps.
+predicting with the refused version anyway, or promoting it with a recorded reason (only the
+last two when no fit on that table can pass: its schema or label set differs from the
+champion's, or the champion cannot be compared with it). The CLI, the API, the chat and
+the web UI all show these same steps.
 """
 
 from __future__ import annotations
@@ -163,9 +165,13 @@ def gate_outcome(spec: dict[str, Any], gate: dict[str, Any], metrics: dict[str, 
         explanation = (f"v{champion} stays champion and keeps serving predictions." if champion else
                        f"No version of '{name}' is champion, so `poise predict {name}` and the API's predict "
                        "endpoint have nothing to serve until one is promoted.")
-        if _champion_could_not_score(gate):
-            explanation += (" The champion could not score this job's holdout (its columns or types differ), "
-                            "so no model trained on this table can pass the gate against it.")
+        if gate.get("changes"):
+            explanation += (f" The data of v{version} differs from that of champion v{gate['champion']} "
+                            f"({'; '.join(gate['changes'])}): such a change needs an admin's decision, so no model "
+                            "trained on this table can pass the gate.")
+        elif _champion_could_not_score(gate):
+            explanation += (" The champion could not be compared with it (the gate's reason says why), so no model "
+                            "trained on this table can pass the gate against it.")
     return {"passed": passed, "reason": gate.get("reason"), "metric": gate.get("metric"), "value": gate.get("value"),
             "compared_with": gate.get("compared_with"), "reference_value": gate.get("reference_value"),
             "version": version, "champion": champion, "is_champion": is_champion, "promotion": promotion,
@@ -180,6 +186,9 @@ def _promotion_words(promotion: dict[str, Any] | None) -> str:
 
 
 def _champion_could_not_score(gate: dict[str, Any]) -> bool:
+    """Whether the gate could not compare the version with the champion at all: a change of schema or label set,
+    a champion that could not score the job's holdout, or one without a reference holdout. Another fit on the
+    same table cannot pass such a gate."""
     return gate.get("reference_value") is None and str(gate.get("compared_with") or "").startswith("champion")
 
 

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import pandas as pd
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
+from mlflow.exceptions import MlflowException
 
 from agents import automl, data_engineering, deployment, drift, evaluation, summary
 from agents.errors import PoiseError
@@ -223,14 +224,18 @@ def refit(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, 
     return {"refit": refitted}
 
 
+def labels_and_proba(predictor, features: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
+    """A fitted predictor's labels at its decision threshold and its class probabilities (columns named as strings)."""
+    proba = predictor.predict_proba(features)
+    proba.columns = [str(c) for c in proba.columns]
+    return predictor.predict_from_proba(proba), proba
+
+
 def evaluate(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     ctx, spec, policy = runtime.context, _spec(state), state["policy"]
     predictor = ctx.predictor(state["fit"]["predictor_dir"])
     holdout = pd.read_parquet(state["split"]["holdout_path"])
-    features = holdout.drop(columns=[spec.target])
-    proba = predictor.predict_proba(features)
-    proba.columns = [str(c) for c in proba.columns]
-    predicted = predictor.predict_from_proba(proba)
+    predicted, proba = labels_and_proba(predictor, holdout.drop(columns=[spec.target]))
     metrics = evaluation.classification_metrics(holdout[spec.target], predicted, proba, policy)
     write_parquet(drift.prediction_columns(predicted, proba), ctx.job_dir / "holdout_predictions.parquet")
     metrics["decision_threshold"] = state["fit"]["threshold"]
@@ -256,22 +261,50 @@ def evaluate(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
 
 
 def gate(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
-    ctx, spec, policy = runtime.context, _spec(state), state["policy"]
+    ctx, spec = runtime.context, _spec(state)
     client = ctx.mlflow
     champion = tracking.champion_version(client, spec.name)
     if champion is not None and champion == tracking.find_version(client, spec.name, ctx.job_id):
         champion = None  # this job already became champion before an interruption: judge it afresh
-    champion_metrics = None
-    if champion is not None:
-        holdout = pd.read_parquet(state["split"]["holdout_path"])
-        champion_metrics = deployment.score_champion(spec.name, champion, holdout, spec.target, policy)
-    verdict = deployment.quality_gate(state["metrics"], state["baselines"], policy, champion_metrics, champion)
+    evidence = None if champion is None else champion_evidence(state, ctx, spec, champion)
+    verdict = deployment.quality_gate(state["metrics"], state["baselines"], state["policy"],
+                                      f"holdout of job {ctx.job_id[:12]}", evidence)
     client.log_dict(state["mlflow_run_id"], verdict, "gate.json")
     client.set_tag(state["mlflow_run_id"], "poise.gate", "passed" if verdict["passed"] else "failed")
     return {"gate": verdict}
 
 
+def champion_evidence(state: TrainingState, ctx: TrainingContext, spec: JobSpec,
+                      champion: str) -> deployment.ChampionEvidence:
+    """The champion against this job's model: what changed in the data's schema or label set, and both scored on
+    this job's holdout and on the champion's reference holdout (stored with it at registration). This job's model
+    is its first fit, the one the holdout scored: the refit comes after the gate."""
+    evidence = deployment.ChampionEvidence(spec.name, champion)
+    try:
+        _, frames, meta = tracking.load_reference(ctx.mlflow, spec.name, champion)
+    except (MlflowException, OSError):
+        evidence.reference = {"error": f"champion v{champion} has no reference holdout to judge a challenger on "
+                                       "(it was registered before Poise stored one); an admin can promote this "
+                                       f"version explicitly with `poise promote {spec.name} VERSION --reason ...`"}
+        return evidence
+    types = data_engineering.feature_types(state["profile"])
+    evidence.changes = deployment.schema_changes(meta, spec.target, types,
+                                                 list(state["profile"]["target"]["class_counts"]))
+    if evidence.changes:
+        return evidence
+    holdout = pd.read_parquet(state["split"]["holdout_path"])
+    evidence.on_holdout = deployment.score_champion(spec.name, champion, holdout, spec.target, state["policy"])
+    reference = drift.Reference(**frames, meta=meta)
+    labels, _ = labels_and_proba(ctx.predictor(state["fit"]["predictor_dir"]),
+                                 data_engineering.cast_columns(reference.holdout, types))
+    evidence.reference = deployment.reference_scores(f"reference holdout of champion v{champion}", reference, labels,
+                                                     ctx.settings.seed)
+    return evidence
+
+
 def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
+    """Register the served fit; store the version's reference (a training sample, the holdout with the first fit's
+    predictions of it, the meta), which is the drift baseline and the reference holdout later challengers meet."""
     ctx, spec = runtime.context, _spec(state)
     client, fit, policy = ctx.mlflow, served_fit(state), state["policy"]
     holdout = pd.read_parquet(state["split"]["holdout_path"])

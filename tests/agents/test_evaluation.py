@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from agents.deployment import quality_gate
+from agents.deployment import ChampionEvidence, quality_gate
 from agents.evaluation import baseline_metrics, classification_metrics
 
 POLICY = {"problem_type": "binary", "objective": "f1", "positive_class": "bad", "minority_class": "bad",
@@ -38,8 +38,12 @@ def test_cost_metric_and_gate_direction():
     metrics = classification_metrics(*_case(), policy)
     assert metrics["expected_cost"] == pytest.approx((10 * 1 + 1 * 1) / 8)
     worse = {**metrics, "expected_cost": 5.0}
-    assert quality_gate(metrics, {}, policy, champion=worse, champion_version="3")["passed"]  # lower is better
-    assert not quality_gate(worse, {}, policy, champion=metrics, champion_version="3")["passed"]
+    tie = {"data": "reference holdout of champion v3", "rows": 8, "metric": "expected_cost", "challenger": 1.0,
+           "champion": 1.0}
+    assert quality_gate(metrics, {}, policy, "holdout", ChampionEvidence("m", "3", on_holdout=worse,
+                                                                         reference=tie))["passed"]  # lower is better
+    assert not quality_gate(worse, {}, policy, "holdout", ChampionEvidence("m", "3", on_holdout=metrics,
+                                                                           reference=tie))["passed"]
 
 
 def test_first_version_must_beat_the_dummies():
@@ -48,13 +52,14 @@ def test_first_version_must_beat_the_dummies():
     assert baselines["stratified"]["f1"] == pytest.approx(3 / 8, abs=0.15)  # ~prevalence by chance
     assert baselines["majority"]["f1"] == 0.0  # the majority dummy never predicts 'bad'
     metrics = classification_metrics(*_case(), POLICY)
-    verdict = quality_gate(metrics, baselines, POLICY)
+    verdict = quality_gate(metrics, baselines, POLICY, "holdout")
     assert verdict["passed"] and "baseline" in verdict["compared_with"]
     useless = {**metrics, "f1": 0.0}
-    assert not quality_gate(useless, baselines, POLICY)["passed"]
+    assert not quality_gate(useless, baselines, POLICY, "holdout")["passed"]
 
 
 def test_champion_that_cannot_score_the_holdout_keeps_its_alias():
     metrics = classification_metrics(*_case(), POLICY)
-    verdict = quality_gate(metrics, {}, POLICY, champion={"error": "champion v1 cannot score"}, champion_version="1")
+    verdict = quality_gate(metrics, {}, POLICY, "holdout", ChampionEvidence(
+        "m", "1", on_holdout={"error": "champion v1 cannot score"}, reference={"error": "no reference holdout"}))
     assert not verdict["passed"] and "keeping the current champion" in verdict["reason"]

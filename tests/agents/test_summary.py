@@ -80,7 +80,18 @@ def test_a_champion_that_cannot_score_the_holdout_gets_no_retraining_advice():
               "champion": "1", "reason": "champion v1 cannot score this holdout: ...; keeping the current champion"}
     outcome = gate_outcome(SPEC, broken, METRICS, "2", "1")
     assert _actions(outcome["next_steps"]) == ["predict_with_version", "promote"]
-    assert "could not score this job's holdout" in outcome["explanation"]
+    assert "could not be compared with it" in outcome["explanation"]
+
+
+def test_a_changed_schema_or_label_set_names_the_change_and_gets_no_retraining_advice():
+    changed = {"passed": False, "metric": "f1", "value": 0.8, "compared_with": "champion v1", "reference_value": None,
+               "champion": "1", "changes": ["label set changed: {'maybe', 'no', 'yes'} vs the champion's {'no', 'yes'}"],
+               "reason": "label set changed: ...; keeping the current champion"}
+    outcome = gate_outcome(SPEC, changed, METRICS, "2", "1")
+    assert _actions(outcome["next_steps"]) == ["predict_with_version", "promote"]
+    assert outcome["next_steps"][1]["command"].startswith("poise promote churn 2 --reason ")
+    assert ("The data of v2 differs from that of champion v1 (label set changed: {'maybe', 'no', 'yes'} vs the "
+            "champion's {'no', 'yes'}): such a change needs an admin's decision") in outcome["explanation"]
 
 
 def test_no_steps_once_passed_promoted_by_hand_or_left_to_a_drift_check():
