@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     sql_timeout: float = Field(300.0, gt=0, le=86_400, description=(
         "Seconds one query of a SQL source may run before it is cancelled (statement timeout)."))
     upload_max_bytes: int = Field(200_000_000, ge=1, description="Largest upload the API accepts.")
+    request_max_bytes: int = Field(20_000_000, ge=1, description=(
+        "Largest request body of every other API route (JSON, a CSV to /predict); a bigger one is answered "
+        "413 before it is read."))
     table_max_rows: int = Field(5_000_000, ge=1, description="Most rows in an uploaded or queried table.")
     table_max_columns: int = Field(2_000, ge=1, description="Most columns in an uploaded or queried table.")
     predict_max_rows: int = Field(100_000, ge=1, description="Most rows in one /predict request.")

@@ -7,10 +7,13 @@ from fastapi.responses import JSONResponse
 
 from agents.deployment import ModelServer
 from agents.errors import PoiseError
+from pipelines.api.limits import BodyLimitMiddleware
 from pipelines.api.metrics import ApiMetrics, MetricsMiddleware
 from pipelines.api.routes import chat, checks, health, jobs, models
 from pipelines.settings import Settings
 from registry.db import get_engine
+
+UPLOAD_FORM_BYTES = 1 << 20  # an upload's multipart framing and its form fields (the job options)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -23,7 +26,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = ApiMetrics(settings.db_url)
     app.state.model_server = ModelServer(settings)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    # 413 before a body is read: uploads up to their limit (plus room for the multipart form around the file),
+    # every other route up to `request_max_bytes`; the UI at /ui keeps Gradio's own limit (`max_file_size`)
+    app.add_middleware(BodyLimitMiddleware, default=settings.request_max_bytes, exempt=("/ui",),
+                       routes={"/api/v1/jobs/upload": settings.upload_max_bytes + UPLOAD_FORM_BYTES})
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outside: counts the 413s too
     for router in (health.router, jobs.router, chat.router, models.router, checks.router):
         app.include_router(router)
 

@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +32,7 @@ from registry.models import Prediction
 
 logger = logging.getLogger(__name__)
 INLINE_ROWS = 32  # a warm directly scored champion predicts up to this many rows on the event loop
+INLINE_BODY_BYTES = 32 * 1024  # a body up to this size is parsed on the event loop (well under a millisecond)
 
 
 @asynccontextmanager
@@ -132,9 +133,19 @@ def list_models(settings: Settings = Depends(get_settings), _=Depends(require("r
 
 async def _records(request: Request, settings: Settings) -> tuple[pd.DataFrame | None, list[dict[str, Any]] | None]:
     """The request's rows: JSON records as sent (strict JSON), else a frame (CSV, or JSON that needed
-    Python's reader: its NaN and infinities are not JSON the prediction log could store)."""
+    Python's reader: its NaN and infinities are not JSON the prediction log could store).
+
+    The body is at most `request_max_bytes` (BodyLimitMiddleware answers 413 before a bigger one is read); one
+    over `INLINE_BODY_BYTES` is parsed in a worker thread, so a big CSV does not stall other requests."""
     body = await request.body()
     content_type = request.headers.get("content-type", "")
+    if len(body) <= INLINE_BODY_BYTES:
+        return _parse(body, content_type, settings)
+    return await asyncio.to_thread(_parse, body, content_type, settings)
+
+
+def _parse(body: bytes, content_type: str, settings: Settings
+           ) -> tuple[pd.DataFrame | None, list[dict[str, Any]] | None]:
     table = records = None
     if "csv" in content_type:
         table = _csv_table(body)
@@ -204,8 +215,21 @@ def _plain_records(table: pd.DataFrame) -> list[dict[str, Any]]:
     return [dict(zip(table.columns, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
+def _model_inputs(table: pd.DataFrame | list[dict[str, Any]], columns: Sequence[str] | None
+                  ) -> pd.DataFrame | list[dict[str, Any]]:
+    """Only the model's input `columns` of the served rows (all when None): a field the model does not read is
+    not stored, whatever a caller sends along."""
+    if columns is None:
+        return table
+    if isinstance(table, list):
+        return [{name: row[name] for name in columns if name in row} for row in table]
+    wanted = set(columns)
+    return table[[name for name in table.columns if name in wanted]]
+
+
 def _rows(name: str, version: str, ids: list[str], table: pd.DataFrame | list[dict[str, Any]], output: pd.DataFrame,
-          created_at: datetime) -> list[dict[str, Any]]:
+          created_at: datetime, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    table = _model_inputs(table, columns)
     inputs = table if isinstance(table, list) else _plain_records(table)
     outputs = _plain_records(output)
     return [{"id": pid, "model_name": name, "model_version": version, "inputs": row_in, "outputs": row_out,
@@ -246,11 +270,12 @@ class PredictionLog:
         self._thread.start()
         atexit.register(self.close)
 
-    def add(self, name: str, version: str, table: pd.DataFrame | list[dict[str, Any]], output: pd.DataFrame
-            ) -> list[str]:
-        """Queue served rows: the inputs as a frame, or as the request's JSON records (stored as sent)."""
+    def add(self, name: str, version: str, table: pd.DataFrame | list[dict[str, Any]], output: pd.DataFrame,
+            columns: Sequence[str] | None = None) -> list[str]:
+        """Queue served rows: the inputs as a frame, or as the request's JSON records; of each row only the model's
+        input `columns` are stored (all when None), picked in the writer thread."""
         ids = _new_ids(len(table))
-        item = (name, version, ids, table, output, datetime.now(UTC))
+        item = (name, version, ids, table, output, datetime.now(UTC), columns)
         with self._cond:
             if not self._closed:
                 self._pending.append(item)
@@ -354,20 +379,19 @@ async def predict(name: str, request: Request, settings: Settings = Depends(get_
     rows = len(table) if table is not None else len(records)
     server = request.app.state.model_server
     warm = server.warm(name)
-    call = (server.predict, name, table) if table is not None else (server.predict_records, name, records)
     try:
         if warm is not None and warm.path == "scorer" and rows <= INLINE_ROWS:
             # ~2 ms of mostly GIL-bound work: a worker thread would add two wake-ups and no parallelism
-            version, output = call[0](*call[1:])
+            version, output, columns = _serve(server, name, table, records)
         else:  # loading, registry calls, big tables or slower models: off the event loop
-            version, output = await asyncio.to_thread(*call)
+            version, output, columns = await asyncio.to_thread(_serve, server, name, table, records)
     except PoiseError as problem:
         if "no champion" not in str(problem):
             raise HTTPException(422, str(problem)) from None
         return await asyncio.to_thread(_no_champion, settings, name)
     except MlflowException as error:
         raise HTTPException(404, f"model '{name}' cannot be loaded: {str(error)[:200]}") from None
-    ids = prediction_log(request.app).add(name, version, table if table is not None else records, output)
+    ids = prediction_log(request.app).add(name, version, table if table is not None else records, output, columns)
     labels = [str(label) for label in output["label"].tolist()]
     proba = [(c.removeprefix("proba_"), output[c].to_numpy(dtype="float64").tolist())
              for c in output.columns if c.startswith("proba_")]
@@ -375,6 +399,15 @@ async def predict(name: str, request: Request, settings: Settings = Depends(get_
                    for i, (pid, label) in enumerate(zip(ids, labels, strict=True))]
     return Response(orjson.dumps({"model": name, "version": version, "predictions": predictions}),
                     media_type="application/json")
+
+
+def _serve(server, name: str, table: pd.DataFrame | None, records: list[dict[str, Any]] | None
+           ) -> tuple[str, pd.DataFrame, list[str] | None]:
+    """The champion's version, its output for the rows, and its input columns (None for a model without a
+    signature): what the prediction log keeps of each row."""
+    served = server.model(name)
+    output = served.predict(table) if table is not None else served.predict_records(records)
+    return served.version, output, served.schema.input_names() if served.schema is not None else None
 
 
 def _no_champion(settings: Settings, name: str) -> Response:
