@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from agents.deployment import ModelServer
 from agents.errors import PoiseError
 from pipelines.api.limits import BodyLimitMiddleware
 from pipelines.api.metrics import ApiMetrics, MetricsMiddleware
+from pipelines.api.redact import hide_paths
 from pipelines.api.routes import chat, checks, health, jobs, models
 from pipelines.settings import Settings
 from registry.db import get_engine
@@ -36,7 +39,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(PoiseError)
     async def user_error(request: Request, error: PoiseError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=422)
+        return JSONResponse({"detail": hide_paths(str(error), settings)}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException):
+        """Every error detail names files as the caller would, never by the server's absolute paths."""
+        error.detail = hide_paths(error.detail, settings)
+        return await http_exception_handler(request, error)
 
     from ui.app import mount_ui
 

@@ -1,7 +1,7 @@
 """Limits before parsing, over real HTTP (uvicorn on 127.0.0.1): a body over its route's limit gets 413 before it
 is read (declared by Content-Length) or as soon as it crosses the limit (chunked), stores nothing and leaves
 /healthz answering; a big CSV is parsed off the event loop; the prediction log keeps only the model's input
-columns."""
+columns; no API answer names the server's own folders."""
 
 from __future__ import annotations
 
@@ -204,3 +204,34 @@ def test_the_prediction_log_keeps_only_the_models_columns(limited):
     assert stored[ids[2]] == {"tenure": None, "plan": "monthly"}
     assert "hunter2" not in json.dumps(list(stored.values()))
 
+
+def test_errors_and_job_views_do_not_name_the_servers_folders(limited, churn_csv):
+    client, headers, settings, _ = limited
+    home = str(settings.home)
+    escape = client.post("/api/v1/jobs", headers=headers["submit"],
+                         json={"target": "churned", "data_path": "../../etc/passwd"})
+    assert escape.status_code == 400 and home not in escape.text and "data folder" in escape.json()["detail"]
+    garbage = client.post("/api/v1/jobs/upload", headers=headers["submit"],
+                          files={"file": ("c.parquet", b"not parquet at all")},
+                          data={"options": json.dumps({"target": "y"})})
+    assert garbage.status_code == 422 and home not in garbage.text and "c.parquet" in garbage.json()["detail"]
+
+    settings.data_folder.mkdir(parents=True, exist_ok=True)
+    (settings.data_folder / "sub").mkdir(exist_ok=True)
+    (settings.data_folder / "sub" / "customers.csv").write_bytes(churn_csv.read_bytes())
+    by_path = client.post("/api/v1/jobs", headers=headers["submit"],
+                          json={"target": "churned", "data_path": "sub/customers.csv"})
+    assert by_path.status_code == 202, by_path.text
+    uploaded = client.post("/api/v1/jobs/upload", headers=headers["submit"],
+                           files={"file": ("c.csv", churn_csv.read_bytes())},
+                           data={"options": json.dumps({"target": "churned"})})
+    assert uploaded.status_code == 202, uploaded.text
+    for job in (by_path, uploaded):
+        shown = client.get(f"/api/v1/jobs/{job.json()['id']}", headers=headers["read"])
+        assert shown.status_code == 200 and home not in shown.text and home not in job.text
+    assert by_path.json()["spec"]["data"] == "sub/customers.csv"
+    assert uploaded.json()["spec"]["data"].startswith("uploads/") and uploaded.json()["spec"]["data"].endswith("/c.csv")
+    listing = client.get("/api/v1/jobs", headers=headers["read"])
+    assert len(listing.json()) == 2 and home not in listing.text
+    with session_scope(settings.db_url) as db:  # the worker still gets the real path
+        assert all(job.spec["data"].startswith(home) for job in db.scalars(select(Job)))

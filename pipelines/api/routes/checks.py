@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from agents.errors import PoiseError
 from pipelines.api.deps import get_db, get_settings, require
+from pipelines.api.redact import hide_paths
 from pipelines.api.routes.jobs import Decision, SqlSource, _resolve_data_path
 from pipelines.monitoring.runner import create_check, make_check_spec, queue_check_decision
 from pipelines.settings import Settings
@@ -52,11 +53,12 @@ class CheckOut(BaseModel):
     results: dict[str, Any] | None = None
 
 
-def _out(check: DriftCheck, detail: bool) -> CheckOut:
+def _out(check: DriftCheck, detail: bool, settings: Settings) -> CheckOut:
+    """The check as an API caller sees it: no server folder in its results or messages."""
     out = CheckOut.model_validate(check, from_attributes=True)
     if not detail:
         out.results = None
-    return out
+    return CheckOut.model_validate(hide_paths(out.model_dump(), settings))
 
 
 def _model_name(name: str) -> str:
@@ -66,9 +68,10 @@ def _model_name(name: str) -> str:
 
 
 @router.get("/models/{name}/checks", response_model=list[CheckOut], summary="A model's drift checks, newest first")
-def list_checks(name: str, limit: int = 50, db: Session = Depends(get_db), _=Depends(require("read"))):
+def list_checks(name: str, limit: int = 50, db: Session = Depends(get_db), settings: Settings = Depends(get_settings),
+                _=Depends(require("read"))):
     query = select(DriftCheck).where(DriftCheck.model_name == _model_name(name))
-    return [_out(c, detail=False) for c in
+    return [_out(c, detail=False, settings=settings) for c in
             db.scalars(query.order_by(DriftCheck.created_at.desc()).limit(max(1, min(limit, 500))))]
 
 
@@ -88,7 +91,7 @@ def submit_check(name: str, request: CheckRequest, settings: Settings = Depends(
             action=request.action, require_approval=request.require_approval)
     except PoiseError as problem:
         raise HTTPException(422, str(problem)) from None
-    return _out(db.get(DriftCheck, create_check(spec, settings, "api")), detail=False)
+    return _out(db.get(DriftCheck, create_check(spec, settings, "api")), detail=False, settings=settings)
 
 
 def _check(db: Session, check_id: str) -> DriftCheck:
@@ -99,8 +102,9 @@ def _check(db: Session, check_id: str) -> DriftCheck:
 
 
 @router.get("/checks/{check_id}", response_model=CheckOut, summary="One drift check with its analysis")
-def get_check(check_id: str, db: Session = Depends(get_db), _=Depends(require("read"))):
-    return _out(_check(db, check_id), detail=True)
+def get_check(check_id: str, db: Session = Depends(get_db), settings: Settings = Depends(get_settings),
+              _=Depends(require("read"))):
+    return _out(_check(db, check_id), detail=True, settings=settings)
 
 
 @router.get("/checks/{check_id}/report", response_class=FileResponse, summary="The check's Evidently HTML report")
@@ -123,4 +127,4 @@ def approve_check(check_id: str, body: Decision, settings: Settings = Depends(ge
     except PoiseError as problem:
         raise HTTPException(409, str(problem)) from None
     db.expire_all()
-    return _out(_check(db, check_id), detail=False)
+    return _out(_check(db, check_id), detail=False, settings=settings)

@@ -28,6 +28,7 @@ from agents.summary import job_gate
 from pipelines import runner
 from pipelines.access import DataAccess, Forbidden, NoSuchFile
 from pipelines.api.deps import get_db, get_settings, require
+from pipelines.api.redact import hide_paths, shown_path
 from pipelines.settings import Settings
 from pipelines.worker import request_cancel
 from registry.db import session_scope
@@ -117,7 +118,18 @@ def _job_out(job: Job, settings: Settings, detail: bool) -> JobOut:
                                  "promoted": version.promoted, "threshold": version.threshold,
                                  "gate": version.gate_reason, "metrics": version.metrics}
             out.gate = job_gate(settings, job.spec, version, state.get("gate"))
-    return out
+    return _as_shown(out, settings)
+
+
+def _as_shown(out: JobOut, settings: Settings) -> JobOut:
+    """The job as an API caller sees it: its file as they would name it (`sub/x.csv` in the data folder,
+    `uploads/...`), and no server folder in any message; the stored spec keeps the real path for the worker."""
+    view = out.model_dump()
+    data = view["spec"].get("data")
+    view = hide_paths(view, settings, [Path(data).parent] if data else [])
+    if data:
+        view["spec"]["data"] = shown_path(data, settings)
+    return JobOut.model_validate(view)
 
 
 def _bad(message: str, status: int = 400) -> HTTPException:
