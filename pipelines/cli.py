@@ -577,20 +577,31 @@ def _start_mlflow_ui(settings: Settings, port: int) -> subprocess.Popen:
     return subprocess.Popen(command, env=env, start_new_session=True)
 
 
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)  # signal 0: only asks whether any process of the group is left
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _stop_process_groups(processes: list[subprocess.Popen], grace_seconds: float = 15.0) -> None:
-    """SIGTERM each child's process group, then SIGKILL what is still running after the grace period: Ctrl-C
-    must stop what Poise started even when a child does not honour SIGTERM."""
+    """SIGTERM each child's process group, then SIGKILL what is still running after the grace period — the child,
+    or a process it started that outlived it — and reap every child: Ctrl-C and SIGTERM must stop what Poise
+    started even when a child does not honour SIGTERM. Each child leads its own group (`start_new_session`)."""
     for process in processes:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_seconds
     for process in processes:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    while time.monotonic() < deadline and any(_group_alive(process.pid) for process in processes):
+        time.sleep(0.1)
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 @app.command("mlflow")
@@ -672,18 +683,50 @@ def serve(
     app_instance = create_app(settings)
     if not has_keys(settings.db_url):
         info, key = create_key(settings.db_url, "first-admin", ["admin"])
-        console.print(f"Created the first admin API key (shown once): [bold]{key}[/]")
-    children = [subprocess.Popen([sys.executable, "-m", "pipelines.cli", command], start_new_session=True)
-                for command in ["worker"] * workers + ["scheduler"] * scheduler]
-    if mlflow_ui:
-        children.append(_start_mlflow_ui(settings, mlflow_port))
-    console.print(f"API on http://{host}:{port} (docs at /docs); {workers} worker(s)"
-                  + (", drift-check scheduler" if scheduler else "")
-                  + (f"; MLflow UI on http://127.0.0.1:{mlflow_port}" if mlflow_ui else ""))
+        path = _write_private(settings.home / FIRST_KEY_FILE, key + "\n")
+        console.print(f"Created the first admin API key; it is in {_escape(str(path))} (readable only by this user, "
+                      "never printed): store it, then delete the file", soft_wrap=True)
+    # SIGTERM stops `poise serve` as Ctrl-C does: the API shuts down, then every child is stopped and reaped. A signal
+    # while the children start is held until they all have started, so none is left out of the list to stop.
+    held: list[int] = []
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda signum, frame: held.append(signum))
+    children: list[subprocess.Popen] = []
     try:
-        uvicorn.run(app_instance, host=host, port=port, log_level="warning")
+        for command in ["worker"] * workers + ["scheduler"] * scheduler:
+            children.append(subprocess.Popen([sys.executable, "-m", "pipelines.cli", command], start_new_session=True))
+        if mlflow_ui:
+            children.append(_start_mlflow_ui(settings, mlflow_port))
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, signal.default_int_handler)
+        if held:
+            raise KeyboardInterrupt
+        console.print(f"API on http://{host}:{port} (docs at /docs); {workers} worker(s)"
+                      + (", drift-check scheduler" if scheduler else "")
+                      + (f"; MLflow UI on http://127.0.0.1:{mlflow_port}" if mlflow_ui else ""))
+        uvicorn.run(app_instance, host=host, port=port, log_level="warning")  # re-raises a SIGTERM it stopped on
+    except KeyboardInterrupt:
+        pass
     finally:
+        for number in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut the reaping short
+            signal.signal(number, signal.SIG_IGN)
         _stop_process_groups(children)
+        console.print(f"stopped the API and {len(children)} child process(es)")
+
+
+FIRST_KEY_FILE = "first-admin-key"
+
+
+def _write_private(path: Path, text: str) -> Path:
+    """Write `text` to a file only its owner can read or write (0600, also when it existed; never through a
+    symlink)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)
+        os.write(descriptor, text.encode())
+    finally:
+        os.close(descriptor)
+    return path
 
 
 def main() -> None:

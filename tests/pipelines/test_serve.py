@@ -1,6 +1,8 @@
 """`poise serve` as a user starts it: API, a worker and the MLflow UI in one command, a first
-admin key printed once, and everything stopped with it."""
+admin key written once to a file only its owner reads (never into the log), and everything stopped
+with it, on Ctrl-C as on SIGTERM."""
 
+import contextlib
 import os
 import re
 import signal
@@ -60,7 +62,10 @@ def test_serve_starts_api_worker_and_mlflow_ui_then_stops_them(poise_home):
     finally:
         server.send_signal(signal.SIGINT)
         output, _ = server.communicate(timeout=60)
-    key = re.search(r"(poise_[0-9a-f]{12}_\S+)", output).group(1)
+    key_file = poise_home / "first-admin-key"
+    key = re.fullmatch(r"(poise_[0-9a-f]{12}_\S+)\n", key_file.read_text()).group(1)
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert key not in output and str(key_file) in output  # the log says where the key is, not what it is
     time.sleep(1)
     assert _children_of_home(poise_home) == []  # worker and MLflow UI stopped with it
 
@@ -72,3 +77,34 @@ def test_serve_starts_api_worker_and_mlflow_ui_then_stops_them(poise_home):
         again.send_signal(signal.SIGINT)
         second_output, _ = again.communicate(timeout=60)
     assert "first admin API key" not in second_output  # printed once, on the first start only
+
+
+def test_sigterm_stops_and_reaps_every_child(poise_home):
+    port, mlflow_port = _free_port(), _free_port()
+    server = subprocess.Popen([POISE, "serve", "--port", str(port), "--workers", "2", "--mlflow-ui",
+                               "--mlflow-port", str(mlflow_port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    started: dict[int, psutil.Process] = {}
+    try:
+        assert _wait_for(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        assert _wait_for(f"http://127.0.0.1:{mlflow_port}/health").status_code == 200
+        started = {p.pid: p for p in _children_of_home(poise_home)} | {
+            p.pid: p for p in psutil.Process(server.pid).children(recursive=True)}
+        commands = [" ".join(p.cmdline()) for p in started.values()]
+        assert sum(c.endswith("pipelines.cli worker") for c in commands) == 2
+        assert sum(c.endswith("pipelines.cli scheduler") for c in commands) == 1
+        assert any("mlflow" in c and "server" in c for c in commands)
+        server.send_signal(signal.SIGTERM)
+        try:  # the children inherited its stdout: the output ends only when they are gone too
+            output, _ = server.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            output = "(no end of output within 60 s: poise serve or a child of it still runs)"
+        alive = psutil.wait_procs(list(started.values()), timeout=5)[1]
+    finally:  # whatever happened, leave nothing behind
+        for process in [*started.values(), psutil.Process(server.pid)] if server.poll() is None else started.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        server.communicate()
+    assert server.returncode == 0 and "child process(es)" in output, output
+    assert alive == [], [p.cmdline() for p in alive]
+    assert _children_of_home(poise_home) == []
