@@ -4,6 +4,9 @@ quality gate's verdict with what to do next.
 An LLM may explain a result in friendlier words, but it must not invent numbers. Every
 number in its text has to match a number in the job's metrics record (at the precision
 written, percentages included); otherwise Poise shows the deterministic summary instead.
+The chat applies the same check to every free-text reply (`ground_text`): a sentence
+quoting a number that no record in scope holds is not shown, and a sentence that states a
+result (`claims_results`) may quote only the numbers of a job's or the registry's record.
 
 A version the gate refuses is registered without becoming champion; when no version is
 champion at all, `poise predict NAME` and the API's predict have nothing to serve. So a
@@ -123,6 +126,55 @@ def unsupported_numbers(text: str, record: dict[str, Any]) -> list[str]:
         if not any(math.isclose(value, c, abs_tol=tolerance) for c in candidates):
             wrong.append(token.strip())
     return wrong
+
+
+# --- free text in chat: results only with a record to stand on --------------------------
+
+_METRIC = (r"(?:macro[\s-]?f1|f[\s-]?1(?:[\s-]?score)?|recall|precision|accuracy|pr[\s-]?auc|roc[\s-]?auc|auc"
+           r"|average\s+precision|expected\s+cost|log[\s-]?loss|mcc|kappa|score)")
+_SCORE = r"(?<![\w.])(?:0?[.,]\d+|1[.,]0+|\d{1,3}(?:[.,]\d+)?\s?%)"  # a ratio or a percentage
+_RESULT_CLAIMS = [
+    # a metric next to a score: "macro-F1 of 0.991", "recall 98.7 %", "0.95 precision"
+    re.compile(rf"\b{_METRIC}\b.*{_SCORE}|{_SCORE}.*\b{_METRIC}\b", re.I),
+    # a reached score or a finished model: "achieved", "was trained", "training finished", "is now champion"
+    re.compile(r"\b(?:achiev|reach|scor|attain|obtain)(?:ed|es)\b.*(?:\d|\b" + _METRIC + r"\b)", re.I),
+    re.compile(r"\b(?:(?:has|have|had)\s+been|was|were|(?:is|are)\s+now|(?:i|we)(?:\s+have|'ve)?)\s+"
+               r"(?:successfully\s+)?(?:trained|fitted|fit|registered|deployed|promoted|evaluated|tested)\b", re.I),
+    re.compile(r"\b(?:training|the\s+(?:job|fit|run))\s+(?:is\s+|has\s+)?(?:now\s+)?"
+               r"(?:complete|completed|finished|done|succeeded)\b", re.I),
+    re.compile(r"\b(?:became|becomes|is\s+now)\s+(?:the\s+)?champion\b|\b(?:model|job)\s+is\s+ready\b", re.I),
+    re.compile(r"\b(?:finds|found|catches|caught|detects|detected|identifies|identified|flags|flagged)\b.*"
+               r"\d+(?:[.,]\d+)?\s?%", re.I),
+]
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def claims_results(sentence: str) -> bool:
+    """Whether a sentence states a training result (a metric with a score, a reached score, a trained, registered
+    or promoted model). Questions claim nothing. A heuristic on the wording; the numbers are checked separately."""
+    sentence = sentence.strip()
+    return bool(sentence) and not sentence.endswith("?") and any(p.search(sentence) for p in _RESULT_CLAIMS)
+
+
+def ground_text(text: str, results: list[Any], context: list[Any]) -> tuple[str, list[str]]:
+    """`text` without each sentence that quotes a number found in no record, and the numbers removed.
+
+    A sentence that states a result (`claims_results`) may quote only numbers of `results` (metrics records of
+    jobs, the registry); any other sentence also those of `context` (tool data, the user's own words). Numbers
+    are matched at the precision written, as `unsupported_numbers` does for an LLM summary."""
+    kept_lines, removed = [], []
+    claimed, everything = {"results": results}, {"results": results, "context": context}
+    for line in text.splitlines():
+        kept = []
+        for sentence in _SENTENCE_END.split(line.strip()):
+            wrong = unsupported_numbers(sentence, claimed if claims_results(sentence) else everything)
+            if wrong:
+                removed += wrong
+            elif sentence:
+                kept.append(sentence)
+        if kept or not line.strip():
+            kept_lines.append(" ".join(kept))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(kept_lines)).strip(), removed
 
 
 # --- the quality gate: why it refused, and what to do next ------------------------------
