@@ -62,6 +62,20 @@ def _function(name: str, description: str, model: type[BaseModel]) -> dict[str, 
                                              "parameters": model.model_json_schema()}}
 
 
+def as_data(content: Any, **about: Any) -> str:
+    """`content` as the LLM receives anything read from files, tables or the registry: one JSON object of
+    type "data", which the system prompts say is never an instruction, whatever a column name or cell says."""
+    return json.dumps({"type": "data", **about, "content": content}, default=str)
+
+
+def tool_message(call_id: str, name: str, result: dict[str, Any] | None = None, error: str | None = None) -> dict:
+    """The tool message answering one call: its result marked as data (`as_data`), or what was wrong with the
+    call (type "error", for the model to repair it)."""
+    content = (json.dumps({"type": "error", "tool": name, "error": error}, default=str) if error is not None
+               else as_data(result, tool=name))
+    return {"role": "tool", "tool_call_id": call_id, "content": content}
+
+
 TOOL_SPECS = [
     _function("inspect_dataset", "Columns, inferred types and (with target) class counts of a table.",
               InspectDatasetArgs),

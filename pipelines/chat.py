@@ -158,7 +158,7 @@ class ChatSession:
 
     def _llm_turn(self, text: str, approve: bool, on_event) -> ChatReply:
         from agents.llm import LLM, CallTracer
-        from agents.llm_planner import PlannerFailed, plan_turn
+        from agents.llm_planner import PlannerFailed, ground_turn, plan_turn
         from agents.tools import PlannerTools
 
         plans = self.state.setdefault("plans", {})
@@ -167,13 +167,44 @@ class ChatSession:
         try:
             outcome = plan_turn(llm, self.state.get("llm_history", []), text, tools)
         except PlannerFailed as failure:
+            llm.tracer.mark_fault(str(failure))  # a reply that came back but could not be used
             return self._rule_turn(text, approve, on_event, fell_back=str(failure))
-        self.state["llm_history"] = outcome.messages[-40:]
         if outcome.start_plan_id:
+            self.state["llm_history"] = outcome.messages[-40:]
             reply = self._start(plans[outcome.start_plan_id], approve, on_event)
             reply.planner = "llm"
             return reply
-        return ChatReply(self.id, outcome.question or outcome.text, "llm")
+        grounding = ground_turn(outcome, text, self._job_records())
+        if grounding.fault:
+            llm.tracer.mark_fault(grounding.detail or grounding.fault)
+        if grounding.fall_back:  # the faulty exchange stays out of the history the LLM sees next turn
+            return self._rule_turn(text, approve, on_event, fell_back=grounding.fault)
+        self.state["llm_history"] = self._as_shown(outcome.messages, grounding.text)[-40:]
+        return ChatReply(self.id, grounding.text, "llm")
+
+    def _job_records(self) -> list[dict[str, Any]]:
+        """This session's jobs (the latest 20) as records an LLM reply may quote: status, options and, for each
+        registered version, its metrics and gate verdict."""
+        from sqlalchemy import select
+
+        from registry.models import Job
+
+        with session_scope(self.settings.db_url) as db:
+            jobs = db.scalars(select(Job).where(Job.spec["session_id"].as_string() == self.id)
+                              .order_by(Job.created_at.desc()).limit(20))
+            return [{"job_id": job.id, "name": job.name, "status": job.status, "error": job.error, "spec": job.spec,
+                     "versions": [{"version": v.version, "metrics": v.metrics, "threshold": v.threshold,
+                                   "gate": v.gate_reason, "promoted": v.promoted} for v in job.model_versions]}
+                    for job in jobs]
+
+    @staticmethod
+    def _as_shown(messages: list[dict[str, Any]], shown: str) -> list[dict[str, Any]]:
+        """The turn's messages with the LLM's final text as the user saw it (sentences with ungrounded numbers
+        removed), so the next turn does not build on what Poise refused to show."""
+        last = messages[-1] if messages else {}
+        if last.get("role") != "assistant" or last.get("tool_calls") or last.get("content") == shown:
+            return messages
+        return [*messages[:-1], {**last, "content": shown}]
 
     # --- jobs -------------------------------------------------------------------------
 

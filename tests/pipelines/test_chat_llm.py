@@ -30,7 +30,16 @@ def llm_settings(poise_home, llm_server):
 
 
 def _last_tool_result(request: dict) -> dict:
-    return json.loads([m for m in request["messages"] if m["role"] == "tool"][-1]["content"])
+    message = json.loads([m for m in request["messages"] if m["role"] == "tool"][-1]["content"])
+    assert message["type"] == "data", message  # every tool result reaches the model marked as data
+    return message["content"]
+
+
+def _data(request: dict) -> dict:
+    """The data block of the last (user) message: a review's profile or a summary's metrics record."""
+    message = json.loads(request["messages"][-1]["content"].split("\n", 1)[1])
+    assert message["type"] == "data", message
+    return message["content"]
 
 
 def _start_job_from_last_plan(request: dict) -> dict:
@@ -50,7 +59,7 @@ def _plan(csv, target="churned", **extra) -> dict:
 
 
 def _summary_from_record(request: dict) -> dict:
-    record = json.loads(request["messages"][-1]["content"].split("\n", 1)[1])
+    record = _data(request)
     return {"content": f"The model finds {record['minority_recall']:.0%} of churners at threshold "
                        f"{record['threshold']:.2f}; macro-F1 is {record['macro_f1']:.3f}."}
 
@@ -103,7 +112,7 @@ def test_malformed_tool_arguments_are_repaired_once(llm_settings, llm_server, ch
 
     assert reply.planner == "llm" and reply.fell_back is None and reply.status == runner.AWAITING_APPROVAL
     repair_note = json.loads(llm_server.requests[1]["messages"][-1]["content"])
-    assert "not valid JSON" in repair_note["error"]
+    assert repair_note["type"] == "error" and "not valid JSON" in repair_note["error"]
 
 
 @pytest.mark.parametrize(
@@ -143,8 +152,16 @@ def test_summary_with_a_number_not_in_the_record_is_rejected(llm_settings, llm_s
     llm_server.push_text("Macro-F1 is 0.81 and it finds 75% of churners on 160 rows (threshold 0.31).")
     assert summarize(llm, record).startswith("Macro-F1 is 0.81")
     llm_server.push_text("Macro-F1 is 0.91 and it finds 75% of churners.")
-    with pytest.raises(PlannerFailed, match="0.91"):
+    with pytest.raises(PlannerFailed, match="not in the metrics record") as failed:
         summarize(llm, record)
+    assert "0.91" not in str(failed.value)  # the message is shown in the job's steps: no invented number in it
+    assert _faults(llm_settings) == ["ungrounded_numbers: 0.91"]  # the call is traced as an LLM fault
+
+
+def _faults(settings) -> list[str]:
+    """The errors of LLM calls marked as faults (replies received but not used or shown), oldest first."""
+    with session_scope(settings.db_url) as db:
+        return [c.error for c in db.scalars(select(LLMCall).where(LLMCall.outcome == "fault").order_by(LLMCall.id))]
 
 
 def test_injection_in_column_names_and_chat_stays_data(llm_settings, llm_server, tmp_path, make_table):
@@ -230,12 +247,13 @@ def test_a_refused_gates_next_steps_follow_the_llm_summary_word_for_word(llm_set
                     "  1. Train again with a longer budget, 30 s instead of 10 s:\n"
                     "     poise train d.csv --target y --name m --time-limit 30")
     llm_server.push_text("The gate refused it; train for 90 s instead.")  # a number the record lacks
-    with pytest.raises(PlannerFailed, match="90"):
+    with pytest.raises(PlannerFailed, match="not in the metrics record"):
         summarize(llm, record)
+    assert _faults(llm_settings) == ["ungrounded_numbers: 90"]
 
 
 def _refusal_from_record(request: dict) -> dict:
-    record = json.loads(request["messages"][-1]["content"].split("\n", 1)[1])
+    record = _data(request)
     assert record["gate_passed"] is False and record["next_steps"], record
     return {"content": f"The model was not made champion: {record['gate']}."}
 
