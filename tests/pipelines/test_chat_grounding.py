@@ -173,6 +173,24 @@ def test_a_column_named_like_an_instruction_arrives_as_data_and_grounds_no_resul
     assert reply.fell_back == "its reply stated training results, but no job in this session has any"
 
 
+def test_a_review_reason_shown_in_the_plan_loses_a_number_the_profile_lacks(llm_settings, llm_server, churn_csv):
+    operations = [{"op": "use_data", "path": str(churn_csv)}, {"op": "set_target", "column": "churned"}]
+    llm_server.push_tool_call("propose_plan", {"operations": operations})
+    llm_server.push_responder(lambda request: {"tool_calls": [{"id": "call_start", "type": "function", "function": {
+        "name": "start_job", "arguments": json.dumps({"plan_id": json.loads(
+            [m for m in request["messages"] if m["role"] == "tool"][-1]["content"])["content"]["plan_id"]})}}]})
+    reason = "plan is chosen after churn. Alone it predicts churn with an AUC of 0.4242."
+    llm_server.push_tool_call("amend_plan", {"drop_columns": ["plan"], "reason": reason})
+
+    reply = ChatSession.open(llm_settings).send(f"train on {churn_csv} to predict churned")
+
+    assert reply.status == runner.AWAITING_APPROVAL and reply.planner == "llm"
+    line = next(line for line in reply.plan if line.startswith("review amended the plan"))
+    assert line == ("review amended the plan: plan is chosen after churn. "
+                    "(Poise removed what it said with numbers found nowhere in the profile.)")
+    assert _faults(llm_settings) == ["ungrounded_numbers in the review's reason: 0.4242"]
+
+
 @pytest.mark.slow
 def test_poise_chat_yes_runs_the_built_in_plan_when_the_llm_invents_results(poise_home, llm_server, tmp_path,
                                                                               make_table):
