@@ -39,7 +39,7 @@ def test_cost_metric_and_gate_direction():
     assert metrics["expected_cost"] == pytest.approx((10 * 1 + 1 * 1) / 8)
     worse = {**metrics, "expected_cost": 5.0}
     tie = {"data": "reference holdout of champion v3", "rows": 8, "metric": "expected_cost", "challenger": 1.0,
-           "champion": 1.0}
+           "champion": 1.0, "difference_interval": [0.0, 0.0], "worse": False}
     assert quality_gate(metrics, {}, policy, "holdout", ChampionEvidence("m", "3", on_holdout=worse,
                                                                          reference=tie))["passed"]  # lower is better
     assert not quality_gate(worse, {}, policy, "holdout", ChampionEvidence("m", "3", on_holdout=metrics,
