@@ -2,7 +2,7 @@
 
 One champion (v1) is trained for the module on a table whose class is a thin diagonal band (`|a - b| < 0.3`):
 hard for trees on a few hundred rows, so a challenger with more rows is really better. Holdouts are 45 % of a
-table, so the champion's reference holdout has some 25 'yes' rows, not 10. Each test puts `champion` back on v1,
+table, so the champion's reference holdout has 21 'yes' rows, not 9. Each test puts `champion` back on v1,
 submits a challenger under the same name, and reads what the gate decided and recorded."""
 
 from __future__ import annotations
