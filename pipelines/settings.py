@@ -39,10 +39,10 @@ class Settings(BaseSettings):
         "413 before it is read."))
     table_max_rows: int = Field(5_000_000, ge=1, description="Most rows in an uploaded or queried table.")
     table_max_columns: int = Field(2_000, ge=1, description="Most columns in an uploaded or queried table.")
+    ui_open: bool = Field(False, description="Serve the web UI without signing in (loopback only; see ui/signin.py).")
     predict_max_rows: int = Field(100_000, ge=1, description="Most rows in one /predict request.")
     llm_base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1.")
     llm_model: str | None = Field(None, description="Model name; the LLM planner is used only when this is set.")
-    ui_open: bool = Field(False, description="Serve the web UI without signing in (loopback only; see ui/signin.py).")
     llm_api_key: str | None = Field(None, description="API key; falls back to OPENAI_API_KEY.")
     llm_timeout: float = Field(60.0, gt=0, description="Seconds per LLM request.")
     llm_max_retries: int = Field(1, ge=0, le=5, description="Retries of a failed LLM request.")
@@ -75,9 +75,6 @@ class Settings(BaseSettings):
     def registry_uri(self) -> str:
         return self.mlflow_registry_uri or self.tracking_uri
 
-    @cached_property
-    def artifact_root(self) -> str:
-        return self.mlflow_artifact_root or (self.home / "mlartifacts").as_uri()
     @property
     def mlflow_ui_store_uri(self) -> str:
         """A read-only view of the tracking and registry store for the MLflow UI (see `mlflow_ui_read_only_uri`)."""
@@ -89,18 +86,21 @@ class Settings(BaseSettings):
         path = self.tracking_uri.removeprefix("sqlite:///")
         return f"sqlite:///file:{path}?mode=ro&uri=true"
 
+    @cached_property
+    def artifact_root(self) -> str:
+        return self.mlflow_artifact_root or (self.home / "mlartifacts").as_uri()
 
     @cached_property
     def data_folder(self) -> Path:
         return (self.data_dir or self.home / "data").expanduser().resolve()
 
     @cached_property
-    def checkpoint_path(self) -> Path:
-        return self.home / "checkpoints.sqlite"
-    @cached_property
     def uploads_folder(self) -> Path:
         return self.home / "uploads"
 
+    @cached_property
+    def checkpoint_path(self) -> Path:
+        return self.home / "checkpoints.sqlite"
 
     def job_dir(self, job_id: str) -> Path:
         return self.home / "jobs" / job_id
