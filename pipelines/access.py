@@ -127,15 +127,3 @@ class DataAccess:
         if not candidate.is_file():
             raise NoSuchFile(f"no file '{text}' in the data folder or your uploads")
         return candidate
-
-    def shown(self, path: str | Path) -> str:
-        """How a readable path is shown to this caller: as `resolve` takes it, never the server's own layout."""
-        if self.roots is None:
-            return str(path)
-        data_folder, uploads = self.roots
-        resolved = Path(path).resolve()
-        if resolved.is_relative_to(uploads):
-            return str(Path(UPLOADS) / resolved.relative_to(uploads))
-        if resolved.is_relative_to(data_folder):
-            return str(resolved.relative_to(data_folder))
-        return resolved.name

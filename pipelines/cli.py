@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import gc
+import ipaddress
 import os
 import signal
 import subprocess
@@ -558,6 +559,13 @@ def rollback(name: Annotated[str, typer.Argument(help="Registered model.")]) -> 
     console.print(f"{_escape(name)}: champion is v{champion} again (v{replaced} is now previous-champion)")
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _start_mlflow_ui(settings: Settings, port: int) -> subprocess.Popen:
     """The MLflow server for reviewing Poise's runs: on 127.0.0.1, one worker, no job runner, in its own process
     group, and read-only (`Settings.mlflow_ui_store_uri`), so that no caller of it can move the `champion` alias
@@ -680,6 +688,9 @@ def serve(
     from registry.keys import create_key, has_keys
 
     settings = Settings()
+    if settings.ui_open and not _is_loopback(host):
+        _fail(f"POISE_UI_OPEN serves the web UI without signing in; it is refused on {_escape(host)}: bind to "
+              "127.0.0.1, or sign in with API keys")
     app_instance = create_app(settings)
     if not has_keys(settings.db_url):
         info, key = create_key(settings.db_url, "first-admin", ["admin"])

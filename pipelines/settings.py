@@ -39,6 +39,8 @@ class Settings(BaseSettings):
         "413 before it is read."))
     table_max_rows: int = Field(5_000_000, ge=1, description="Most rows in an uploaded or queried table.")
     table_max_columns: int = Field(2_000, ge=1, description="Most columns in an uploaded or queried table.")
+    cors_origins: list[str] = Field(default_factory=list, description=(
+        "Origins (scheme://host:port) whose pages may call the API and the UI from a browser; default none (JSON)."))
     ui_open: bool = Field(False, description="Serve the web UI without signing in (loopback only; see ui/signin.py).")
     predict_max_rows: int = Field(100_000, ge=1, description="Most rows in one /predict request.")
     llm_base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1.")

@@ -27,7 +27,7 @@ from fastapi import FastAPI
 
 from agents.errors import PoiseError
 from pipelines import runner
-from pipelines.access import DataAccess
+from pipelines.api.redact import shown_path
 from pipelines.chat import ChatSession, QueuedJobs
 from pipelines.settings import Settings
 from ui import views
@@ -119,8 +119,8 @@ def build_ui(settings: Settings, sessions: UiSessions) -> gr.Blocks:
                 saved = views.save_upload(settings, Path(path))
             except PoiseError as problem:
                 return "", [*history, _said("assistant", str(problem))], session, job
-            shown_path = DataAccess.remote(settings).shown(saved)
-            return _talk(settings, sessions, request, f"The data is in {shown_path}", history, session, job)
+            return _talk(settings, sessions, request, f"The data is in {shown_path(saved, settings)}", history, session,
+                         job)
 
         def tick(job: str | None, on_screen: tuple | None, history: list, request: gr.Request):
             if job is None:

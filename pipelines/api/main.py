@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from agents.deployment import ModelServer
 from agents.errors import PoiseError
@@ -34,6 +35,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, default=settings.request_max_bytes, exempt=("/ui",),
                        routes={"/api/v1/jobs/upload": settings.upload_max_bytes + UPLOAD_FORM_BYTES})
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outside: counts the 413s too
+    # One CORS policy for the API and the UI (Gradio defers to it): no other origin unless configured. Gradio's own
+    # would answer any localhost origin, and a page on another localhost port is same-site for the UI's cookie.
+    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"])
     for router in (health.router, jobs.router, chat.router, models.router, checks.router):
         app.include_router(router)
 

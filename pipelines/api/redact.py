@@ -18,7 +18,7 @@ from pipelines.settings import Settings
 def _roots(settings: Settings, extra: Iterable[str | Path] = ()) -> list[tuple[str, str, str]]:
     """(absolute folder, what its files are shown relative to, how the folder itself is named), longest first."""
     roots = {str(settings.data_folder): ("", "the data folder"),
-             str(settings.home / "uploads"): ("uploads/", "uploads"),
+             str(settings.uploads_folder): ("uploads/", "uploads"),
              str(settings.home): ("", "Poise's home folder")}
     for folder in extra:
         roots.setdefault(str(folder), ("", "its folder"))
@@ -54,7 +54,7 @@ def shown_path(path: str | Path, settings: Settings) -> str:
     """A file as an API caller names it: relative to the data folder, `uploads/...`, relative to Poise's home,
     else its name alone."""
     resolved = Path(path).expanduser().resolve()
-    for folder, prefix in ((settings.home / "uploads", "uploads/"), (settings.data_folder, ""), (settings.home, "")):
+    for folder, prefix in ((settings.uploads_folder, "uploads/"), (settings.data_folder, ""), (settings.home, "")):
         if resolved.is_relative_to(folder):
             return prefix + str(resolved.relative_to(folder))
     return resolved.name

@@ -148,3 +148,24 @@ def test_guessing_keys_gets_429_then_the_address_waits(service):
     assert throttled.status_code == 429 and 0 < int(throttled.headers["Retry-After"]) <= FAILED_WINDOW + 1
     login = api.post("/ui/login", data={"api_key": keys["read"]}, follow_redirects=False)
     assert login.status_code == 429 and "poise_ui_session" not in login.cookies
+
+
+def test_no_other_origin_may_call_the_ui_or_the_api_from_a_browser(service):
+    base, keys, _, _ = service
+    signed = signed_in(base, keys["read"])
+    for origin in ("http://localhost:3000", "http://127.0.0.1:9999", "null", "https://evil.example"):
+        for path in ("/ui/config", "/ui/gradio_api/info", "/api/v1/jobs"):
+            answer = signed.get(path, headers={"Origin": origin, "X-API-Key": keys["read"]})
+            assert "access-control-allow-origin" not in answer.headers, (origin, path, answer.headers)
+        preflight = signed.options("/ui/gradio_api/call/talk", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in preflight.headers, (origin, preflight.headers)
+
+
+def test_an_open_ui_is_an_explicit_opt_in(poise_home, serve_app):
+    settings = Settings(home=poise_home, ui_open=True)
+    with serve_app(create_app(settings)) as base:
+        anonymous = httpx.Client(base_url=base, timeout=60)
+        assert anonymous.get("/ui/", follow_redirects=False).status_code == 200
+        kind, (_, chat, *_) = gradio_call(anonymous, "talk", ["hello", [], None, None])
+        assert kind == "complete" and "lacks" not in last_reply(chat)

@@ -108,3 +108,11 @@ def test_sigterm_stops_and_reaps_every_child(poise_home):
     assert server.returncode == 0 and "child process(es)" in output, output
     assert alive == [], [p.cmdline() for p in alive]
     assert _children_of_home(poise_home) == []
+
+
+def test_an_open_web_ui_is_refused_on_any_address_but_loopback(poise_home):
+    env = {**os.environ, "POISE_UI_OPEN": "true"}
+    refused = subprocess.run([POISE, "serve", "--host", "0.0.0.0", "--port", str(_free_port())], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "POISE_UI_OPEN" in refused.stderr and "refused on 0.0.0.0" in refused.stderr
+    assert not (poise_home / "first-admin-key").exists()  # refused before anything was started or created
