@@ -8,6 +8,9 @@ trains on a tiny generated table (600 rows, ~10 % minority) with `--time-limit` 
 Scenarios (`--scenarios a,b`; `mlflow` and `llm` name their groups):
 - kill_worker: two workers; the one that claimed the job gets SIGKILL (its pid only, as the OOM
   killer would) while AutoGluon is fitting; the other must take the job over and resume it.
+- kill_registering: the same, but the worker is killed between MLflow creating the model version and
+  Poise tagging it with the job: a proxy in front of the MLflow server stops answering right after
+  forwarding `model-versions/create`, and the worker, retrying its next call, is killed there.
 - mlflow_fit / mlflow_register: the job tracks to a `mlflow server` subprocess (`--workers 1`,
   `MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`, SQLite store); it is stopped (its process group) while
   AutoGluon fits / as soon as the job's model is being logged (a `logged_models` row appears), stays
@@ -76,6 +79,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
@@ -100,7 +104,7 @@ from pipelines.training.graph import STEPS  # noqa: E402
 from registry.db import dispose_engine, session_scope  # noqa: E402
 from registry.models import Job, JobStep, LLMCall, ModelVersion  # noqa: E402
 
-SCENARIOS = ("kill_worker", "mlflow_fit", "mlflow_register", "postgres_restart", "llm_slow", "llm_down", "llm_garbage",
+SCENARIOS = ("kill_worker", "kill_registering", "mlflow_fit", "mlflow_register", "postgres_restart", "llm_slow", "llm_down", "llm_garbage",
              "llm_invented", "disk_full", "worker_race", "serve_sigterm")
 GROUPS = {"mlflow": ("mlflow_fit", "mlflow_register"), "llm": ("llm_slow", "llm_down", "llm_garbage", "llm_invented")}
 PACKAGES = ("poise", "mlflow", "langgraph", "langgraph-checkpoint-sqlite", "sqlalchemy", "psycopg", "openai",
@@ -112,6 +116,7 @@ FINAL = {"succeeded", "failed", "rejected", "cancelled", "interrupted", "awaitin
 LLM_TIMEOUT, LLM_SLOW_SECONDS = 3, 10
 RECOVERY = {
     "kill_worker": "SIGKILL -> the other worker's first step of the job",
+    "kill_registering": "SIGKILL -> the other worker's first step of the job",
     "mlflow_fit": "server answering again -> the job's next step event",
     "mlflow_register": "server answering again -> the job's next step event",
     "postgres_restart": "database up again -> the workers' first write for the job (heartbeat or step)",
@@ -469,6 +474,67 @@ class MlflowServer:
             return 0
 
 
+class CuttingProxy:
+    """An HTTP proxy on 127.0.0.1 in front of the MLflow server that stops answering (drops every connection
+    unanswered) right after it forwarded a request whose path ends with `cut_after`, until `restore()`: a fault
+    placed exactly between two registry calls, where polling for it would lose the race."""
+
+    def __init__(self, upstream: str, cut_after: str):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.upstream, self.cut_after = upstream, cut_after
+        self.cut = threading.Event()
+        self.dropped = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"  # one request per connection
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy.cut.is_set():
+                    proxy.dropped += 1
+                    self.close_connection = True
+                    return  # closed without an answer: the client sees the server gone
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                request = urllib.request.Request(proxy.upstream + self.path, data=body or None, headers=headers,
+                                                 method=self.command)
+                try:
+                    with urllib.request.urlopen(request, timeout=120) as answer:
+                        status, answer_headers, payload = answer.status, answer.headers, answer.read()
+                except urllib.error.HTTPError as error:
+                    status, answer_headers, payload = error.code, error.headers, error.read()
+                if self.command == "POST" and self.path.split("?")[0].endswith(proxy.cut_after):
+                    proxy.cut.set()  # before answering: the client's next call finds the server gone
+                self.send_response(status)
+                for name, value in answer_headers.items():
+                    if name.lower() not in ("connection", "transfer-encoding", "content-length", "server", "date"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _forward
+
+            def log_message(self, format: str, *args) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.uri = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="mlflow-cutting-proxy", daemon=True)
+        self._thread.start()
+
+    def restore(self) -> None:
+        self.cut_after = "\0never"
+        self.cut.clear()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
 class PrivateCluster:
     """A PostgreSQL cluster of this suite's own (initdb on a free port, trust auth, 127.0.0.1 only)."""
 
@@ -767,6 +833,37 @@ def run_mlflow(s: Scenario, during: str) -> dict:
     return s.finish(job_id, status)
 
 
+def run_kill_registering(s: Scenario) -> dict:
+    s.row["fault"] = ("SIGKILL of the worker between MLflow creating the model version and Poise tagging it with the "
+                      "job (MLflow unreachable from that moment, through a proxy); a second worker is running")
+    server = MlflowServer(s.folder)
+    s.cleanups.append(server.stop)
+    server.start()
+    proxy = CuttingProxy(server.uri, "/model-versions/create")
+    s.cleanups.append(proxy.close)
+    s.configure(mlflow_tracking_uri=proxy.uri)
+    workers = [s.worker("worker-a"), s.worker("worker-b")]
+    for proc in workers:
+        proc.wait_for(" serving ", 120)
+    job_id = s.create_job()
+    wait_until(proxy.cut.is_set, s.args.timeout, "MLflow created the model version", every=0.05)
+    time.sleep(1.0)  # the worker is now retrying its next registry call against a server it cannot reach
+    s.snapshot()
+    upstream = MlflowClient(tracking_uri=server.uri, registry_uri=server.uri)
+    created = upstream.search_model_versions(f"name = '{s.model}'")
+    s.row["at_kill"] = [{"version": str(v.version), "job_tag": v.tags.get("poise.job_id")} for v in created]
+    first = job_row(s.settings.db_url, job_id).worker_id
+    victim = next(proc for proc in workers if proc.pid == pid_of(first))
+    os.kill(victim.pid, signal.SIGKILL)
+    killed_at = now()
+    victim.popen.wait(timeout=30)
+    proxy.restore()
+    s.row["notes"].append(f"at the kill MLflow had {s.row['at_kill']}; the proxy dropped {proxy.dropped} call(s)")
+    status = wait_final(s.settings.db_url, job_id, s.args.timeout)
+    s.row["recover_s"] = seconds_between(killed_at, first_step_event_after(s.settings.db_url, job_id, killed_at))
+    return s.finish(job_id, status)
+
+
 def run_postgres_restart(s: Scenario) -> dict:
     s.row["fault"] = f"private PostgreSQL (job database) stopped -m fast mid-fit, down {s.args.pg_outage}s, started"
     cluster = PrivateCluster(s.folder)
@@ -994,6 +1091,7 @@ def run_serve_sigterm(s: Scenario) -> dict:
 
 RUNNERS = {
     "kill_worker": run_kill_worker,
+    "kill_registering": run_kill_registering,
     "mlflow_fit": lambda s: run_mlflow(s, "fit"),
     "mlflow_register": lambda s: run_mlflow(s, "register"),
     "postgres_restart": run_postgres_restart,
