@@ -1,16 +1,24 @@
-"""The probes of issue 17, replayed over real HTTP against the API app with its web UI (uvicorn on 127.0.0.1):
+"""The probes of issue 17, replayed over real HTTP against a real `poise serve` (API and web UI) on 127.0.0.1:
 anonymous and under-scoped callers of the UI's Gradio endpoints, chat reading server files, a server path given
 to the upload handler, one key continuing another key's chat session, a revoked key's UI session, guessing keys."""
 
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
 from pipelines.access import FAILED_ATTEMPTS, FAILED_WINDOW
-from pipelines.api.main import create_app
 from pipelines.settings import Settings
 from registry.db import session_scope
 from registry.keys import create_key, revoke_key
@@ -53,16 +61,41 @@ def jobs_in(settings: Settings) -> int:
         return db.scalar(select(func.count()).select_from(Job))
 
 
+@contextmanager
+def poise_serve(home: Path, **env: str) -> Iterator[str]:
+    """`poise serve` (API and UI, no worker, no scheduler) on a free port of 127.0.0.1, on `home`; stopped after."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).parent / "poise"), "serve", "--port", str(port),
+                               "--workers", "0", "--no-scheduler"], env={**os.environ, "POISE_HOME": str(home), **env},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(f"{base}/healthz", timeout=5).raise_for_status()
+                break
+            except httpx.HTTPError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr and server.stderr.read()
+                time.sleep(0.5)
+        yield base
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
 @pytest.fixture
-def service(settings, serve_app, churn_csv, tmp_path):
-    """The served app, keys of each kind, a table in the data folder, and a secret table outside it."""
+def service(settings, churn_csv, tmp_path):
+    """`poise serve` on a home with keys of each kind, a table in the data folder, and a secret table outside it."""
     settings.data_folder.mkdir(parents=True)
     shutil.copyfile(churn_csv, settings.data_folder / "customers.csv")
     secret = tmp_path / "outside" / "secrets.csv"
     secret.parent.mkdir()
     secret.write_text(f"password,outcome\nx,{SECRET}\ny,other\n")
     keys = {scope: create_key(settings.db_url, f"probe-{scope}", [scope])[1] for scope in ("read", "submit", "admin")}
-    with serve_app(create_app(settings)) as base:
+    with poise_serve(settings.home) as base:
         yield base, keys, settings, secret
 
 
@@ -162,9 +195,8 @@ def test_no_other_origin_may_call_the_ui_or_the_api_from_a_browser(service):
         assert "access-control-allow-origin" not in preflight.headers, (origin, preflight.headers)
 
 
-def test_an_open_ui_is_an_explicit_opt_in(poise_home, serve_app):
-    settings = Settings(home=poise_home, ui_open=True)
-    with serve_app(create_app(settings)) as base:
+def test_an_open_ui_is_an_explicit_opt_in(poise_home):
+    with poise_serve(poise_home, POISE_UI_OPEN="true") as base:
         anonymous = httpx.Client(base_url=base, timeout=60)
         assert anonymous.get("/ui/", follow_redirects=False).status_code == 200
         kind, (_, chat, *_) = gradio_call(anonymous, "talk", ["hello", [], None, None])
