@@ -28,9 +28,10 @@ Scenarios (`--scenarios a,b`; `mlflow` and `llm` name their groups):
   cannot be); a ballast file fills it while AutoGluon fits; it stays full until the job stops moving,
   then the ballast is deleted and, if the job failed, `poise resume` is run as the error tells.
 - worker_race: two idle workers, then one job: exactly one of them must run it, once.
-- serve_sigterm: `poise serve --workers 1 --mlflow-ui` with a job fitting in its worker gets SIGTERM
-  (its pid only); no process it started may be left; `poise serve` is then started again and its
-  worker must finish the job; it gets SIGTERM again, idle.
+- serve_sigterm: `poise serve --workers 1 --mlflow-ui` gets SIGTERM (its pid only) while its worker fits;
+  the worker is paused (SIGSTOP) just before, as a fit too long for serve's 15 s grace would keep it
+  (the tiny table's jobs end within the grace otherwise); no process serve started may be left;
+  `poise serve` is then started again and its worker must finish the job; it gets SIGTERM again, idle.
 
 Workers run with `--heartbeat-seconds 1 --stale-after S` (`--stale-after`, default 5 s): the time to
 take over a dead worker's job scales with it (`poise serve` starts its workers with the defaults,
@@ -1031,7 +1032,8 @@ def run_worker_race(s: Scenario) -> dict:
 
 
 def run_serve_sigterm(s: Scenario) -> dict:
-    s.row["fault"] = "SIGTERM to `poise serve --workers 1 --mlflow-ui` while its worker fits; serve started again"
+    s.row["fault"] = ("SIGTERM to `poise serve --workers 1 --mlflow-ui` while its worker fits, the worker paused "
+                      "(SIGSTOP) so that its job outlasts serve's 15 s grace; serve started again")
     s.settings.ensure_home()
     port, mlflow_port = free_port(), free_port()
 
@@ -1052,10 +1054,10 @@ def run_serve_sigterm(s: Scenario) -> dict:
     wait_until(answering(f"http://127.0.0.1:{mlflow_port}/health", first), 240, "the MLflow UI answering", every=0.5)
     job_id = s.create_job()
     wait_fitting(s.settings, job_id, s.args.timeout)
-    time.sleep(1.0)
     s.snapshot()
     tree = [p.pid for p in psutil.Process(first.pid).children(recursive=True)]
     s.row["notes"].append(f"serve had {len(tree)} descendant process(es) at SIGTERM")
+    os.kill(pid_of(job_row(s.settings.db_url, job_id).worker_id), signal.SIGSTOP)  # as a fit too long to wait for
     os.kill(first.pid, signal.SIGTERM)
     sent = time.monotonic()
     try:
