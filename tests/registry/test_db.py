@@ -53,7 +53,7 @@ def test_migrations_apply_on_fresh_database_and_are_idempotent(db_url: str) -> N
     engine = get_engine(db_url)
     assert get_engine(db_url) is engine  # cached per URL
     assert TABLES <= set(inspect(engine).get_table_names())
-    assert _head() == "0006"
+    assert _head() == "0007"
     assert _versions(engine) == [_head()]
 
     run_migrations(engine)  # second application: nothing to do
