@@ -103,7 +103,9 @@ def log_and_register_model(
 
     The signature comes from the examples given (the model's own predictions of them), so MLflow
     does not load the predictor a second time to infer it; it still loads it once to check that
-    the input example serves."""
+    the input example serves. The version is created with its tags, the job's id among them, in one
+    request: a worker that dies after it leaves a version `find_version` finds, never an untagged one
+    that a resumed job would register a second time."""
     existing = find_version(client, name, job_id)
     if existing is not None:
         return existing
@@ -123,12 +125,10 @@ def log_and_register_model(
             input_example=input_example,
             signature=infer_signature(input_example, output_example),
             pip_requirements=requirements,
-            registered_model_name=name,
         )
-    version = str(info.registered_model_version)
-    for key, value in {**tags, JOB_TAG: job_id}.items():
-        client.set_model_version_tag(name, version, key, str(value))
-    return version
+    registered = mlflow.register_model(info.model_uri, name,
+                                       tags={key: str(value) for key, value in {**tags, JOB_TAG: job_id}.items()})
+    return str(registered.version)
 
 
 REFERENCE_RUN_TAG = "poise.reference_run"
