@@ -206,18 +206,15 @@ def run_job(job_id: str, settings: Settings, on_event: EventHandler | None = Non
         job = session.get(Job, job_id)
         spec = job.spec
         job.status, job.started_at, job.error = "running", job.started_at or _now(), None
-        for step in job.steps:
-            if step.status == "running":  # left behind by a killed process
-                step.status, step.finished_at, step.message = "failed", _now(), "interrupted"
-            elif step.status == "waiting":
-                step.status, step.finished_at, step.message = "succeeded", _now(), "answered"
 
     context = TrainingContext(settings=settings, job_id=job_id, session_id=spec.get("session_id"))
     config = {"configurable": {"thread_id": job_id}}
     settings.job_dir(job_id).mkdir(parents=True, exist_ok=True)
     with closing(sqlite3.connect(settings.checkpoint_path, check_same_thread=False)) as connection:
         app = build_graph().compile(checkpointer=SqliteSaver(connection))
-        already_started = app.get_state(config).values
+        checkpoint = app.get_state(config)
+        already_started = checkpoint.values
+        _settle_open_steps(settings, job_id, set(checkpoint.next))
         recorder = _StepRecorder(job_id, settings, notify)
         if resume_value is not None:
             graph_input: Any = Command(resume=resume_value)
@@ -275,6 +272,21 @@ def run_job(job_id: str, settings: Settings, on_event: EventHandler | None = Non
     _record_model_version(settings, job_id, state)
     _finish(settings, job_id, "succeeded", None, run_id=state.get("mlflow_run_id"))
     return _result(job_id, spec, "succeeded", state, None, time.perf_counter() - started)
+
+
+def _settle_open_steps(settings: Settings, job_id: str, pending: set[str]) -> None:
+    """Close the step records an earlier run left open. A `running` step whose node the checkpoint has moved past
+    finished, though its record could not be written (the process died, or the database was down, right after);
+    one still pending was interrupted and runs again. A `waiting` step (the approval) has been answered."""
+    with session_scope(settings.db_url) as session:
+        for step in session.get(Job, job_id).steps:
+            if step.status == "running" and step.node in pending:
+                step.status, step.finished_at, step.message = "failed", _now(), "interrupted"
+            elif step.status == "running":
+                step.status, step.finished_at = "succeeded", _now()
+                step.message = "finished; its record was written on resuming (from the checkpoint)"
+            elif step.status == "waiting":
+                step.status, step.finished_at, step.message = "succeeded", _now(), "answered"
 
 
 def _cancel_requested(settings: Settings, job_id: str) -> bool:

@@ -237,6 +237,24 @@ def test_worker_resumes_a_waiting_job_with_its_queued_answer(settings, churn_csv
     assert worker.run_once() is None
 
 
+def test_a_step_that_finished_while_its_record_could_not_be_written_is_recorded_as_finished(settings, churn_csv):
+    """A database outage right after a node finished leaves its row `running`; resuming reads the checkpoint, so
+    the step is recorded as finished (not `interrupted`) and does not run again (found by benchmarks/faults.py)."""
+    waiting = runner.run_spec(runner.make_spec(churn_csv, "churned", settings, name="outage", require_approval=True),
+                              settings)
+    with session_scope(settings.db_url) as session:
+        profile = session.scalar(select(JobStep).where(JobStep.job_id == waiting.job_id, JobStep.node == "profile"))
+        profile.status, profile.finished_at, profile.message = "running", None, None  # the write that never came
+    runner.decide(waiting.job_id, False, settings)
+
+    steps = _steps(settings.db_url, waiting.job_id)
+    assert [node for node, _ in steps].count("profile") == 1 and ("profile", "succeeded") in steps
+    with session_scope(settings.db_url) as session:
+        message = session.scalar(select(JobStep.message).where(JobStep.job_id == waiting.job_id,
+                                                               JobStep.node == "profile"))
+    assert "from the checkpoint" in message
+
+
 @pytest.mark.slow
 def test_job_of_a_killed_worker_is_taken_over_and_resumed_from_its_checkpoint(poise_home, settings, churn_csv):
     job_id = runner.create_job(runner.make_spec(churn_csv, "churned", settings, name="takeover", time_limit=10),
