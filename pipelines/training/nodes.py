@@ -86,6 +86,7 @@ def review(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str,
     try:
         amendment = review_profile(llm, state["profile"])
     except PlannerFailed as failure:
+        llm.tracer.mark_fault(str(failure))  # a reply that came back but could not be used
         return {"review": {"by": "deterministic", "changes": None, "fallback": str(failure)}}
     if amendment is None:
         return {"review": {"by": "llm", "changes": None}}

@@ -213,10 +213,14 @@ def test_review_after_profiling_may_amend_only_within_the_data(llm_settings, llm
         job = db.get(Job, reply.job_id)
         review = next(step for step in job.steps if step.node == "review")
         spec = job.spec
+        outcome = db.scalar(select(LLMCall.outcome).where(LLMCall.job_id == reply.job_id,
+                                                          LLMCall.purpose == "review"))
     if expect_line:
         assert any(expect_line in line for line in reply.plan) and "plan" in spec["drop_columns"]
+        assert outcome == "ok"
     else:
         assert expect_fallback in review.message and spec["drop_columns"] == []
+        assert outcome == "fault"  # the reply arrived but could not be used
 
 
 def test_the_llm_plans_values_meaning_missing_into_the_job_spec(llm_settings, llm_server, churn_csv):
