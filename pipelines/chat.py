@@ -21,7 +21,7 @@ from agents.errors import PoiseError, SpecError
 from agents.plan import check_against_data, describe
 from agents.rule_planner import ChatIntent, merge, missing_question, parse_message
 from pipelines import runner
-from pipelines.access import DataAccess, Forbidden
+from pipelines.access import DataAccess, Forbidden, hide_paths
 from pipelines.settings import Settings
 from registry.db import session_scope
 from registry.keys import KeyInfo
@@ -103,6 +103,8 @@ class ChatSession:
             raise SpecError("empty message")
         self._record("user", text or "(approve)")
         reply = self._turn(text, approve, on_event)
+        if self.access.roots is not None:  # a remote caller sees files as they name them, not the server's paths
+            reply.text, reply.plan = hide_paths(reply.text, self.settings), hide_paths(reply.plan, self.settings)
         self._record("assistant", reply.text, {"planner": reply.planner, "fell_back": reply.fell_back,
                                                "job_id": reply.job_id, "status": reply.status})
         self._save()

@@ -27,7 +27,7 @@ from fastapi import FastAPI
 
 from agents.errors import PoiseError
 from pipelines import runner
-from pipelines.api.redact import shown_path
+from pipelines.access import shown_path
 from pipelines.chat import ChatSession, QueuedJobs
 from pipelines.settings import Settings
 from ui import views

@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from agents.errors import PoiseError, SpecError
 from agents.summary import job_gate
 from pipelines import runner
+from pipelines.access import hide_paths
 from pipelines.settings import Settings
 from registry import tracking
 from registry.db import session_scope
@@ -75,11 +76,15 @@ class JobView:
 
 
 def job_view(settings: Settings, job: Job) -> JobView:
-    view = JobView(job.id, job.status, _headline(job), steps_table(job), plan=[], error=job.error)
+    """The job as the page shows it; files are named as the signed-in user names them (`hide_paths`)."""
+    steps = steps_table(job)
+    steps["message"] = hide_paths(list(steps["message"]), settings)
+    view = JobView(job.id, job.status, _headline(job), steps, plan=[], error=hide_paths(job.error, settings))
     state: dict = {}
     if job.status in (runner.AWAITING_APPROVAL, "succeeded"):
-        state, view.plan = runner.checkpoint_state(settings, job.id)
-        view.summary = (state.get("summary") or {}).get("text")
+        state, plan = runner.checkpoint_state(settings, job.id)
+        view.plan = hide_paths(plan, settings)
+        view.summary = hide_paths((state.get("summary") or {}).get("text"), settings)
     if job.status == "succeeded" and job.model_versions:
         version = job.model_versions[0]
         view.metrics = metrics_table(version.metrics)

@@ -10,9 +10,9 @@ from starlette.middleware.cors import CORSMiddleware
 
 from agents.deployment import ModelServer
 from agents.errors import PoiseError
+from pipelines.access import hide_paths
 from pipelines.api.limits import BodyLimitMiddleware
 from pipelines.api.metrics import ApiMetrics, MetricsMiddleware
-from pipelines.api.redact import hide_paths
 from pipelines.api.routes import chat, checks, health, jobs, models
 from pipelines.settings import Settings
 from registry.db import get_engine

@@ -26,9 +26,8 @@ from agents.data_engineering import load_table, read_sql
 from agents.errors import DataError, PoiseError, TooLargeError
 from agents.summary import job_gate
 from pipelines import runner
-from pipelines.access import DataAccess, Forbidden, NoSuchFile
+from pipelines.access import DataAccess, Forbidden, NoSuchFile, hide_paths, shown_path
 from pipelines.api.deps import get_db, get_settings, require
-from pipelines.api.redact import hide_paths, shown_path
 from pipelines.settings import Settings
 from pipelines.worker import request_cancel
 from registry.db import session_scope
