@@ -154,6 +154,7 @@ def test_chat_reads_only_the_data_folder_and_uploads(service):
 
     inside = api.post("/api/v1/chat", json={"message": "train on customers.csv to predict churned"})
     assert inside.status_code == 200 and inside.json()["job_id"] is not None  # the data folder is readable
+    assert "data: customers.csv" in inside.json()["plan"] and str(settings.home) not in inside.text
     assert jobs_in(settings) == 1
 
 

@@ -16,11 +16,7 @@ from agents.errors import PoiseError
 from pipelines.access import hide_paths
 from pipelines.api.deps import get_db, get_settings, require
 from pipelines.api.routes.jobs import Decision, SqlSource, _resolve_data_path
-from pipelines.monitoring.runner import (
-    create_check,
-    make_check_spec,
-    queue_check_decision,
-)
+from pipelines.monitoring.runner import create_check, make_check_spec, queue_check_decision
 from pipelines.settings import Settings
 from pipelines.training.state import MODEL_NAME
 from registry.models import DriftCheck
