@@ -189,8 +189,8 @@ def serve_api(home: str, port: int) -> None:
                 add(name, time.perf_counter() - started)
         return wrapper
 
-    deps.recently_verified = timed("auth", deps.recently_verified)
-    deps.verify_key = timed("auth", deps.verify_key)
+    deps.recently_verified = timed("auth", deps.recently_verified)  # the check's fast path
+    deps.authorize = timed("auth", deps.authorize)  # pipelines.access.authorize, as the API's check calls it
     routes._records = timed_async("parse", routes._records)
     routes.PredictionLog.add = timed("log", routes.PredictionLog.add)
     app = create_app(Settings(home=Path(home)))
