@@ -8,9 +8,9 @@ trains on a tiny generated table (600 rows, ~10 % minority) with `--time-limit` 
 Scenarios (`--scenarios a,b`; `mlflow` and `llm` name their groups):
 - kill_worker: two workers; the one that claimed the job gets SIGKILL (its pid only, as the OOM
   killer would) while AutoGluon is fitting; the other must take the job over and resume it.
-- kill_registering: the same, but the worker is killed between MLflow creating the model version and
-  Poise tagging it with the job: a proxy in front of the MLflow server stops answering right after
-  forwarding `model-versions/create`, and the worker, retrying its next call, is killed there.
+- kill_registering: the same, but the worker is killed right after MLflow created the model version
+  (before Poise knows its number): a proxy in front of the MLflow server stops answering right after
+  forwarding `model-versions/create`, and the worker, retrying that call or its next, is killed there.
 - mlflow_fit / mlflow_register: the job tracks to a `mlflow server` subprocess (`--workers 1`,
   `MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`, SQLite store); it is stopped (its process group) while
   AutoGluon fits / as soon as the job's model is being logged (a `logged_models` row appears), stays
@@ -835,8 +835,8 @@ def run_mlflow(s: Scenario, during: str) -> dict:
 
 
 def run_kill_registering(s: Scenario) -> dict:
-    s.row["fault"] = ("SIGKILL of the worker between MLflow creating the model version and Poise tagging it with the "
-                      "job (MLflow unreachable from that moment, through a proxy); a second worker is running")
+    s.row["fault"] = ("SIGKILL of the worker right after MLflow created the model version (MLflow unreachable from "
+                      "that moment, through a proxy); a second worker is running")
     server = MlflowServer(s.folder)
     s.cleanups.append(server.stop)
     server.start()
