@@ -349,7 +349,7 @@ def job_gate(settings, spec: dict[str, Any], version_row, gate: dict[str, Any] |
 
     name, version = version_row.registered_name, str(version_row.version)
     if not gate:
-        gate = {"passed": bool(version_row.promoted), "reason": version_row.gate_reason}
+        gate = {"passed": bool(version_row.champion_at_registration), "reason": version_row.gate_reason}
     client = tracking.configure(settings.tracking_uri, settings.registry_uri)
     try:
         promotion = tracking.promotion_record(client.get_model_version(name, version).tags)

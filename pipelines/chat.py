@@ -196,7 +196,8 @@ class ChatSession:
                               .order_by(Job.created_at.desc()).limit(20))
             return [{"job_id": job.id, "name": job.name, "status": job.status, "error": job.error, "spec": job.spec,
                      "versions": [{"version": v.version, "metrics": v.metrics, "threshold": v.threshold,
-                                   "gate": v.gate_reason, "promoted": v.promoted} for v in job.model_versions]}
+                                   "gate": v.gate_reason, "champion_at_registration": v.champion_at_registration}
+                                  for v in job.model_versions]}
                     for job in jobs]
 
     @staticmethod

@@ -252,6 +252,7 @@ def jobs(limit: Annotated[int, typer.Option(help="How many recent jobs.")] = 20)
 def show(job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix).")]) -> None:
     """Show a job's steps, model version and metrics."""
     from pipelines import runner
+    from registry import tracking
 
     settings = Settings()
     try:
@@ -268,8 +269,11 @@ def show(job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix)
                       _escape(step.message or ""))
     console.print(steps)
     for version in job.model_versions:
-        console.print(f"model {_escape(version.registered_name)} v{version.version} — "
-                      f"{'champion' if version.promoted else 'not promoted'}: {_escape(version.gate_reason or '')}")
+        champion = tracking.champion_version(tracking.configure(settings.tracking_uri, settings.registry_uri),
+                                             version.registered_name)  # the registry's alias: the one truth
+        role = "champion" if champion == str(version.version) else "not champion"
+        console.print(f"model {_escape(version.registered_name)} v{version.version} — {role}: "
+                      f"{_escape(version.gate_reason or '')}")
         for key in ("f1", "macro_f1", "balanced_accuracy", "pr_auc", "minority_recall", "expected_cost"):
             if key in version.metrics:
                 console.print(f"  {key:<18} {version.metrics[key]:.4f}")

@@ -312,7 +312,8 @@ def _record_model_version(settings: Settings, job_id: str, state: dict[str, Any]
             session.add(ModelVersion(
                 job_id=job_id, mlflow_run_id=state["mlflow_run_id"], registered_name=spec["name"],
                 version=state["model_version"], metrics=_scalars(state["metrics"]),
-                threshold=served_fit(state)["threshold"], promoted=state["is_champion"], gate_reason=state["gate"]["reason"],
+                threshold=served_fit(state)["threshold"], champion_at_registration=state["is_champion"],
+                gate_reason=state["gate"]["reason"],
             ))
 
 

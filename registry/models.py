@@ -189,7 +189,8 @@ class ModelVersion(Base):
     version: Mapped[str] = mapped_column(String(20))
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON(none_as_null=True))
     threshold: Mapped[float | None] = mapped_column(Float)
-    promoted: Mapped[bool] = mapped_column(Boolean, default=False)
+    # what the gate did at registration; whether the version is champion now is the MLflow alias alone
+    champion_at_registration: Mapped[bool] = mapped_column(Boolean, default=False)
     gate_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
@@ -198,7 +199,7 @@ class ModelVersion(Base):
     def __repr__(self) -> str:
         return (
             f"ModelVersion(id={self.id!r}, registered_name={self.registered_name!r}, "
-            f"version={self.version!r}, promoted={self.promoted!r})"
+            f"version={self.version!r}, champion_at_registration={self.champion_at_registration!r})"
         )
 
 

@@ -5,7 +5,10 @@ import io
 import json
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -14,6 +17,7 @@ from mlflow.types import ColSpec, Schema
 from sqlalchemy import select
 
 from agents.deployment import conform_to_signature
+from pipelines import runner
 from pipelines.api.main import create_app
 from pipelines.api.routes.models import PredictionLog, _csv_table, _json_records, prediction_log
 from pipelines.settings import Settings
@@ -21,7 +25,10 @@ from pipelines.worker import Worker
 from registry.db import session_scope
 from registry.keys import create_key, recently_verified, revoke_key
 from registry import tracking
-from registry.models import Job, Prediction
+from registry.models import Job, ModelVersion, Prediction
+from ui import views as ui_views
+
+POISE = str(Path(sys.executable).parent / "poise")
 
 
 @pytest.fixture
@@ -159,6 +166,21 @@ def test_chat_approval_worker_serving_feedback_promote_and_rollback(service, chu
     assert rolled.json() == {"name": "churn-api", "champion": "1", "previous_champion": "2"}
     assert client.post("/api/v1/models/churn-api/predict", json={"records": records},
                        headers=predict).json()["version"] == "1"
+    # one truth about the champion after the rollback: the registry's alias, wherever it is read, whatever the
+    # version's row says about its registration (here as if v2 had passed its gate and become champion then)
+    second = upload.json()["id"]
+    with session_scope(settings.db_url) as db:
+        db.scalars(select(ModelVersion).where(ModelVersion.job_id == second)).one().champion_at_registration = True
+    views = {job: client.get(f"/api/v1/jobs/{job}", headers=read).json() for job in (job_id, second)}
+    assert [views[job]["model_version"]["champion"] for job in (job_id, second)] == [True, False]
+    assert [views[job]["gate"]["champion"] for job in (job_id, second)] == ["1", "1"]
+    (listed,) = [m for m in client.get("/api/v1/models", headers=read).json() if m["name"] == "churn-api"]
+    assert listed["champion"] == "1"
+    shown = {job: subprocess.run([POISE, "show", job], capture_output=True, text=True, timeout=120).stdout
+             for job in (job_id, second)}
+    assert "churn-api v1 — champion" in shown[job_id] and "churn-api v2 — not champion" in shown[second]
+    ui = {job: ui_views.job_view(settings, runner.find_job(settings, job)).details for job in (job_id, second)}
+    assert "version 1 (champion)" in ui[job_id] and "version 2 (not champion)" in ui[second]
 
     metrics = client.get("/metrics").text
     assert 'poise_jobs{status="succeeded"} 2.0' in metrics
@@ -289,7 +311,7 @@ def test_a_refused_gate_in_the_job_json_a_409_from_predict_and_a_promotion_with_
     assert Worker(settings).run_once() == job_id
 
     job = client.get(f"/api/v1/jobs/{job_id}", headers=read).json()
-    assert job["status"] == "succeeded" and job["model_version"]["promoted"] is False
+    assert job["status"] == "succeeded" and job["model_version"]["champion"] is False
     gate = job["gate"]
     assert gate["passed"] is False and "does not beat the majority baseline" in gate["reason"]  # really refused
     assert gate["champion"] is None and gate["is_champion"] is False and gate["version"] == "1"

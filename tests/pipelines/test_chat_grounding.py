@@ -53,7 +53,7 @@ def _finished_job(settings, session_id: str, metrics: dict) -> str:
                          "time_limit": 20}))
         db.flush()
         db.add(ModelVersion(job_id=job_id, mlflow_run_id="r" * 32, registered_name="churn", version="1",
-                            metrics=metrics, threshold=metrics.get("threshold"), promoted=True,
+                            metrics=metrics, threshold=metrics.get("threshold"), champion_at_registration=True,
                             gate_reason="f1 0.8123 beats the stratified baseline (0.1053)"))
     return job_id
 

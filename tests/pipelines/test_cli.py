@@ -197,7 +197,7 @@ def test_a_refused_gate_says_why_and_what_to_do_and_a_promotion_records_its_reas
     client = tracking.configure(settings.tracking_uri, settings.registry_uri)
     with session_scope(settings.db_url) as session:
         version = session.scalar(select(ModelVersion).where(ModelVersion.registered_name == "noisy"))
-        job_id, promoted, gate = version.job_id, version.promoted, version.gate_reason
+        job_id, promoted, gate = version.job_id, version.champion_at_registration, version.gate_reason
     assert not promoted and "does not beat the majority baseline" in gate, gate  # the gate really refused
     assert tracking.champion_version(client, "noisy") is None
 

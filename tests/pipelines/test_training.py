@@ -93,7 +93,7 @@ def test_train_registers_gated_champion_that_serves_like_the_predictor(settings,
         dataset = session.get(Dataset, job.dataset_id)
         assert dataset.n_rows == 800 and len(dataset.content_hash) == 64
         stored = session.scalars(select(ModelVersion)).one()
-        assert stored.promoted and stored.threshold == pytest.approx(result.threshold)
+        assert stored.champion_at_registration and stored.threshold == pytest.approx(result.threshold)
 
     # a second job on the same data is judged against the champion on the same holdout
     second = runner.train(churn_csv, "churned", name="churn", time_limit=15, settings=settings)

@@ -53,7 +53,7 @@ def test_migrations_apply_on_fresh_database_and_are_idempotent(db_url: str) -> N
     engine = get_engine(db_url)
     assert get_engine(db_url) is engine  # cached per URL
     assert TABLES <= set(inspect(engine).get_table_names())
-    assert _head() == "0007"
+    assert _head() == "0008"
     assert _versions(engine) == [_head()]
 
     run_migrations(engine)  # second application: nothing to do
@@ -156,7 +156,7 @@ def test_round_trip_job_steps_dataset_model_versions(db_url: str) -> None:
         assert profile_step.finished_at - profile_step.started_at == timedelta(seconds=30)
         assert train_step.metrics is None and train_step.message is None and train_step.finished_at is None
 
-        assert [(mv.version, mv.promoted) for mv in job.model_versions] == [("1", False), ("2", False)]
+        assert [(mv.version, mv.champion_at_registration) for mv in job.model_versions] == [("1", False), ("2", False)]
         first = job.model_versions[0]
         assert first.metrics == {"roc_auc": 0.91, "per_class": nested}
         assert first.threshold == pytest.approx(0.37)

@@ -113,10 +113,12 @@ def _job_out(job: Job, settings: Settings, detail: bool) -> JobOut:
             out.summary = (state.get("summary") or {}).get("text")
         if job.model_versions:
             version = job.model_versions[0]
-            out.model_version = {"name": version.registered_name, "version": version.version,
-                                 "promoted": version.promoted, "threshold": version.threshold,
-                                 "gate": version.gate_reason, "metrics": version.metrics}
             out.gate = job_gate(settings, job.spec, version, state.get("gate"))
+            out.model_version = {"name": version.registered_name, "version": version.version,
+                                 "champion": out.gate["is_champion"],  # now, from the registry's alias
+                                 "champion_at_registration": version.champion_at_registration,
+                                 "threshold": version.threshold, "gate": version.gate_reason,
+                                 "metrics": version.metrics}
     return _as_shown(out, settings)
 
 
