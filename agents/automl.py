@@ -122,7 +122,7 @@ def choose_policy(
         if problem_type != "binary":
             raise SpecError("--objective cost needs a binary target (false negatives vs false positives)")
 
-    from agents.plan import MODEL_TYPES
+    from agents.job_spec import MODEL_TYPES
 
     usable = set(MODEL_TYPES) - set(excluded_model_types or []) - set(excluded_model_types_without_torch())
     if not usable:

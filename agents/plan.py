@@ -14,9 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from agents.errors import PoiseError
-
-MODEL_TYPES = ("GBM", "CAT", "XGB", "RF", "XT", "KNN", "LR", "NN_TORCH", "FASTAI")
-PRESETS = ("medium_quality", "good_quality", "high_quality", "best_quality")
+from agents.job_spec import (ColumnName, Cost, JobOptions, MissingToken, ModelName, ModelType, Objective, Presets,
+                              ThresholdPolicy, TimeLimit)
 
 
 class PlanError(PoiseError):
@@ -34,38 +33,36 @@ class UseData(BaseModel):
 
 class SetTarget(BaseModel):
     op: Literal["set_target"] = "set_target"
-    column: str = Field(description="Column to predict; must exist in the table.")
+    column: ColumnName = Field(description="Column to predict; must exist in the table.")
 
 
 class DropColumns(BaseModel):
     op: Literal["drop_columns"] = "drop_columns"
-    columns: list[str] = Field(min_length=1)
+    columns: list[ColumnName] = Field(min_length=1)
     reason: str = Field("", max_length=300)
 
 
 class TreatAsLeak(BaseModel):
     op: Literal["treat_as_leak"] = "treat_as_leak"
-    column: str = Field(description="A column known only after the outcome (or an ID): dropped.")
+    column: ColumnName = Field(description="A column known only after the outcome (or an ID): dropped.")
 
 
 class KeepColumns(BaseModel):
     op: Literal["keep_columns"] = "keep_columns"
-    columns: list[str] = Field(min_length=1, description="Keep columns Poise would drop as ID-like or leak suspects.")
+    columns: list[ColumnName] = Field(min_length=1, description="Keep columns Poise would drop as ID-like or leak suspects.")
 
 
 class SetObjective(BaseModel):
     op: Literal["set_objective"] = "set_objective"
-    objective: Literal["f1", "balanced_accuracy", "cost"]
-    cost_fn: float | None = Field(None, gt=0, description="Cost of a missed positive (objective cost).")
-    cost_fp: float | None = Field(None, gt=0, description="Cost of a false alarm (objective cost).")
+    objective: Objective = Field(description=JobOptions.model_fields["objective"].description)
+    cost_fn: Cost | None = Field(None, description=JobOptions.model_fields["cost_fn"].description)
+    cost_fp: Cost | None = Field(None, description=JobOptions.model_fields["cost_fp"].description)
 
 
 class TreatAsMissing(BaseModel):
     op: Literal["treat_as_missing"] = "treat_as_missing"
-    values: list[Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\r\n]+$")]] = Field(
-        min_length=1, max_length=50,
-        description="Cell values that mean 'missing' in this table (e.g. '?', 'none', '-999'), read as gaps "
-        "besides pandas' defaults; matched exactly, in text and numeric columns alike.")
+    values: list[MissingToken] = Field(min_length=1, max_length=50,
+                                       description=JobOptions.model_fields["na_values"].description)
 
 
 class SetPositiveClass(BaseModel):
@@ -75,27 +72,27 @@ class SetPositiveClass(BaseModel):
 
 class SetTimeBudget(BaseModel):
     op: Literal["set_time_budget"] = "set_time_budget"
-    seconds: int = Field(ge=5, le=86_400)
+    seconds: TimeLimit = Field(description=JobOptions.model_fields["time_limit"].description)
 
 
 class SetPresets(BaseModel):
     op: Literal["set_presets"] = "set_presets"
-    presets: Literal[PRESETS]
+    presets: Presets
 
 
 class ExcludeModels(BaseModel):
     op: Literal["exclude_models"] = "exclude_models"
-    model_types: list[Literal[MODEL_TYPES]] = Field(min_length=1)
+    model_types: list[ModelType] = Field(min_length=1)
 
 
 class SetThresholdPolicy(BaseModel):
     op: Literal["set_threshold_policy"] = "set_threshold_policy"
-    policy: Literal["calibrate", "default"] = Field(description="calibrate on validation data, or keep 0.5")
+    policy: ThresholdPolicy = Field(description=JobOptions.model_fields["threshold_policy"].description)
 
 
 class SetName(BaseModel):
     op: Literal["set_name"] = "set_name"
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    name: ModelName
 
 
 class RequireApproval(BaseModel):

@@ -25,6 +25,8 @@ import re
 import shlex
 from typing import Any
 
+from agents.job_spec import MAX_TIME_LIMIT, job_options, train_arguments
+
 NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)?(?:\s?%)?")
 
 
@@ -179,7 +181,6 @@ def ground_text(text: str, results: list[Any], context: list[Any]) -> tuple[str,
 
 # --- the quality gate: why it refused, and what to do next ------------------------------
 
-MAX_TIME_LIMIT = 86_400  # JobSpec's upper bound
 BUDGET_FACTOR = 3  # a retry gets this many times the budget that was not enough
 NEW_DATA = "NEW_DATA.csv"  # stands for the user's table in a suggested `poise predict`
 
@@ -294,23 +295,8 @@ def _train_step(action: str, text: str, spec: dict[str, Any], **changes: Any) ->
     """A step that trains again: the job's own options with `changes`, as a `poise train` line and as the
     body of `POST /api/v1/jobs` (which also needs `data_path`, or the table sent to `/api/v1/jobs/upload`)."""
     options = {**spec, **changes}
-    command = ["poise", "train", options["data"], "--target", options["target"], "--name", options["name"]]
-    if options.get("objective", "f1") != "f1":
-        command += ["--objective", options["objective"]]
-    if options.get("objective") == "cost":
-        command += ["--cost-fn", f"{options['cost_fn']:g}", "--cost-fp", f"{options['cost_fp']:g}"]
-    if options.get("positive_class") is not None:
-        command += ["--positive-class", str(options["positive_class"])]
-    command += ["--time-limit", str(options["time_limit"])]
-    if options.get("presets") not in (None, "medium_quality"):
-        command += ["--presets", options["presets"]]
-    for flag, key in (("--drop", "drop_columns"), ("--keep", "keep_columns"), ("--na-values", "na_values")):
-        for value in options.get(key) or []:
-            command += [flag, str(value)]
-    body = {key: options[key] for key in ("target", "name", "objective", "cost_fn", "cost_fp", "positive_class",
-                                          "time_limit", "presets", "drop_columns", "keep_columns",
-                                          "excluded_model_types", "threshold_policy", "na_values")
-            if options.get(key) not in (None, [])}
+    command = ["poise", "train", options["data"], *train_arguments(options)]
+    body = job_options(options)
     return {"action": action, "text": text, "command": shlex.join(command),
             "api": {"method": "POST", "path": "/api/v1/jobs", "body": body}}
 

@@ -23,6 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from agents.errors import PoiseError
+from agents.job_spec import TRAIN_FLAGS, CheckOptions, JobOptions
+from pipelines.cli_options import with_options
 from pipelines.settings import Settings
 
 # A process that has run a job holds ~400k objects of MLflow, LangGraph, scikit-learn and AutoGluon, and tearing
@@ -114,28 +116,12 @@ def _finish(result, settings: Settings) -> None:
 
 
 @app.command()
-def train(
-    data: Annotated[Path, typer.Argument(help="CSV, TSV or Parquet file.")],
-    target: Annotated[str, typer.Option("--target", "-t", help="Column to predict.")],
-    name: Annotated[str | None, typer.Option(help="Registered model name; default '<file>-<target>'.")] = None,
-    time_limit: Annotated[int | None, typer.Option(help="AutoGluon time budget (seconds).")] = None,
-    objective: Annotated[str, typer.Option(help="f1 | balanced_accuracy | cost")] = "f1",
-    cost_fn: Annotated[float | None, typer.Option(help="Cost of a missed positive (objective cost).")] = None,
-    cost_fp: Annotated[float | None, typer.Option(help="Cost of a false alarm (objective cost).")] = None,
-    positive_class: Annotated[str | None, typer.Option(help="The class that matters; default the minority.")] = None,
-    presets: Annotated[str | None, typer.Option(help="AutoGluon presets; default medium_quality.")] = None,
-    drop: Annotated[list[str] | None, typer.Option("--drop", help="Column to drop (repeatable).")] = None,
-    keep: Annotated[list[str] | None, typer.Option("--keep", help="Keep a flagged column (repeatable).")] = None,
-    na_values: Annotated[list[str] | None, typer.Option(
-        "--na-values", help="A cell value to read as missing besides pandas' defaults, e.g. '?' or none "
-        "(repeatable).")] = None,
-) -> None:
+@with_options(JobOptions, flags=TRAIN_FLAGS)
+def train(data: Annotated[Path, typer.Argument(help="CSV, TSV or Parquet file.")], options: dict) -> None:
     """Train, evaluate, gate and register an imbalance-aware model."""
     settings = Settings()
-    console.print(f"Training on [bold]{_escape(str(data))}[/], target [bold]{_escape(target)}[/]")
-    _run_training(settings, data=data, target=target, name=name, time_limit=time_limit, objective=objective,
-                  cost_fn=cost_fn, cost_fp=cost_fp, positive_class=positive_class, presets=presets,
-                  na_values=na_values or [], drop_columns=drop or [], keep_columns=keep or [])
+    console.print(f"Training on [bold]{_escape(str(data))}[/], target [bold]{_escape(options['target'])}[/]")
+    _run_training(settings, data=data, **options)
 
 
 @app.command()
@@ -414,16 +400,14 @@ def worker(
 
 
 @app.command()
+@with_options(CheckOptions, flags={"require_approval": ("--approval",)})
 def monitor(
     name: Annotated[str, typer.Argument(help="Registered model whose champion to check.")],
+    options: dict,
     current: Annotated[Path | None, typer.Option(help="Batch to check (CSV/TSV/Parquet); default the "
                                                   "predictions served since the last check.")] = None,
     sql_source: Annotated[str | None, typer.Option(help="Named SQL source to read the batch from.")] = None,
     sql_query: Annotated[str | None, typer.Option(help="Query giving the batch (with --sql-source).")] = None,
-    label_column: Annotated[str | None, typer.Option(help="Column of true labels; default the target.")] = None,
-    action: Annotated[str, typer.Option(help="auto | none | recalibrate | retrain.")] = "auto",
-    approval: Annotated[bool, typer.Option("--approval", help="Wait for `poise approve` before promoting.")] = False,
-    time_limit: Annotated[int | None, typer.Option(help="Retraining budget (s); default the champion's.")] = None,
 ) -> None:
     """Run one drift check now: analyse, decide, recalibrate or retrain, compare, promote or keep."""
     from pipelines.monitoring.runner import check_now
@@ -431,8 +415,7 @@ def monitor(
     settings = Settings()
     try:
         result = check_now(name, settings, _progress, current=str(current.expanduser().resolve()) if current else None,
-                           sql_source=sql_source, sql_query=sql_query, label_column=label_column, action=action,
-                           require_approval=approval, time_limit=time_limit)
+                           sql_source=sql_source, sql_query=sql_query, **options)
     except PoiseError as problem:
         _fail(str(problem))
     _finish_check(result)

@@ -13,7 +13,7 @@ import sqlite3
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,10 +26,11 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from agents.errors import SpecError
+from agents.job_spec import JobSpec
 from pipelines.settings import Settings
 from pipelines.training.configuration import TrainingContext
 from pipelines.training.graph import AGENT_OF_STEP, build_graph
-from pipelines.training.state import JobSpec, served_fit
+from pipelines.training.state import served_fit
 from registry import tracking
 from registry.db import session_scope
 from registry.models import Dataset, Job, JobStep, ModelVersion
@@ -82,6 +83,8 @@ def default_model_name(data: str, target: str) -> str:
 
 
 def make_spec(data: str | Path, target: str, settings: Settings, **options: Any) -> JobSpec:
+    """The validated spec of a job on `data`: the caller's options over the defaults (`JobOptions`' own, then the
+    service's budget and presets, and a model name made from the file and target)."""
     values = {k: v for k, v in options.items() if v is not None}
     values.setdefault("name", default_model_name(str(data), target))
     values.setdefault("time_limit", settings.time_limit)
@@ -105,31 +108,12 @@ def create_job(spec: JobSpec, settings: Settings) -> str:
     return job_id
 
 
-def train(
-    data: str | Path,
-    target: str,
-    *,
-    name: str | None = None,
-    objective: str = "f1",
-    cost_fn: float | None = None,
-    cost_fp: float | None = None,
-    positive_class: str | None = None,
-    time_limit: int | None = None,
-    presets: str | None = None,
-    na_values: Sequence[str] = (),
-    drop_columns: Sequence[str] = (),
-    keep_columns: Sequence[str] = (),
-    settings: Settings | None = None,
-    on_event: EventHandler | None = None,
-) -> JobResult:
-    """Train, evaluate, gate and register a model on one table: the whole job, in this process."""
+def train(data: str | Path, target: str, *, settings: Settings | None = None, on_event: EventHandler | None = None,
+          **options: Any) -> JobResult:
+    """Train, evaluate, gate and register a model on one table: the whole job, in this process. `options` are
+    any of `agents.job_spec.JobOptions` (objective, time_limit, presets, ...); the service's defaults fill the rest."""
     settings = settings or Settings()
-    spec = make_spec(
-        data, target, settings, name=name, objective=objective, cost_fn=cost_fn, cost_fp=cost_fp,
-        positive_class=positive_class, time_limit=time_limit, presets=presets, na_values=list(na_values),
-        drop_columns=list(drop_columns), keep_columns=list(keep_columns),
-    )
-    return run_spec(spec, settings, on_event)
+    return run_spec(make_spec(data, target, settings, **options), settings, on_event)
 
 
 def run_spec(spec: JobSpec, settings: Settings, on_event: EventHandler | None = None) -> JobResult:

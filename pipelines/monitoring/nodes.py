@@ -21,10 +21,10 @@ from sqlalchemy import func, select
 
 from agents import data_engineering, deployment, drift
 from agents.errors import DataError, SpecError
+from agents.job_spec import CheckSpec, JobSpec
 from pipelines.monitoring.configuration import MonitorContext
-from pipelines.monitoring.state import CheckSpec, MonitorState
+from pipelines.monitoring.state import MonitorState
 from pipelines.training.nodes import write_parquet, user_errors
-from pipelines.training.state import JobSpec
 from registry import tracking
 from registry.db import session_scope
 from registry.models import DriftCheck, Job, ModelVersion, Prediction

@@ -21,9 +21,9 @@ from langgraph.types import Command
 from pydantic import ValidationError
 
 from agents.errors import SpecError
+from agents.job_spec import CheckSpec
 from pipelines.monitoring.configuration import MonitorContext
 from pipelines.monitoring.graph import AGENT_OF_STEP, build_graph
-from pipelines.monitoring.state import CheckSpec
 from pipelines.runner import AWAITING_APPROVAL, EventHandler, StepEvent, find_row, option_problems
 from pipelines.settings import Settings
 from registry import tracking

@@ -21,10 +21,11 @@ from mlflow.exceptions import MlflowException
 
 from agents import automl, data_engineering, deployment, drift, evaluation, summary
 from agents.errors import PoiseError
+from agents.job_spec import JobSpec
 from agents.plan import describe
 from pipelines.training.configuration import TrainingContext
 from pipelines.training.report import write_report
-from pipelines.training.state import JobSpec, TrainingState, served_fit
+from pipelines.training.state import TrainingState, served_fit
 from registry import tracking
 
 Node = Callable[[TrainingState, Runtime[TrainingContext]], dict[str, Any]]

@@ -3,8 +3,9 @@ answer a check waiting to promote."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse
@@ -13,24 +14,21 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agents.errors import PoiseError
+from agents.job_spec import MODEL_NAME_PATTERN, CheckOptions
 from pipelines.access import hide_paths
 from pipelines.api.deps import get_db, get_settings, require
 from pipelines.api.routes.jobs import Decision, SqlSource, _resolve_data_path
 from pipelines.monitoring.runner import create_check, make_check_spec, queue_check_decision
 from pipelines.settings import Settings
-from pipelines.training.state import MODEL_NAME
 from registry.models import DriftCheck
 
 router = APIRouter(prefix="/api/v1", tags=["drift checks"])
 
 
-class CheckRequest(BaseModel):
+class CheckRequest(CheckOptions):
     data_path: str | None = Field(None, description="A batch file inside the data folder; default the "
                                   "predictions served since the last check.")
     sql: SqlSource | None = None
-    label_column: str | None = None
-    action: Literal["auto", "none", "recalibrate", "retrain"] = "auto"
-    require_approval: bool = False
 
 
 class CheckOut(BaseModel):
@@ -62,7 +60,7 @@ def _out(check: DriftCheck, detail: bool, settings: Settings) -> CheckOut:
 
 
 def _model_name(name: str) -> str:
-    if not MODEL_NAME.match(name):
+    if not re.fullmatch(MODEL_NAME_PATTERN, name):
         raise HTTPException(422, "model names use letters, digits, '.', '_' or '-'")
     return name
 
@@ -87,8 +85,8 @@ def submit_check(name: str, request: CheckRequest, settings: Settings = Depends(
     try:
         spec = make_check_spec(
             _model_name(name), current=current, sql_source=request.sql.source if request.sql else None,
-            sql_query=request.sql.query if request.sql else None, label_column=request.label_column,
-            action=request.action, require_approval=request.require_approval)
+            sql_query=request.sql.query if request.sql else None,
+            **request.model_dump(include=set(CheckOptions.model_fields)))
     except PoiseError as problem:
         raise HTTPException(422, str(problem)) from None
     return _out(db.get(DriftCheck, create_check(spec, settings, "api")), detail=False, settings=settings)

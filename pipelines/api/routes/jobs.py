@@ -14,7 +14,7 @@ import shutil
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import StreamingResponse
@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from agents.data_engineering import load_table, read_sql
 from agents.errors import DataError, PoiseError, TooLargeError
+from agents.job_spec import JobOptions
 from agents.summary import job_gate
 from pipelines import runner
 from pipelines.access import DataAccess, Forbidden, NoSuchFile, hide_paths, shown_path
@@ -41,25 +42,6 @@ FINAL = {"succeeded", "failed", "rejected", "cancelled", "interrupted", runner.A
 class SqlSource(BaseModel):
     source: str = Field(description="Name of a configured SQL source (POISE_SQL_SOURCES).")
     query: str = Field(min_length=1, max_length=20_000)
-
-
-class JobOptions(BaseModel):
-    target: str = Field(min_length=1, max_length=300)
-    name: str | None = None
-    objective: Literal["f1", "balanced_accuracy", "cost"] = "f1"
-    cost_fn: float | None = Field(None, gt=0)
-    cost_fp: float | None = Field(None, gt=0)
-    positive_class: str | None = None
-    time_limit: int | None = Field(None, ge=5, le=86_400)
-    presets: Literal["medium_quality", "good_quality", "high_quality", "best_quality"] | None = None
-    na_values: list[str] = Field(default_factory=list, max_length=50,
-                                 description="Cell values to read as missing besides pandas' defaults, "
-                                 "e.g. [\"?\", \"none\", \"-999\"].")
-    drop_columns: list[str] = Field(default_factory=list)
-    keep_columns: list[str] = Field(default_factory=list)
-    excluded_model_types: list[str] = Field(default_factory=list)
-    threshold_policy: Literal["calibrate", "default"] = "calibrate"
-    require_approval: bool = False
 
 
 class JobRequest(JobOptions):
