@@ -89,8 +89,10 @@ def train_arguments(options: dict) -> list[str]:
 
 
 def job_options(options: dict) -> dict:
-    """The `JobOptions` fields of `options` that hold a value (the body of `POST /api/v1/jobs`, with the data)."""
-    return {name: options[name] for name in JobOptions.model_fields if options.get(name) not in (None, [])}
+    """The `JobOptions` fields of `options` that hold a value, switches only when on (the body of
+    `POST /api/v1/jobs`, with the data)."""
+    return {name: options[name] for name in JobOptions.model_fields
+            if options.get(name) not in (None, [], False)}
 
 
 class JobSpec(JobOptions):

@@ -730,7 +730,7 @@ class Scenario:
         if row["duplicate_steps"]:
             row["problems"].append(f"steps done twice: {row['duplicate_steps']}")
         if status == "succeeded":  # every node of a finished job ran: each must be on record as done
-            unrecorded = [node for node in STEPS if node not in ran]
+            unrecorded = [step.name for step in STEPS if step.name not in ran]
             if unrecorded:
                 row["problems"].append(f"no succeeded record of step(s) {unrecorded} in the finished job")
         row["steps"] = [f"{step.node}:{step.status}" for step in steps(self.settings.db_url, job_id)]

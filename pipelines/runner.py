@@ -1,52 +1,47 @@
-"""The job runner: creates jobs, drives the training graph, records every step.
+"""Training jobs: create one from a spec, run it (through the one graph runner, `pipelines.graph_runner`), answer
+its approval, resume it, and record its outcome — status, dataset, registered version — in the database.
 
-It is the only place that writes job progress to the database. Steps are taken
-from LangGraph's task stream (start and end of each node), and the graph is
-checkpointed after every node (`durability="sync"`), so `resume` continues a
-killed job from its last finished node, in any process.
+Drift retraining is a training job too (`pipelines.monitoring.nodes` submits one with `run_spec`).
 """
 
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import time
-import traceback
 import uuid
-from collections.abc import Callable
-from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from langgraph.checkpoint.sqlite import SqliteSaver
-from langgraph.types import Command
 from pydantic import ValidationError
 from sqlalchemy import select
 
 from agents.errors import SpecError
 from agents.job_spec import JobSpec
+from pipelines import graph_runner
+from pipelines.graph_runner import AWAITING_APPROVAL, EventHandler, JobKind
 from pipelines.settings import Settings
 from pipelines.training.configuration import TrainingContext
-from pipelines.training.graph import AGENT_OF_STEP, build_graph
+from pipelines.training.graph import STEPS, build_graph
 from pipelines.training.state import served_fit
-from registry import tracking
 from registry.db import session_scope
-from registry.models import Dataset, Job, JobStep, ModelVersion
+from registry.models import Dataset, Job, ModelVersion
 
 RESUMABLE = {"queued", "running", "interrupted", "failed"}
-AWAITING_APPROVAL = "awaiting_approval"
 
 
-@dataclass
-class StepEvent:
-    job_id: str
-    node: str
-    agent: str
-    status: str  # running | succeeded | failed | waiting
-    seconds: float | None = None
-    message: str | None = None
+def _context(settings: Settings, job_id: str, spec: dict[str, Any]) -> TrainingContext:
+    return TrainingContext(settings=settings, job_id=job_id, session_id=spec.get("session_id"))
+
+
+def _cancel_requested(settings: Settings, job_id: str) -> bool:  # set by `pipelines.worker.request_cancel`
+    with session_scope(settings.db_url) as session:
+        return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+TRAINING = JobKind(noun="job", steps=STEPS, build_graph=build_graph, make_context=_context,
+                   work_dir=Settings.job_dir, cancel_requested=_cancel_requested)
 
 
 @dataclass
@@ -67,9 +62,6 @@ class JobResult:
     plan: list[str] = field(default_factory=list)
     summary: str | None = None
     seconds: float = 0.0
-
-
-EventHandler = Callable[[StepEvent], None]
 
 
 def _now() -> datetime:
@@ -168,11 +160,7 @@ def find_row(session, model, key: str, noun: str):
 
 def checkpoint_state(settings: Settings, job_id: str) -> tuple[dict[str, Any], list[str]]:
     """A job's checkpointed graph state and, when it waits for approval, the plan it shows."""
-    with closing(sqlite3.connect(settings.checkpoint_path, check_same_thread=False)) as connection:
-        snapshot = build_graph().compile(checkpointer=SqliteSaver(connection)).get_state(
-            {"configurable": {"thread_id": job_id}})
-    plan = list(snapshot.interrupts[0].value["plan"]) if snapshot.interrupts else []
-    return snapshot.values, plan
+    return graph_runner.checkpoint_state(TRAINING, settings, job_id)
 
 
 def find_job(settings: Settings, job_id: str) -> Job:
@@ -185,97 +173,37 @@ def find_job(settings: Settings, job_id: str) -> Job:
 def run_job(job_id: str, settings: Settings, on_event: EventHandler | None = None,
             resume_value: dict[str, Any] | None = None) -> JobResult:
     started = time.perf_counter()
-    notify = on_event or (lambda event: None)
     with session_scope(settings.db_url) as session:
         job = session.get(Job, job_id)
         spec = job.spec
         job.status, job.started_at, job.error = "running", job.started_at or _now(), None
-
-    context = TrainingContext(settings=settings, job_id=job_id, session_id=spec.get("session_id"))
-    config = {"configurable": {"thread_id": job_id}}
-    settings.job_dir(job_id).mkdir(parents=True, exist_ok=True)
-    with closing(sqlite3.connect(settings.checkpoint_path, check_same_thread=False)) as connection:
-        app = build_graph().compile(checkpointer=SqliteSaver(connection))
-        checkpoint = app.get_state(config)
-        already_started = checkpoint.values
-        _settle_open_steps(settings, job_id, set(checkpoint.next))
-        recorder = _StepRecorder(job_id, settings, notify)
-        if resume_value is not None:
-            graph_input: Any = Command(resume=resume_value)
-        else:
-            graph_input = None if already_started else {"spec": spec}
-        cancelled = False
-        try:
-            for task in app.stream(
-                graph_input, config, context=context,
-                stream_mode="tasks", durability="sync",
-            ):
-                recorder.record(task)
-                if _cancel_requested(settings, job_id):  # set by `pipelines.worker.request_cancel`
-                    cancelled = True
-                    break
-        except KeyboardInterrupt:
-            recorder.fail_open("interrupted by the user")
-            _finish(settings, job_id, "interrupted", "interrupted by the user; continue with `poise resume`")
-            raise
-        except Exception as error:  # a bug, not bad input: keep everything for `poise resume`
-            trace = traceback.format_exc()
-            (settings.job_dir(job_id) / "error.log").write_text(trace, encoding="utf-8")
-            message = f"{type(error).__name__}: {error}"
-            recorder.fail_open(message)
-            state = app.get_state(config).values
-            if state.get("mlflow_run_id"):
-                tracking.finish_run(context.mlflow, state["mlflow_run_id"], "FAILED")
-            _finish(settings, job_id, "failed", message)
-            return _result(job_id, spec, "failed", state, message, time.perf_counter() - started)
-        snapshot = app.get_state(config)
-        state = snapshot.values
-        if cancelled and snapshot.next:  # a request seen after the last node changes nothing
-            recorder.fail_open("cancelled")
-            if state.get("mlflow_run_id"):
-                tracking.finish_run(context.mlflow, state["mlflow_run_id"], "KILLED")
-            _finish(settings, job_id, "cancelled", "cancelled by request")
-            return _result(job_id, spec, "cancelled", state, "cancelled by request", time.perf_counter() - started)
+    run = graph_runner.drive(TRAINING, job_id, spec, settings, on_event, resume_value)
+    state, seconds = run.state, lambda: time.perf_counter() - started
+    if run.status == "interrupted":
+        _finish(settings, job_id, "interrupted", "interrupted by the user; continue with `poise resume`")
+        raise KeyboardInterrupt
+    if run.status in ("failed", "cancelled"):  # failed: a bug, not bad input; the checkpoint keeps the rest
+        _finish(settings, job_id, run.status, run.error)
+        return _result(job_id, spec, run.status, state, run.error, seconds())
 
     if state.get("spec") and state["spec"] != spec:  # the review step amended the plan
         with session_scope(settings.db_url) as session:
             session.get(Job, job_id).spec = state["spec"]
-
-    if snapshot.interrupts:
+    if run.status == "waiting":
         _finish(settings, job_id, AWAITING_APPROVAL, None, finished=False)
-        result = _result(job_id, state["spec"], AWAITING_APPROVAL, state, None, time.perf_counter() - started)
-        result.plan = list(snapshot.interrupts[0].value["plan"])
+        result = _result(job_id, state["spec"], AWAITING_APPROVAL, state, None, seconds())
+        result.plan = run.plan
         return result
     if state.get("profile"):
         _record_dataset(settings, job_id, state)
-    if state.get("error"):
+    if run.error:
         status = "cancelled" if state.get("approval", {}).get("approved") is False else "rejected"
         shutil.rmtree(settings.job_dir(job_id), ignore_errors=True)  # nothing half-written stays behind
-        _finish(settings, job_id, status, state["error"])
-        return _result(job_id, spec, status, state, state["error"], time.perf_counter() - started)
+        _finish(settings, job_id, status, run.error)
+        return _result(job_id, spec, status, state, run.error, seconds())
     _record_model_version(settings, job_id, state)
     _finish(settings, job_id, "succeeded", None, run_id=state.get("mlflow_run_id"))
-    return _result(job_id, spec, "succeeded", state, None, time.perf_counter() - started)
-
-
-def _settle_open_steps(settings: Settings, job_id: str, pending: set[str]) -> None:
-    """Close the step records an earlier run left open. A `running` step whose node the checkpoint has moved past
-    finished, though its record could not be written (the process died, or the database was down, right after);
-    one still pending was interrupted and runs again. A `waiting` step (the approval) has been answered."""
-    with session_scope(settings.db_url) as session:
-        for step in session.get(Job, job_id).steps:
-            if step.status == "running" and step.node in pending:
-                step.status, step.finished_at, step.message = "failed", _now(), "interrupted"
-            elif step.status == "running":
-                step.status, step.finished_at = "succeeded", _now()
-                step.message = "finished; its record was written on resuming (from the checkpoint)"
-            elif step.status == "waiting":
-                step.status, step.finished_at, step.message = "succeeded", _now(), "answered"
-
-
-def _cancel_requested(settings: Settings, job_id: str) -> bool:
-    with session_scope(settings.db_url) as session:
-        return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+    return _result(job_id, spec, "succeeded", state, None, seconds())
 
 
 def _finish(settings: Settings, job_id: str, status: str, error: str | None, run_id: str | None = None,
@@ -320,50 +248,6 @@ def _result(job_id: str, spec: dict, status: str, state: dict, error: str | None
     )
 
 
-class _StepRecorder:
-    """Writes one `job_steps` row per node run, from LangGraph task events."""
-
-    def __init__(self, job_id: str, settings: Settings, notify: EventHandler):
-        self.job_id, self.settings, self.notify = job_id, settings, notify
-        self.open: dict[str, tuple[int, str, float]] = {}  # task id -> (row id, node, start)
-
-    def record(self, task: dict[str, Any]) -> None:
-        node = task["name"]
-        agent = AGENT_OF_STEP.get(node, "pipeline")
-        if "input" in task:
-            with session_scope(self.settings.db_url) as session:
-                step = JobStep(job_id=self.job_id, node=node, agent=agent, status="running", started_at=_now())
-                session.add(step)
-                session.flush()
-                self.open[task["id"]] = (step.id, node, time.perf_counter())
-            self.notify(StepEvent(self.job_id, node, agent, "running"))
-            return
-        step_id, node, start = self.open.pop(task["id"])
-        result = task.get("result") or {}
-        if task.get("interrupts"):
-            status, message, metrics = "waiting", "waiting for the user's approval", None
-        elif task.get("error"):
-            status, message, metrics = "failed", str(task["error"])[:2000], None
-        elif result.get("error"):
-            status, message, metrics = "failed", result["error"], None
-        else:
-            status, (message, metrics) = "succeeded", summarize_step(node, result)
-        seconds = round(time.perf_counter() - start, 2)
-        with session_scope(self.settings.db_url) as session:
-            step = session.get(JobStep, step_id)
-            step.status, step.finished_at, step.message, step.metrics = status, _now(), message, metrics
-        self.notify(StepEvent(self.job_id, node, AGENT_OF_STEP.get(node, "pipeline"), status, seconds, message))
-
-    def fail_open(self, message: str) -> None:
-        for step_id, node, start in self.open.values():
-            with session_scope(self.settings.db_url) as session:
-                step = session.get(JobStep, step_id)
-                step.status, step.finished_at, step.message = "failed", _now(), message
-            self.notify(StepEvent(self.job_id, node, AGENT_OF_STEP.get(node, "pipeline"), "failed",
-                                  round(time.perf_counter() - start, 2), message))
-        self.open.clear()
-
-
 def _record_dataset(settings: Settings, job_id: str, state: dict[str, Any]) -> None:
     """Link the job to its dataset row (one row per content hash)."""
     info, profile = state["load_info"], state["profile"]
@@ -375,55 +259,3 @@ def _record_dataset(settings: Settings, job_id: str, state: dict[str, Any]) -> N
             session.add(dataset)
             session.flush()
         session.get(Job, job_id).dataset_id = dataset.id
-
-
-def summarize_step(node: str, result: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-    """A one-line message and a few headline numbers for a finished node."""
-    if node == "load":
-        info = result["load_info"]
-        return f"read {info['format']} ({info.get('encoding') or 'binary'}), {info['bytes']:,} bytes", None
-    if node == "profile":
-        p = result["profile"]
-        t = p["target"]
-        dropped = ", ".join(d["column"] for d in p["dropped"]) or "none"
-        return (f"{p['n_rows']:,} rows × {p['n_columns']} columns; {t['problem_type']} target, "
-                f"minority '{t['minority_class']}', imbalance ratio {t['imbalance_ratio']:.1f}; dropped: {dropped}",
-                {"n_rows": p["n_rows"], "imbalance_ratio": t["imbalance_ratio"], "n_dropped": len(p["dropped"])})
-    if node == "prepare":
-        s = result["split"]["summary"]
-        return (f"train {s['train_rows']:,} rows / holdout {s['holdout_rows']:,} rows (stratified)",
-                {"train_rows": s["train_rows"], "holdout_rows": s["holdout_rows"]})
-    if node == "train":
-        f = result["fit"]
-        thr = "" if f["threshold"] is None else f", threshold {f['threshold']:.3f}"
-        notes = "".join(f"; {note}" for note in (f.get("threshold_note"), f.get("fallback")) if note)
-        return (f"{result['policy']['eval_metric']}: best {f['best_model']} of {f['n_models']} models{thr}{notes}",
-                {"fit_seconds": f["fit_seconds"], "threshold": f["threshold"]})
-    if node == "evaluate":
-        m = result["metrics"]
-        return (f"holdout macro-F1 {m['macro_f1']:.3f}, balanced acc {m['balanced_accuracy']:.3f}, "
-                f"PR-AUC {m['pr_auc']:.3f}, minority recall {m['minority_recall']:.3f}",
-                {k: m[k] for k in ("macro_f1", "balanced_accuracy", "pr_auc", "roc_auc", "minority_recall")})
-    if node == "gate":
-        return result["gate"]["reason"], {"passed": result["gate"]["passed"]}
-    if node == "refit":
-        r = result["refit"]
-        if not r["done"]:
-            return f"not refitted: {r['reason']}", None
-        thr = "" if r["threshold"] is None else f", threshold {r['threshold']:.3f}"
-        return (f"refitted on all {r['rows']:,} labelled rows (+{r['holdout_rows_added']:,} holdout rows): "
-                f"best {r['best_model']}{thr}", {"fit_seconds": r["fit_seconds"], "threshold": r["threshold"]})
-    if node == "review":
-        review = result["review"]
-        changes = review.get("changes")
-        text = f"amended by the LLM: {changes['reason']}" if changes else "no change"
-        return text + (f" (LLM failed: {review['fallback']})" if review.get("fallback") else ""), None
-    if node == "approve":
-        return f"approved ({result['approval']['by']})", None
-    if node == "explain":
-        text = result["summary"]
-        return f"{text['by']} summary" + (f" (LLM failed: {text['fallback']})" if text.get("fallback") else ""), None
-    if node == "register":
-        role = "champion" if result["is_champion"] else "not champion"
-        return f"registered version {result['model_version']} ({role})", None
-    return str(result.get("report_path", "")), None

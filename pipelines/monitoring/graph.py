@@ -8,14 +8,21 @@ check (a LangGraph interrupt) before a promotion when the check asks for approva
 
 from langgraph.graph import END, START, StateGraph
 
+from pipelines.graph_runner import Step, continue_unless_error
 from pipelines.monitoring import nodes
 from pipelines.monitoring.configuration import MonitorContext
 from pipelines.monitoring.state import MonitorState
-from pipelines.training.graph import continue_unless_error
 
-STEPS = ("collect", "analyse", "decide", "act", "compare", "approve", "promote", "report")
-AGENT_OF_STEP = {"collect": "drift", "analyse": "drift", "decide": "drift", "act": "automl", "compare": "deployment",
-                 "approve": "planner", "promote": "deployment", "report": "deployment"}
+STEPS = (
+    Step("collect", nodes.collect, "drift"),
+    Step("analyse", nodes.analyse, "drift"),
+    Step("decide", nodes.decide, "drift"),
+    Step("act", nodes.act, "automl"),
+    Step("compare", nodes.compare, "deployment"),
+    Step("approve", nodes.approve, "planner"),
+    Step("promote", nodes.promote, "deployment"),
+    Step("report", nodes.report, "deployment"),
+)
 
 
 def _after_collect(state: MonitorState) -> str:
@@ -29,7 +36,7 @@ def _after_decide(state: MonitorState) -> str:
 def build_graph() -> StateGraph:
     graph = StateGraph(MonitorState, context_schema=MonitorContext)
     for step in STEPS:
-        graph.add_node(step, getattr(nodes, step))
+        graph.add_node(step.name, step.node)
     graph.add_edge(START, "collect")
     graph.add_conditional_edges("collect", _after_collect, ["analyse", "report", END])
     graph.add_conditional_edges("analyse", continue_unless_error("decide"), ["decide", END])

@@ -1,34 +1,37 @@
-"""Runs drift checks: creates them, drives the monitor graph, records each outcome in `drift_checks`.
+"""Drift checks: create one, run it (through the one graph runner, `pipelines.graph_runner`, as training jobs
+are), answer its approval, and record its outcome in `drift_checks`.
 
-Like training jobs, checks are checkpointed after every node (thread id `check-<id>` in the
-same SQLite checkpoint file), so a check waiting for approval is answered from any process,
-and queued checks are run by `poise worker` (see `pipelines.worker`).
+Checks are checkpointed after every node (thread id `check-<id>` in the same SQLite checkpoint file), so a check
+waiting for approval is answered from any process, and queued checks are run by `poise worker`.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
-import traceback
 import uuid
-from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from langgraph.checkpoint.sqlite import SqliteSaver
-from langgraph.types import Command
 from pydantic import ValidationError
 
 from agents.errors import SpecError
 from agents.job_spec import CheckSpec
+from pipelines import graph_runner
+from pipelines.graph_runner import AWAITING_APPROVAL, EventHandler, JobKind
 from pipelines.monitoring.configuration import MonitorContext
-from pipelines.monitoring.graph import AGENT_OF_STEP, build_graph
-from pipelines.runner import AWAITING_APPROVAL, EventHandler, StepEvent, find_row, option_problems
+from pipelines.monitoring.graph import STEPS, build_graph
+from pipelines.runner import find_row, option_problems
 from pipelines.settings import Settings
 from registry import tracking
 from registry.db import session_scope
 from registry.models import DriftCheck
+
+DRIFT_CHECK = JobKind(noun="drift check", steps=STEPS, build_graph=build_graph,
+                      make_context=lambda settings, check_id, spec: MonitorContext(settings=settings,
+                                                                                   check_id=check_id),
+                      work_dir=lambda settings, check_id: settings.home / "checks" / check_id,
+                      thread_prefix="check-", records_steps=False)
 
 
 @dataclass
@@ -99,54 +102,20 @@ def queue_check_decision(check_id: str, approved: bool, settings: Settings, by: 
 def run_check(check_id: str, settings: Settings, on_event: EventHandler | None = None,
               resume_value: dict[str, Any] | None = None) -> CheckResult:
     started = time.perf_counter()
-    notify = on_event or (lambda event: None)
     with session_scope(settings.db_url) as session:
         check = session.get(DriftCheck, check_id)
         spec, check.status, check.error = check.spec, "running", None
-    context = MonitorContext(settings=settings, check_id=check_id)
-    context.check_dir.mkdir(parents=True, exist_ok=True)
-    config = {"configurable": {"thread_id": f"check-{check_id}"}}
-    with closing(sqlite3.connect(settings.checkpoint_path, check_same_thread=False)) as connection:
-        app = build_graph().compile(checkpointer=SqliteSaver(connection))
-        if resume_value is not None:
-            graph_input: Any = Command(resume=resume_value)
-        else:
-            graph_input = None if app.get_state(config).values else {"spec": spec}
-        opened: dict[str, float] = {}
-        try:
-            for task in app.stream(graph_input, config, context=context, stream_mode="tasks", durability="sync"):
-                _notify(task, check_id, opened, notify)
-        except Exception as error:  # a bug, not bad input: the checkpoint keeps what was done
-            (context.check_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
-            state = app.get_state(config).values
-            if state.get("mlflow_run_id"):
-                tracking.finish_run(context.mlflow, state["mlflow_run_id"], "FAILED")
-            return _record(settings, check_id, "failed", state, f"{type(error).__name__}: {error}", started)
-        snapshot = app.get_state(config)
-    state = snapshot.values
-    if snapshot.interrupts:
-        result = _record(settings, check_id, AWAITING_APPROVAL, state, None, started)
-        result.plan = list(snapshot.interrupts[0].value["plan"])
+    run = graph_runner.drive(DRIFT_CHECK, check_id, spec, settings, on_event, resume_value)
+    if run.status == "interrupted":
+        _record(settings, check_id, "interrupted", run.state, run.error, started)
+        raise KeyboardInterrupt
+    if run.status == "waiting":
+        result = _record(settings, check_id, AWAITING_APPROVAL, run.state, None, started)
+        result.plan = run.plan
         return result
-    if state.get("error"):
-        if state.get("mlflow_run_id"):
-            tracking.finish_run(context.mlflow, state["mlflow_run_id"], "FAILED")
-        return _record(settings, check_id, "failed", state, state["error"], started)
-    return _record(settings, check_id, "succeeded", state, None, started)
-
-
-def _notify(task: dict[str, Any], check_id: str, opened: dict[str, float], notify: EventHandler) -> None:
-    node = task["name"]
-    agent = AGENT_OF_STEP.get(node, "pipeline")
-    if "input" in task:
-        opened[task["id"]] = time.perf_counter()
-        notify(StepEvent(check_id, node, agent, "running"))
-        return
-    result = task.get("result") or {}
-    status = ("waiting" if task.get("interrupts") else
-              "failed" if task.get("error") or result.get("error") else "succeeded")
-    message = result.get("error") or result.get("reason") or (str(task["error"])[:500] if task.get("error") else None)
-    notify(StepEvent(check_id, node, agent, status, round(time.perf_counter() - opened.pop(task["id"]), 2), message))
+    if run.status == "done" and run.error and run.state.get("mlflow_run_id"):
+        tracking.finish_run(run.context.mlflow, run.state["mlflow_run_id"], "FAILED")
+    return _record(settings, check_id, "failed" if run.error else "succeeded", run.state, run.error, started)
 
 
 def _record(settings: Settings, check_id: str, status: str, state: dict[str, Any], error: str | None,

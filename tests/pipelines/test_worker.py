@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 
 from agents.errors import SpecError
 from pipelines import runner
+from pipelines.graph_runner import StepEvent
 from pipelines.settings import Settings
 from pipelines.worker import (
     Worker,
@@ -206,7 +207,7 @@ def test_running_job_stops_after_the_step_during_which_cancel_was_requested(sett
     assert claim_next(settings.db_url, "w") == job_id
     answers = []
 
-    def cancel_while_profiling(event: runner.StepEvent) -> None:
+    def cancel_while_profiling(event: StepEvent) -> None:
         if (event.node, event.status) == ("profile", "running"):
             answers.append(request_cancel(settings.db_url, job_id))
 
