@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.data_engineering import load_table
+from agents.data_engineering.loading import load_table
 from agents.errors import PoiseError, SpecError
 from agents.plan import check_against_data, describe
 from agents.rule_planner import ChatIntent, merge, missing_question, parse_message
