@@ -37,7 +37,8 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from agents.rule_planner import ChatIntent, next_missing, parse_message
+from agents.rule_planner.intent import ChatIntent, next_missing
+from agents.rule_planner.parsing import parse_message
 
 Planner = Callable[[str, Sequence[str] | None], ChatIntent]
 

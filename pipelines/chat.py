@@ -19,7 +19,8 @@ from typing import Any
 from agents.data_engineering.loading import load_table
 from agents.errors import PoiseError, SpecError
 from agents.plan import check_against_data, describe
-from agents.rule_planner import ChatIntent, merge, missing_question, parse_message
+from agents.rule_planner.intent import ChatIntent, merge, missing_question
+from agents.rule_planner.parsing import parse_message
 from pipelines import runner
 from pipelines.access import DataAccess, Forbidden, hide_paths
 from pipelines.settings import Settings
