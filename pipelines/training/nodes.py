@@ -19,7 +19,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from mlflow.exceptions import MlflowException
 
-from agents import automl, deployment, drift, evaluation, summary
+from agents import automl, deployment, drift, evaluation, imbalance_policy, summary
 from agents.data_engineering import column_types, data_card, loading, profiling, splitting
 from agents.errors import PoiseError
 from agents.plan import describe
@@ -149,8 +149,9 @@ def prepare(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str
 @user_errors
 def train(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     ctx, spec = runtime.context, _spec(state)
-    policy = automl.choose_policy(state["profile"], spec.objective, spec.cost_fn, spec.cost_fp, spec.positive_class,
-                                  spec.threshold_policy, spec.excluded_model_types, spec.weight_column)
+    policy = imbalance_policy.choose_policy(state["profile"], spec.objective, spec.cost_fn, spec.cost_fp,
+                                            spec.positive_class, spec.threshold_policy, spec.excluded_model_types,
+                                            spec.weight_column)
     client = ctx.mlflow
     experiment_id = tracking.ensure_experiment(client, spec.name, ctx.settings.artifact_root)
     run_id = tracking.get_or_create_run(client, experiment_id, ctx.job_id, run_name=f"train-{ctx.job_id[:8]}")
