@@ -94,7 +94,7 @@ class LLMPlanner:
 
         self.settings = settings
         self.tracer = CallTracer(settings.db_url)
-        self.llm = LLM(settings, self.tracer)
+        self.llm = LLM(settings.llm_config, self.tracer)
         self.failures = 0
 
     def __call__(self, message: str, columns: Sequence[str] | None) -> ChatIntent:

@@ -166,7 +166,7 @@ class ChatSession:
 
         plans = self.state.setdefault("plans", {})
         tools = PlannerTools(self.settings, plans, self.access, validate_spec=self._validate_options)
-        llm = LLM(self.settings, CallTracer(self.settings.db_url, session_id=self.id))
+        llm = LLM(self.settings.llm_config, CallTracer(self.settings.db_url, session_id=self.id))
         try:
             outcome = plan_turn(llm, self.state.get("llm_history", []), text, tools)
         except PlannerFailed as failure:
