@@ -1,6 +1,6 @@
 """The data card: every decision about the data (how it was read, profiled and split) in one document.
 
-`data_card.json` is for programs, `data_card.md` for people; both are logged with the job's model so the
+`data_card.json` is for programs, `data_card.md` for people; both are logged to the job's MLflow run so the
 decisions stay visible and reproducible.
 """
 

@@ -1,8 +1,8 @@
 """Reading a table from a SQL query, read-only: the database counterpart of `loading.load_table`.
 
-A job may name a SQL source (`Settings.sql_sources`) instead of a file. The query must never write and never
-run unbounded, so only PostgreSQL and SQLite are accepted, where both can be enforced; every database error is
-reported as the query's problem (`DataError`).
+A training job or a drift check may read its rows from a configured SQL source instead of a file. The query
+must never write and never run unbounded, so only PostgreSQL and SQLite are accepted, where both can be
+enforced; every database error is reported as the query's problem (`DataError`).
 """
 
 from pathlib import Path

@@ -153,7 +153,7 @@ def _window_from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta
             raise SpecError(f"unknown SQL source '{spec.sql_source}'; configured: "
                             f"{', '.join(settings.sql_sources) or 'none'}")
         table = sql.read_sql(url, spec.sql_query, max_rows=settings.table_max_rows,
-                                          timeout=settings.sql_timeout)
+                             timeout=settings.sql_timeout)
         source = "sql"
     else:
         table, _ = loading.load_table(spec.current, max_bytes=settings.max_file_bytes)

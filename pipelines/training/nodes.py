@@ -61,7 +61,7 @@ def load(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, A
     ctx = runtime.context
     spec = _spec(state)
     table, info = loading.load_table(spec.data, max_bytes=ctx.settings.max_file_bytes,
-                                              na_values=spec.na_values)
+                                     na_values=spec.na_values)
     raw_path = write_parquet(table, ctx.job_dir / "raw.parquet")
     return {"load_info": info, "raw_path": str(raw_path)}
 
@@ -131,7 +131,7 @@ def prepare(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str
     ctx, spec = runtime.context, _spec(state)
     table = pd.read_parquet(state["raw_path"])
     given = (loading.load_table(spec.holdout_data, max_bytes=ctx.settings.max_file_bytes,
-                                         na_values=spec.na_values)[0]
+                                na_values=spec.na_values)[0]
              if spec.holdout_data else None)
     train, holdout, summary = splitting.prepare_split(
         table, state["profile"], holdout_fraction=ctx.settings.holdout_fraction, seed=ctx.settings.seed,
