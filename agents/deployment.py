@@ -29,7 +29,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from agents import drift
-from agents.data_engineering import to_utc_naive
+from agents.data_engineering.column_types import to_utc_naive
 from agents.errors import DataError, SpecError
 from agents.evaluation import (
     best_baseline,
@@ -317,7 +317,7 @@ def _strings(values: pd.Series) -> np.ndarray:
 
 def batch_predict(settings, name: str, data, out, version: str | None = None) -> tuple[Path, int, str]:
     """Predict a whole table with the champion (or `version`) and write it next to the predictions."""
-    from agents.data_engineering import load_table
+    from agents.data_engineering.loading import load_table
 
     client = tracking.configure(settings.tracking_uri, settings.registry_uri)
     used = version or tracking.champion_version(client, name)

@@ -16,9 +16,13 @@ they live here once:
 * the quirks of local servers handled in one place (llama.cpp rejects
   `content: null` on assistant messages that carry tool calls).
 
-Retries are left to the `openai` client (`Settings.llm_max_retries`; it retries
+Retries are left to the `openai` client (`LLMConfig.max_retries`; it retries
 timeouts, connection errors, 408/409/429 and 5xx); one `LLM.chat` call is one
 trace record whatever the number of attempts, and its latency includes them.
+
+The endpoint comes in as an `LLMConfig`, built by the caller (the pipelines layer
+builds it from its settings: `Settings.llm_config`), so this module depends on no
+layer above it.
 """
 
 from __future__ import annotations
@@ -28,18 +32,30 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import openai
 
 from registry.db import session_scope
 from registry.models import LLMCall
 
-if TYPE_CHECKING:
-    from pipelines.settings import Settings
-
 MAX_ERROR_CHARS = 2_000
 FAULT = "fault"  # the outcome of a call whose reply was received but could not be used or shown
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """The OpenAI-compatible endpoint to talk to and how patiently."""
+
+    model: str
+    base_url: str | None  # None: OpenAI's own endpoint (or OPENAI_BASE_URL)
+    api_key: str | None  # None: OPENAI_API_KEY, else a placeholder that local servers ignore
+    timeout: float  # seconds per request
+    max_retries: int  # retries of a failed request, by the `openai` client
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("no LLM configured: set POISE_LLM_MODEL (and POISE_LLM_BASE_URL for a local server)")
 
 
 class LLMUnavailable(Exception):
@@ -76,16 +92,14 @@ class LLMReply:
         return message
 
 
-def make_client(settings: Settings) -> openai.OpenAI | None:
-    """An `openai.OpenAI` client for the configured endpoint, or None when no LLM model is set."""
-    if not settings.llm_configured:
-        return None
+def make_client(config: LLMConfig) -> openai.OpenAI:
+    """An `openai.OpenAI` client for the configured endpoint."""
     return openai.OpenAI(
         # Local servers ignore the key, but the client refuses to start without one.
-        api_key=settings.llm_api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
-        base_url=settings.llm_base_url,
-        timeout=settings.llm_timeout,
-        max_retries=settings.llm_max_retries,
+        api_key=config.api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
+        base_url=config.base_url,
+        timeout=config.timeout,
+        max_retries=config.max_retries,
     )
 
 
@@ -161,12 +175,9 @@ class CallTracer:
 class LLM:
     """Chat completions against the configured endpoint, traced, with failures as `LLMUnavailable`."""
 
-    def __init__(self, settings: Settings, tracer: CallTracer) -> None:
-        client = make_client(settings)
-        if client is None:
-            raise ValueError("no LLM configured: set POISE_LLM_MODEL (and POISE_LLM_BASE_URL for a local server)")
-        self._client = client
-        self._model: str = settings.llm_model
+    def __init__(self, config: LLMConfig, tracer: CallTracer) -> None:
+        self._client = make_client(config)
+        self._model: str = config.model
         self.tracer = tracer
 
     @property

@@ -22,7 +22,7 @@ from typing import Any
 
 from agents import prompts
 from agents.llm import LLM, LLMUnavailable
-from agents.rule_planner import parse_message
+from agents.rule_planner.parsing import parse_message
 from agents.summary import claims_results, ground_text, unsupported_numbers, with_next_steps
 from agents.tools import TOOL_SPECS, PlannerTools, ToolError, as_data, tool_message
 

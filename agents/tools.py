@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 
-from agents.data_engineering import load_table, profile_table
+from agents.data_engineering.loading import load_table
+from agents.data_engineering.profiling import profile_table
 from agents.errors import PoiseError
 from agents.plan import (
     JobPlan,

@@ -37,7 +37,8 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from agents.rule_planner import ChatIntent, next_missing, parse_message
+from agents.rule_planner.intent import ChatIntent, next_missing
+from agents.rule_planner.parsing import parse_message
 
 Planner = Callable[[str, Sequence[str] | None], ChatIntent]
 
@@ -93,7 +94,7 @@ class LLMPlanner:
 
         self.settings = settings
         self.tracer = CallTracer(settings.db_url)
-        self.llm = LLM(settings, self.tracer)
+        self.llm = LLM(settings.llm_config, self.tracer)
         self.failures = 0
 
     def __call__(self, message: str, columns: Sequence[str] | None) -> ChatIntent:

@@ -24,7 +24,7 @@ metrics are the ones its job reports on its holdout; its wall time is measured a
 
 Time: the overhead ratio is Poise's wall time over autogluon_default's, per run. AutoGluon's
 defaults fit nine unbagged models; Poise fits CatBoost alone with the default presets, bagged on
-tables with few minority rows (`agents/automl.py`); the orchestration ratio (Poise's wall time
+tables with few minority rows (`agents/imbalance_policy.py`); the orchestration ratio (Poise's wall time
 over the AutoGluon fit inside its own job) separates what Poise adds around a fit from the fit.
 The baselines run in a fresh process without the `OMP_WAIT_POLICY=PASSIVE` that Poise sets
 (`benchmarks/baselines.py` says why), so they are timed as their users would run them. Every
@@ -67,7 +67,7 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import train_test_split
 
-from agents.automl import excluded_model_types_without_torch
+from agents.imbalance_policy import excluded_model_types_without_torch
 from pipelines.datasets import TABLES, TARGET, load
 
 METHODS = ("poise", "autogluon_default", "autogluon_balanced", "smote_lightgbm", "balanced_logreg")

@@ -20,7 +20,7 @@ Poise must drop and count the rows without a target itself. A baseline gets that
 `pandas.read_csv` reads it, minus the rows without a target. Known leak columns
 (NCbirths' `BirthWeightOz`, `BirthWeightGm`: `Low` is birth weight < 2,500 g) are removed
 from every method's input, as a careful user would remove them. Separately, Poise's profiler
-(`agents.data_engineering.profile_table`) runs on each such full table, and `leak_flagged`
+(`agents.data_engineering.profiling.profile_table`) runs on each such full table, and `leak_flagged`
 (in `datasets`) lists the leak columns it drops, with its reasons.
 
 Methods ("rows"), each with `--budget` seconds per fit (default 60) and `--presets`:
@@ -264,7 +264,7 @@ class Poise:
     """Poise's entry points, imported once (so import time is charged to no run), on one home."""
 
     def __init__(self, home: Path):
-        from agents.data_engineering import profile_table
+        from agents.data_engineering.profiling import profile_table
         from agents.deployment import batch_predict
         from pipelines.runner import find_job, train
         from pipelines.settings import Settings

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.data_engineering import load_table
+from agents.data_engineering.loading import load_table
 from agents.errors import PoiseError, SpecError
 from agents.plan import check_against_data, describe
-from agents.rule_planner import ChatIntent, merge, missing_question, parse_message
+from agents.rule_planner.intent import ChatIntent, merge, missing_question
+from agents.rule_planner.parsing import parse_message
 from pipelines import runner
 from pipelines.access import DataAccess, Forbidden, hide_paths
 from pipelines.settings import Settings
@@ -165,7 +166,7 @@ class ChatSession:
 
         plans = self.state.setdefault("plans", {})
         tools = PlannerTools(self.settings, plans, self.access, validate_spec=self._validate_options)
-        llm = LLM(self.settings, CallTracer(self.settings.db_url, session_id=self.id))
+        llm = LLM(self.settings.llm_config, CallTracer(self.settings.db_url, session_id=self.id))
         try:
             outcome = plan_turn(llm, self.state.get("llm_history", []), text, tools)
         except PlannerFailed as failure:

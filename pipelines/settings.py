@@ -6,9 +6,13 @@ SQLite job database and a SQLite MLflow store, so `poise train` needs no server.
 
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from agents.llm import LLMConfig
 
 
 class Settings(BaseSettings):
@@ -64,6 +68,16 @@ class Settings(BaseSettings):
     @property
     def llm_configured(self) -> bool:
         return bool(self.llm_model)
+
+    @property
+    def llm_config(self) -> "LLMConfig | None":
+        """The LLM endpoint as `agents.llm` takes it, or None when no model is set."""
+        if not self.llm_configured:
+            return None
+        from agents.llm import LLMConfig  # the OpenAI client's import is paid only when an LLM is used
+
+        return LLMConfig(model=self.llm_model, base_url=self.llm_base_url, api_key=self.llm_api_key,
+                         timeout=self.llm_timeout, max_retries=self.llm_max_retries)
 
     @cached_property
     def db_url(self) -> str:

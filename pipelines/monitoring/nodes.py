@@ -19,7 +19,8 @@ from mlflow.exceptions import MlflowException
 from sklearn.model_selection import train_test_split
 from sqlalchemy import func, select
 
-from agents import data_engineering, deployment, drift
+from agents import deployment, drift
+from agents.data_engineering import column_types, loading, sql
 from agents.errors import DataError, SpecError
 from agents.job_spec import CheckSpec, JobSpec
 from pipelines.monitoring.configuration import MonitorContext
@@ -151,11 +152,11 @@ def _window_from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta
         if url is None:
             raise SpecError(f"unknown SQL source '{spec.sql_source}'; configured: "
                             f"{', '.join(settings.sql_sources) or 'none'}")
-        table = data_engineering.read_sql(url, spec.sql_query, max_rows=settings.table_max_rows,
-                                          timeout=settings.sql_timeout)
+        table = sql.read_sql(url, spec.sql_query, max_rows=settings.table_max_rows,
+                             timeout=settings.sql_timeout)
         source = "sql"
     else:
-        table, _ = data_engineering.load_table(spec.current, max_bytes=settings.max_file_bytes)
+        table, _ = loading.load_table(spec.current, max_bytes=settings.max_file_bytes)
         source = spec.current
     label_column = spec.label_column or meta["target"]
     if spec.label_column and label_column not in table.columns:
@@ -165,7 +166,7 @@ def _window_from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta
         raise DataError(f"the batch lacks the model's feature column(s): {', '.join(map(repr, missing[:10]))}")
     rows = drift.sample(table, drift.PREDICTION_ROWS, settings.seed)
     predictions = deployment.predict_table(tracking.load_model(spec.model_name, champion), rows[meta["features"]])
-    features = data_engineering.cast_columns(rows, meta["types"])
+    features = column_types.cast_columns(rows, meta["types"])
     labels = rows[label_column].astype(str).where(rows[label_column].notna()) if label_column in rows else \
         pd.Series([None] * len(rows), dtype="string")
     return _save_window(ctx, features, predictions, labels, len(table), source=source)
@@ -186,7 +187,7 @@ def _window_from_log(ctx: MonitorContext, name: str, types: dict[str, str]) -> d
     features = pd.DataFrame([r.inputs for r in rows])
     predictions = pd.DataFrame([r.outputs for r in rows])
     labels = pd.Series([r.feedback_label for r in rows], dtype="string")
-    features = data_engineering.cast_columns(features.reindex(columns=list(types)), types) if rows else features
+    features = column_types.cast_columns(features.reindex(columns=list(types)), types) if rows else features
     return _save_window(ctx, features, predictions, labels, n_rows, source="prediction log",
                         start=(since.isoformat() if since else (rows[0].created_at.isoformat() if rows else None)),
                         end=end.isoformat() if end else None)

@@ -44,7 +44,7 @@ class TrainingContext:
         if self._llm is None and self.settings.llm_configured:
             from agents.llm import LLM, CallTracer
 
-            self._llm = LLM(self.settings, CallTracer(self.settings.db_url, self.session_id, self.job_id))
+            self._llm = LLM(self.settings.llm_config, CallTracer(self.settings.db_url, self.session_id, self.job_id))
         return self._llm
 
     @property

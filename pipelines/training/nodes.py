@@ -19,7 +19,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from mlflow.exceptions import MlflowException
 
-from agents import automl, data_engineering, deployment, drift, evaluation, summary
+from agents import automl, deployment, drift, evaluation, imbalance_policy, summary
+from agents.data_engineering import column_types, data_card, loading, profiling, splitting
 from agents.errors import PoiseError
 from agents.job_spec import JobSpec
 from agents.plan import describe
@@ -60,8 +61,8 @@ def _spec(state: TrainingState) -> JobSpec:
 def load(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     ctx = runtime.context
     spec = _spec(state)
-    table, info = data_engineering.load_table(spec.data, max_bytes=ctx.settings.max_file_bytes,
-                                              na_values=spec.na_values)
+    table, info = loading.load_table(spec.data, max_bytes=ctx.settings.max_file_bytes,
+                                     na_values=spec.na_values)
     raw_path = write_parquet(table, ctx.job_dir / "raw.parquet")
     return {"load_info": info, "raw_path": str(raw_path)}
 
@@ -70,7 +71,7 @@ def load(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, A
 def profile(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     spec = _spec(state)
     table = pd.read_parquet(state["raw_path"])
-    result = data_engineering.profile_table(
+    result = profiling.profile_table(
         table, spec.target, drop_columns=spec.drop_columns, keep_columns=spec.keep_columns,
         weight_column=spec.weight_column, seed=runtime.context.settings.seed,
     )
@@ -95,7 +96,7 @@ def review(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str,
     spec.drop_columns = sorted(set(spec.drop_columns) | set(amendment["drop_columns"]))
     spec.keep_columns = sorted(set(spec.keep_columns) | set(amendment["keep_columns"]))
     try:
-        amended = data_engineering.profile_table(
+        amended = profiling.profile_table(
             pd.read_parquet(state["raw_path"]), spec.target, drop_columns=spec.drop_columns,
             keep_columns=spec.keep_columns, weight_column=spec.weight_column, seed=runtime.context.settings.seed)
     except PoiseError as problem:
@@ -130,14 +131,14 @@ def approve(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str
 def prepare(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     ctx, spec = runtime.context, _spec(state)
     table = pd.read_parquet(state["raw_path"])
-    given = (data_engineering.load_table(spec.holdout_data, max_bytes=ctx.settings.max_file_bytes,
-                                         na_values=spec.na_values)[0]
+    given = (loading.load_table(spec.holdout_data, max_bytes=ctx.settings.max_file_bytes,
+                                na_values=spec.na_values)[0]
              if spec.holdout_data else None)
-    train, holdout, summary = data_engineering.prepare_split(
+    train, holdout, summary = splitting.prepare_split(
         table, state["profile"], holdout_fraction=ctx.settings.holdout_fraction, seed=ctx.settings.seed,
         holdout=given,
     )
-    card_json, card_md = data_engineering.write_data_card(state["profile"], summary, state["load_info"], ctx.job_dir)
+    card_json, card_md = data_card.write_data_card(state["profile"], summary, state["load_info"], ctx.job_dir)
     return {"split": {
         "train_path": str(write_parquet(train, ctx.job_dir / "train.parquet")),
         "holdout_path": str(write_parquet(holdout, ctx.job_dir / "holdout.parquet")),
@@ -149,8 +150,9 @@ def prepare(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str
 @user_errors
 def train(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     ctx, spec = runtime.context, _spec(state)
-    policy = automl.choose_policy(state["profile"], spec.objective, spec.cost_fn, spec.cost_fp, spec.positive_class,
-                                  spec.threshold_policy, spec.excluded_model_types, spec.weight_column)
+    policy = imbalance_policy.choose_policy(state["profile"], spec.objective, spec.cost_fn, spec.cost_fp,
+                                            spec.positive_class, spec.threshold_policy, spec.excluded_model_types,
+                                            spec.weight_column)
     client = ctx.mlflow
     experiment_id = tracking.ensure_experiment(client, spec.name, ctx.settings.artifact_root)
     run_id = tracking.get_or_create_run(client, experiment_id, ctx.job_id, run_name=f"train-{ctx.job_id[:8]}")
@@ -176,7 +178,7 @@ def train(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, 
         pd.read_parquet(state["split"]["train_path"]), spec.target, policy, path=predictor_dir,
         deploy_path=deploy_dir, presets=spec.presets, num_cpus=ctx.settings.num_cpus,
         time_limit=automl.fit_time_limit(spec.time_limit, refit_follows=refit_skipped(state, spec) is None),
-        text_columns=data_engineering.features_of_type(state["profile"], "text"),
+        text_columns=profiling.features_of_type(state["profile"], "text"),
     )
     ctx.fitted_predictors[fit["predictor_dir"]] = predictor
     tracking.log_metrics(client, run_id, {"fit_seconds": fit["fit_seconds"], "decision_threshold": fit["threshold"]})
@@ -211,7 +213,7 @@ def refit(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, 
         shutil.rmtree(folder, ignore_errors=True)  # a resumed job refits from scratch
     refitted, predictor = automl.fit(
         rows, spec.target, state["policy"], path=full_dir, deploy_path=deploy_dir, presets=spec.presets,
-        num_cpus=ctx.settings.num_cpus, text_columns=data_engineering.features_of_type(state["profile"], "text"),
+        num_cpus=ctx.settings.num_cpus, text_columns=profiling.features_of_type(state["profile"], "text"),
         model_types=first["model_types"],
         time_limit=automl.fit_time_limit(spec.time_limit, used=first["fit_seconds"]),
     )
@@ -289,7 +291,7 @@ def champion_evidence(state: TrainingState, ctx: TrainingContext, spec: JobSpec,
                                        "(it was registered before Poise stored one); an admin can promote this "
                                        f"version explicitly with `poise promote {spec.name} VERSION --reason ...`"}
         return evidence
-    types = data_engineering.feature_types(state["profile"])
+    types = profiling.feature_types(state["profile"])
     evidence.changes = deployment.schema_changes(meta, spec.target, types,
                                                  list(state["profile"]["target"]["class_counts"]))
     if evidence.changes:
@@ -298,7 +300,7 @@ def champion_evidence(state: TrainingState, ctx: TrainingContext, spec: JobSpec,
     evidence.on_holdout = deployment.score_champion(spec.name, champion, holdout, spec.target, state["policy"])
     reference = drift.Reference(**frames, meta=meta)
     labels, _ = labels_and_proba(ctx.predictor(state["fit"]["predictor_dir"]),
-                                 data_engineering.cast_columns(reference.holdout, types))
+                                 column_types.cast_columns(reference.holdout, types))
     evidence.reference = deployment.reference_scores(f"reference holdout of champion v{champion}", reference, labels,
                                                      ctx.settings.seed)
     return evidence
@@ -317,8 +319,8 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
         model_config={
             "decision_threshold": fit["threshold"], "positive_class": policy["positive_class"],
             "target": spec.target, "classes": sorted(state["profile"]["target"]["class_counts"]),
-            "boolean_columns": data_engineering.features_of_type(state["profile"], "boolean"),
-            "boolean_tokens": data_engineering.boolean_tokens(),
+            "boolean_columns": profiling.features_of_type(state["profile"], "boolean"),
+            "boolean_tokens": column_types.boolean_tokens(),
             "na_values": spec.na_values,
         },
         input_example=deployment.serving_frame(example), output_example=predictions.loc[example.index],
@@ -336,7 +338,7 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
     tracking.log_reference(client, state["mlflow_run_id"], drift.Reference(
         train=drift.sample(train, drift.REFERENCE_ROWS, ctx.settings.seed),
         holdout=holdout, predictions=predictions,
-        meta=drift.reference_meta(policy, spec.target, data_engineering.feature_types(state["profile"]),
+        meta=drift.reference_meta(policy, spec.target, profiling.feature_types(state["profile"]),
                                   fit["threshold"], train[spec.target], state["gate"], importance),
     ))
     promoted = bool(state["gate"]["passed"]) and spec.promote

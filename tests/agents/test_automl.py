@@ -12,8 +12,6 @@ from autogluon.tabular import TabularPredictor
 
 from agents.automl import (
     EXTRA_MODELS_MIN_SECONDS,
-    choose_policy,
-    expected_cost,
     fit,
     frozen_heap,
     middle_of_ties,
@@ -22,6 +20,7 @@ from agents.automl import (
     with_fast_threads,
 )
 from agents.errors import SpecError
+from agents.imbalance_policy import choose_policy, expected_cost
 
 
 def _profile(counts: dict[str, int], problem_type: str = "binary") -> dict:

@@ -7,13 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agents.data_engineering import (
-    LEAK_AUC,
-    load_table,
-    prepare_split,
-    profile_table,
-    write_data_card,
-)
+from agents.data_engineering.data_card import write_data_card
+from agents.data_engineering.leakage import LEAK_AUC
+from agents.data_engineering.loading import load_table
+from agents.data_engineering.profiling import profile_table
+from agents.data_engineering.splitting import prepare_split
 from agents.errors import DataError
 
 

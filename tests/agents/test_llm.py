@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from agents.llm import LLM, CallTracer, LLMUnavailable, make_client
+from agents.llm import LLM, CallTracer, LLMConfig, LLMUnavailable, make_client
 from pipelines.settings import Settings
 from registry.db import dispose_engine, session_scope
 from registry.models import LLMCall
@@ -69,7 +69,7 @@ def make_llm(tmp_path: Path, llm_server: ScriptedLLMServer, monkeypatch: pytest.
         }
         settings = Settings(**fields)
         tracer = CallTracer(settings.db_url, session_id="s" * 32)
-        return LLM(settings, tracer), tracer
+        return LLM(settings.llm_config, tracer), tracer
 
     try:
         yield make
@@ -323,20 +323,21 @@ def test_every_call_traced_in_db_and_jsonl(make_llm, llm_server) -> None:
 def test_make_client(tmp_path: Path, llm_server, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    assert make_client(Settings(home=tmp_path)) is None
+    assert Settings(home=tmp_path).llm_config is None
     with pytest.raises(ValueError, match="POISE_LLM_MODEL"):
-        LLM(Settings(home=tmp_path), CallTracer(f"sqlite:///{tmp_path / 'x.db'}"))
+        LLMConfig(model="", base_url=None, api_key=None, timeout=60.0, max_retries=1)
 
-    local = make_client(Settings(home=tmp_path, llm_model="m", llm_base_url=llm_server.base_url, llm_timeout=7))
+    local = make_client(
+        Settings(home=tmp_path, llm_model="m", llm_base_url=llm_server.base_url, llm_timeout=7).llm_config)
     assert local.api_key == "not-needed"
     assert str(local.base_url).rstrip("/") == llm_server.base_url
     assert local.timeout == 7 and local.max_retries == 1
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
-    hosted = make_client(Settings(home=tmp_path, llm_model="gpt-x", llm_max_retries=3))
+    hosted = make_client(Settings(home=tmp_path, llm_model="gpt-x", llm_max_retries=3).llm_config)
     assert hosted.api_key == "sk-env" and hosted.max_retries == 3
     assert str(hosted.base_url).startswith("https://api.openai.com")
-    assert make_client(Settings(home=tmp_path, llm_model="gpt-x", llm_api_key="sk-set")).api_key == "sk-set"
+    assert make_client(Settings(home=tmp_path, llm_model="gpt-x", llm_api_key="sk-set").llm_config).api_key == "sk-set"
 
 
 def test_mark_fault_marks_only_the_last_call_that_answered(make_llm, llm_server) -> None:

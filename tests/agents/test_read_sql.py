@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
-from agents.data_engineering import read_sql
+from agents.data_engineering.sql import read_sql
 from agents.errors import DataError
 
 WRITES = [

@@ -148,7 +148,7 @@ def test_llm_failures_fall_back_to_the_built_in_planner(poise_home, llm_server, 
 
 def test_summary_with_a_number_not_in_the_record_is_rejected(llm_settings, llm_server):
     record = {"macro_f1": 0.8123, "minority_recall": 0.75, "threshold": 0.31, "holdout_rows": 160}
-    llm = LLM(llm_settings, CallTracer(llm_settings.db_url))
+    llm = LLM(llm_settings.llm_config, CallTracer(llm_settings.db_url))
     llm_server.push_text("Macro-F1 is 0.81 and it finds 75% of churners on 160 rows (threshold 0.31).")
     assert summarize(llm, record).startswith("Macro-F1 is 0.81")
     llm_server.push_text("Macro-F1 is 0.91 and it finds 75% of churners.")
@@ -243,7 +243,7 @@ def test_a_refused_gates_next_steps_follow_the_llm_summary_word_for_word(llm_set
               "gate_passed": False, "gate_explanation": "No version of 'm' is champion.",
               "next_steps": [{"do": "Train again with a longer budget, 30 s instead of 10 s",
                               "command": "poise train d.csv --target y --name m --time-limit 30"}]}
-    llm = LLM(llm_settings, CallTracer(llm_settings.db_url))
+    llm = LLM(llm_settings.llm_config, CallTracer(llm_settings.db_url))
     llm_server.push_text("The gate refused the model: its F1 of 0.0000 does not beat the baseline's 0.1053.")
     text = summarize(llm, record)
     assert text == ("The gate refused the model: its F1 of 0.0000 does not beat the baseline's 0.1053.\n\n"

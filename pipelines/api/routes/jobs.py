@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agents.data_engineering import load_table, read_sql
+from agents.data_engineering.loading import load_table
+from agents.data_engineering.sql import read_sql
 from agents.errors import DataError, PoiseError, TooLargeError
 from agents.job_spec import JobOptions
 from agents.summary import job_gate

@@ -1,0 +1,94 @@
+"""The data card: every decision about the data (how it was read, profiled and split) in one document.
+
+`data_card.json` is for programs, `data_card.md` for people; both are logged to the job's MLflow run so the
+decisions stay visible and reproducible.
+"""
+
+import html
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+
+def write_data_card(profile: dict, split_summary: dict, load_info: dict, out_dir: Path) -> tuple[Path, Path]:
+    """Write data_card.json and data_card.md into out_dir (atomically); return both paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    card = {"source": load_info, "profile": profile, "split": split_summary}
+    json_path = _write_atomically(out_dir / "data_card.json", json.dumps(card, indent=2) + "\n")
+    md_path = _write_atomically(out_dir / "data_card.md", _render_markdown(profile, split_summary, load_info))
+    return json_path, md_path
+
+
+def _write_atomically(path: Path, text: str) -> Path:
+    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=".tmp", delete=False)
+    try:
+        with handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _md(value) -> str:
+    """Text safe inside a Markdown table cell: no pipes, newlines, HTML or inline markup."""
+    text = html.escape(str(value), quote=False)
+    text = re.sub(r"([\\`*_\[\]|])", r"\\\1", text)
+    return re.sub(r"\r\n|\r|\n", " ", text)
+
+
+def _render_markdown(profile: dict, split: dict, load_info: dict) -> str:
+    target = profile["target"]
+    source = load_info["source"]
+    lines = [f"# Data card: {_md(Path(source).name)}", "",
+             f"- **Source:** {_md(source)}",
+             f"- **SHA-256:** {_md(load_info['content_hash'])}",
+             f"- **Format:** {_md(load_info['format'])}"
+             + (f" (delimiter {_md(repr(load_info['delimiter']))}, encoding {_md(load_info['encoding'])})"
+                if load_info["format"] == "csv" else ""),
+             f"- **Shape:** {profile['n_rows']} rows × {profile['n_columns']} columns, "
+             f"{profile['n_duplicate_rows']} duplicate rows",
+             "- **Missing values:** pandas' default tokens (empty, NA, N/A, NULL, NaN, None, n/a, null, ...)"
+             + (f" and {', '.join(_md(repr(token)) for token in load_info['na_values'])}"
+                if load_info.get("na_values") else ""), "",
+             "## Target", "",
+             f"- **Column:** {_md(target['name'])}",
+             f"- **Problem type:** {target['problem_type']}",
+             f"- **Rows with missing target:** {target['n_missing']}"]
+    if target["class_counts"]:
+        total = sum(target["class_counts"].values())
+        lines += [f"- **Imbalance ratio:** {target['imbalance_ratio']:.2f} (majority {_md(target['majority_class'])}"
+                  f" / minority {_md(target['minority_class'])})", "", "| Class | Rows | Share |", "|---|---:|---:|"]
+        lines += [f"| {_md(label)} | {count} | {count / total:.1%} |"
+                  for label, count in target["class_counts"].items()]
+    lines += ["", "## Columns", "",
+              "| Column | Type | Missing | Unique | Flags | Action |", "|---|---|---:|---:|---|---|"]
+    for column in profile["columns"]:
+        action = "target" if column.get("role") == "target" else column["action"]
+        if action == "keep" and column.get("reason"):
+            action = f"keep ({_md(column['reason'].split(':')[0])})"
+        lines.append(f"| {_md(column['name'])} | {column['inferred_type']} | {column['missing_share']:.1%} | "
+                     f"{column['n_unique']} | {_md(', '.join(column['flags']))} | {action} |")
+    lines += ["", "## Dropped columns", ""]
+    lines += [f"- {_md(item['column'])}: {_md(item['reason'])}" for item in profile["dropped"]] or ["None."]
+    lines += ["", "## Split", "",
+              f"- **Rows used:** {split['n_rows_used']} ({split['n_missing_target_dropped']} rows without target "
+              f"dropped; {split['n_duplicate_rows']} exact duplicate rows kept)",
+              f"- **Train:** {split['train_rows']} rows; **holdout:** {split['holdout_rows']} rows "
+              + ("(a separate table)" if split.get("holdout_source") == "given" else
+                 f"(fraction {split['holdout_fraction']}, seed {split['seed']})")]
+    if split["train_class_counts"]:
+        lines += ["", "| Class | Train | Holdout |", "|---|---:|---:|"]
+        lines += [f"| {_md(label)} | {count} | {split['holdout_class_counts'].get(label, 0)} |"
+                  for label, count in split["train_class_counts"].items()]
+    return "\n".join(lines) + "\n"
+
+
+

@@ -1,0 +1,152 @@
+"""The imbalance policy: explicit, recorded choices that make AutoGluon fit for an imbalanced table.
+
+AutoGluon's defaults optimise accuracy for the label that sorts last; on an
+imbalanced table that model can ignore the minority entirely. The policy fixes
+that in explicit, recorded choices, each with its reason: the positive class (the
+minority, or the class the user names), a metric fit for imbalance (F1, balanced
+accuracy, or expected cost when the user states what errors cost), sample weights
+or bagging depending on how many minority rows there are, and whether the decision
+threshold is calibrated (`agents.automl.fit` does it). The options a user can get
+wrong are refused here as `SpecError`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import numpy as np
+
+from agents.errors import SpecError
+from agents.job_spec import MODEL_TYPES
+
+OBJECTIVES = ("f1", "balanced_accuracy", "cost")
+FEW_MINORITY_ROWS = 200  # below this, a validation split holds too few positives to place a threshold
+
+
+def expected_cost(y_true, y_pred, cost_fn: float, cost_fp: float) -> float:
+    """Mean cost per row; AutoGluon encodes the positive class as 1 for binary metrics."""
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    false_negatives = np.sum((y_true == 1) & (y_pred == 0))
+    false_positives = np.sum((y_true == 0) & (y_pred == 1))
+    return float((cost_fn * false_negatives + cost_fp * false_positives) / max(len(y_true), 1))
+
+
+def cost_scorer(cost_fn: float, cost_fp: float):
+    from autogluon.core.metrics import make_scorer
+
+    return make_scorer(
+        "expected_cost", expected_cost, optimum=0, greater_is_better=False, needs_class=True,
+        cost_fn=cost_fn, cost_fp=cost_fp,
+    )
+
+
+def choose_policy(
+    profile: dict[str, Any],
+    objective: str = "f1",
+    cost_fn: float | None = None,
+    cost_fp: float | None = None,
+    positive_class: str | None = None,
+    threshold_policy: str = "calibrate",
+    excluded_model_types: list[str] | None = None,
+    weight_column: str | None = None,
+) -> dict[str, Any]:
+    """The imbalance policy for this table and request, with a reason for each choice."""
+    target = profile["target"]
+    problem_type = target["problem_type"]
+    if problem_type == "regression":
+        raise SpecError(
+            f"target '{target['name']}' looks continuous (numeric with many distinct values); "
+            "Poise trains classifiers only for now: bin the target or pick a categorical column"
+        )
+    if objective not in OBJECTIVES:
+        raise SpecError(f"unknown objective '{objective}'; choose one of {', '.join(OBJECTIVES)}")
+    costs_given = cost_fn is not None or cost_fp is not None
+    if objective == "cost" or costs_given:
+        if objective != "cost":
+            raise SpecError("--cost-fn/--cost-fp are only used with --objective cost")
+        if cost_fn is None or cost_fp is None or cost_fn <= 0 or cost_fp <= 0:
+            raise SpecError("--objective cost needs both --cost-fn and --cost-fp, each > 0")
+        if problem_type != "binary":
+            raise SpecError("--objective cost needs a binary target (false negatives vs false positives)")
+
+    usable = set(MODEL_TYPES) - set(excluded_model_types or []) - set(excluded_model_types_without_torch())
+    if not usable:
+        raise SpecError("every model type is excluded; leave at least one of " + ", ".join(MODEL_TYPES[:7]))
+    counts = target["class_counts"]
+    minority = target["minority_class"]
+    reasons: list[str] = []
+    if positive_class is not None and str(positive_class) not in counts:
+        raise SpecError(f"positive class '{positive_class}' is not a label of '{target['name']}': {sorted(counts)}")
+    chosen_positive = str(positive_class) if positive_class is not None else minority
+    if problem_type == "binary":
+        reasons.append(
+            f"positive class '{chosen_positive}': "
+            + ("named by the user" if positive_class is not None else
+               f"the minority ({counts[minority]} of {sum(counts.values())} rows); "
+               "AutoGluon would otherwise take the label that sorts last")
+        )
+
+    ratio = target["imbalance_ratio"]
+    minority_rows = counts[minority]
+    bag_folds = 5 if minority_rows < FEW_MINORITY_ROWS else 0
+    if bag_folds:
+        reasons.append(
+            f"5-fold bagging: only {minority_rows} minority rows, so models and the threshold are validated on "
+            "out-of-fold predictions of every training row"
+            + ("" if weight_column else "; no sample weights (they would distort those predictions)")
+        )
+    if weight_column:
+        reasons.append(f"sample weights from column '{weight_column}' (importance, recency and class weights "
+                       "set by drift retraining), in validation and threshold calibration too, so model choice "
+                       "follows the data the weights favour")
+    elif not bag_folds:
+        reasons.append(f"balanced sample weights: imbalance ratio {ratio:.1f}")
+    if objective == "cost":
+        eval_metric = "expected_cost"
+        reasons.append(
+            f"metric expected cost per row: a false negative costs {cost_fn:g}, a false positive {cost_fp:g}"
+        )
+    elif objective == "balanced_accuracy":
+        eval_metric = "balanced_accuracy"
+        reasons.append("metric balanced accuracy: every class weighs the same, as requested")
+    elif problem_type == "binary":
+        eval_metric = "f1"
+        reasons.append(f"metric F1 of '{chosen_positive}': accuracy rewards ignoring a rare class")
+    else:
+        eval_metric = "f1_macro"
+        reasons.append("metric macro-F1: accuracy rewards ignoring rare classes")
+    calibrate = problem_type == "binary" and threshold_policy == "calibrate"
+    if problem_type == "binary" and not calibrate:
+        reasons.append("decision threshold kept at 0.5, as requested")
+    if calibrate:
+        reasons.append("decision threshold calibrated for the metric on validation (out-of-fold) predictions, "
+                       "never on the holdout")
+    return {
+        "problem_type": problem_type,
+        "objective": objective,
+        "eval_metric": eval_metric,
+        "positive_class": chosen_positive if problem_type == "binary" else None,
+        "minority_class": minority,
+        "sample_weight": weight_column or (None if bag_folds else "balance_weight"),
+        "weight_evaluation": bool(weight_column),
+        "calibrate_threshold": calibrate,
+        "num_bag_folds": bag_folds,
+        "excluded_model_types": sorted(set(excluded_model_types or []) | set(excluded_model_types_without_torch())),
+        "cost_fn": cost_fn,
+        "cost_fp": cost_fp,
+        "reasons": reasons,
+    }
+
+
+def autogluon_metric(policy: dict[str, Any]):
+    """The policy's metric as AutoGluon takes it: a name, or a scorer for expected cost."""
+    if policy["eval_metric"] == "expected_cost":
+        return cost_scorer(policy["cost_fn"], policy["cost_fp"])
+    return policy["eval_metric"]
+
+
+def excluded_model_types_without_torch() -> list[str]:
+    """AutoGluon's neural models need torch, an optional extra; skip them cleanly without it."""
+    return [] if importlib.util.find_spec("torch") else ["NN_TORCH", "FASTAI"]
