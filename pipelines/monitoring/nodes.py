@@ -16,10 +16,20 @@ import pandas as pd
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from mlflow.exceptions import MlflowException
-from sklearn.model_selection import train_test_split
 from sqlalchemy import func, select
 
-from agents import data_engineering, deployment, drift
+from agents import data_engineering, deployment
+from agents.drift import adaptation, decision, detection
+from agents.drift.reference import (
+    FEEDBACK_ROWS,
+    LABEL,
+    PREDICTION_ROWS,
+    WEIGHT,
+    Reference,
+    Window,
+    class_weights,
+    sample,
+)
 from agents.errors import DataError, SpecError
 from pipelines.monitoring.configuration import MonitorContext
 from pipelines.monitoring.state import CheckSpec, MonitorState
@@ -37,18 +47,18 @@ def _spec(state: MonitorState) -> CheckSpec:
     return CheckSpec.model_validate(state["spec"])
 
 
-def _reference(state: MonitorState) -> drift.Reference:
+def _reference(state: MonitorState) -> Reference:
     folder = Path(state["reference_dir"])
     frames = {name: pd.read_parquet(folder / f"{name}.parquet") for name in ("train", "holdout", "predictions")}
     feedback = folder / "feedback.parquet"
-    return drift.Reference(**frames, meta=json.loads((folder / "meta.json").read_text(encoding="utf-8")),
-                           feedback=pd.read_parquet(feedback) if feedback.exists() else None)
+    return Reference(**frames, meta=json.loads((folder / "meta.json").read_text(encoding="utf-8")),
+                     feedback=pd.read_parquet(feedback) if feedback.exists() else None)
 
 
-def _window(state: MonitorState) -> drift.Window:
+def _window(state: MonitorState) -> Window:
     paths = state["window"]
-    return drift.Window(features=pd.read_parquet(paths["features"]), predictions=pd.read_parquet(paths["predictions"]),
-                        labels=pd.read_parquet(paths["labels"])["label"], n_rows=paths["n_rows"])
+    return Window(features=pd.read_parquet(paths["features"]), predictions=pd.read_parquet(paths["predictions"]),
+                  labels=pd.read_parquet(paths["labels"])["label"], n_rows=paths["n_rows"])
 
 
 @user_errors
@@ -98,9 +108,10 @@ def _row_keys(features: pd.DataFrame, columns: list[str]) -> np.ndarray:
 def _clean_feedback(ctx: MonitorContext, name: str, champion: str, reference_run: str, meta: dict[str, Any],
                     window_features: pd.DataFrame) -> pd.DataFrame | None:
     """The labelled rows of this champion's earlier windows judged clean, against the same reference (most
-    recent first, up to `drift.FEEDBACK_ROWS`): the served predictions with the true label in the target
-    column. They join the holdout in `drift.labelled_baseline`: what the performance judgement compares with, what
-    the prior is estimated from (most needed when the window itself has no labels), what recalibration tunes on.
+    recent first, up to `FEEDBACK_ROWS`): the served predictions with the true label in the target column.
+    They join the holdout in `agents.drift.reference.labelled_baseline`: what the performance judgement compares
+    with, what the prior is estimated from (most needed when the window itself has no labels), what recalibration
+    tunes on.
     Only `no_drift` windows count, so rows the model already did worse on never lower what it is held to.
     Batches overlap (a query over the last 7 days run daily, a file checked twice): a row another window
     already gave is not counted again, and a row of the window being judged never counts (it would be
@@ -126,9 +137,9 @@ def _clean_feedback(ctx: MonitorContext, name: str, champion: str, reference_run
             continue
         seen.update(keys[fresh].tolist())
         rows = pd.read_parquet(folder / "predictions.parquet")[fresh].assign(**{target: labels[fresh]})
-        parts.append(rows.head(drift.FEEDBACK_ROWS - kept))
+        parts.append(rows.head(FEEDBACK_ROWS - kept))
         kept += len(parts[-1])
-        if kept >= drift.FEEDBACK_ROWS:
+        if kept >= FEEDBACK_ROWS:
             break
     return pd.concat(parts, ignore_index=True).astype({target: str}) if parts else None
 
@@ -163,7 +174,7 @@ def _window_from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta
     missing = [c for c in meta["features"] if c not in table.columns]
     if missing:
         raise DataError(f"the batch lacks the model's feature column(s): {', '.join(map(repr, missing[:10]))}")
-    rows = drift.sample(table, drift.PREDICTION_ROWS, settings.seed)
+    rows = sample(table, PREDICTION_ROWS, settings.seed)
     predictions = deployment.predict_table(tracking.load_model(spec.model_name, champion), rows[meta["features"]])
     features = data_engineering.cast_columns(rows, meta["types"])
     labels = rows[label_column].astype(str).where(rows[label_column].notna()) if label_column in rows else \
@@ -173,7 +184,7 @@ def _window_from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta
 
 def _window_from_log(ctx: MonitorContext, name: str, types: dict[str, str]) -> dict[str, Any]:
     """The predictions served for `name` since the end of its last finished check (the most recent ones
-    when there are more than `drift.PREDICTION_ROWS`), with their feedback labels."""
+    when there are more than `PREDICTION_ROWS`), with their feedback labels."""
     with session_scope(ctx.settings.db_url) as session:
         since = session.scalar(select(func.max(DriftCheck.window_end)).where(
             DriftCheck.model_name == name, DriftCheck.status == "succeeded", DriftCheck.id != ctx.check_id))
@@ -181,7 +192,7 @@ def _window_from_log(ctx: MonitorContext, name: str, types: dict[str, str]) -> d
         n_rows, end = session.execute(select(func.count(), func.max(Prediction.created_at)).where(*where)).one()
         rows = session.execute(
             select(Prediction.inputs, Prediction.outputs, Prediction.feedback_label, Prediction.created_at)
-            .where(*where).order_by(Prediction.created_at.desc()).limit(drift.PREDICTION_ROWS)).all()
+            .where(*where).order_by(Prediction.created_at.desc()).limit(PREDICTION_ROWS)).all()
     rows = rows[::-1]
     features = pd.DataFrame([r.inputs for r in rows])
     predictions = pd.DataFrame([r.outputs for r in rows])
@@ -195,39 +206,18 @@ def _window_from_log(ctx: MonitorContext, name: str, types: dict[str, str]) -> d
 @user_errors
 def analyse(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, Any]:
     ctx = runtime.context
-    analysis = drift.analyse(_reference(state), _window(state), ctx.settings.seed,
-                             html_path=ctx.check_dir / "drift_report.html", cache_key=state["reference_run"])
+    analysis = detection.analyse(_reference(state), _window(state), ctx.settings.seed,
+                                 html_path=ctx.check_dir / "drift_report.html", cache_key=state["reference_run"])
     return {"analysis": analysis}
 
 
 def decide(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, Any]:
     spec = _spec(state)
-    decision, reason = drift.decide(state["analysis"])
-    kind = drift.ACTION_OF[decision]
+    outcome, reason = decision.decide(state["analysis"])
+    kind = decision.ACTION_OF[outcome]
     if spec.action != "auto" and spec.action != kind:
         kind, reason = spec.action, f"{reason}; action '{spec.action}' requested instead of '{kind}'"
-    return {"decision": decision, "reason": reason, "action": {"kind": kind}}
-
-
-def _labelled_split(window: drift.Window, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Window rows with labels, split in half (stratified): one half to learn from, one fresh holdout."""
-    labelled = np.flatnonzero(window.labels.notna().to_numpy())
-    labels = window.labels.iloc[labelled].astype(str)
-    if len(labelled) < 2 * drift.MIN_LABELLED or labels.value_counts().min() < 2:
-        return None
-    learn, holdout = train_test_split(labelled, test_size=0.5, random_state=seed, stratify=labels)
-    return np.sort(learn), np.sort(holdout)
-
-
-def _evaluation_rows(reference: drift.Reference, window: drift.Window, rows: np.ndarray | None,
-                     weights: np.ndarray) -> pd.DataFrame:
-    """The labelled rows challenger and champion are compared on: the window's fresh holdout when it has one,
-    else the reference holdout weighted to resemble the window."""
-    if rows is not None:
-        table = window.features.iloc[rows][reference.features].reset_index(drop=True)
-        return table.assign(**{reference.target: window.labels.iloc[rows].astype(str).to_numpy()})
-    table = reference.holdout[reference.features + [reference.target]].reset_index(drop=True)
-    return table.assign(**{drift.WEIGHT: weights})
+    return {"decision": outcome, "reason": reason, "action": {"kind": kind}}
 
 
 @user_errors
@@ -235,22 +225,22 @@ def act(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, Any]
     """Recalibrate (new version, same predictor) or retrain (new version through the training pipeline)."""
     ctx, spec = runtime.context, _spec(state)
     reference, window, seed = _reference(state), _window(state), ctx.settings.seed
-    split = _labelled_split(window, seed)
+    split = adaptation.labelled_split(window, seed)
     prior = state["analysis"]["prior"]["prior"]
     path = ctx.check_dir / "evaluation.parquet"
     if state["action"]["kind"] == "recalibrate":
-        recalibration = drift.recalibration(reference, prior)
+        recalibration = adaptation.recalibration(reference, prior)
         version = _register_recalibrated(ctx, spec.model_name, state["champion_version"], recalibration,
                                          reference, state["mlflow_run_id"])
-        weights = drift.class_weights(reference.holdout[reference.target], prior, reference.meta["prior"])
-        evaluation = _evaluation_rows(reference, window, split[1] if split else None, weights)
+        weights = class_weights(reference.holdout[reference.target], prior, reference.meta["prior"])
+        evaluation = adaptation.evaluation_rows(reference, window, split[1] if split else None, weights)
         write_parquet(evaluation, path)
         action = {"challenger_version": version, **recalibration}
     else:
-        table = drift.retraining_table(reference, window, split[0] if split else np.array([], dtype=int),
-                                       state["decision"], prior, seed)
-        weights = drift.importance_weights(reference.holdout, window.features, reference.features, seed)
-        evaluation = _evaluation_rows(reference, window, split[1] if split else None, weights)
+        table = adaptation.retraining_table(reference, window, split[0] if split else np.array([], dtype=int),
+                                            state["decision"], prior, seed)
+        weights = adaptation.importance_weights(reference.holdout, window.features, reference.features, seed)
+        evaluation = adaptation.evaluation_rows(reference, window, split[1] if split else None, weights)
         write_parquet(evaluation, path)
         job = _retrain(ctx, spec, state["champion_version"], table, path if split else None)
         action = {"challenger_version": job.model_version, "retrain_job_id": job.job_id,
@@ -272,7 +262,7 @@ def _model_config(name: str, version: str) -> tuple[Path, dict[str, Any]]:
 
 
 def _register_recalibrated(ctx: MonitorContext, name: str, champion: str, recalibration: dict[str, Any],
-                           reference: drift.Reference, run_id: str) -> str:
+                           reference: Reference, run_id: str) -> str:
     predictor_dir, config = _model_config(name, champion)
     config.update(prior_weights=recalibration["prior_weights"])
     if recalibration["decision_threshold"] is not None:
@@ -309,7 +299,7 @@ def _retrain(ctx: MonitorContext, spec: CheckSpec, champion: str, table: pd.Data
     base = training_spec(ctx.settings, spec.model_name, champion)
     path = write_parquet(table, ctx.check_dir / "retraining.parquet")
     job_spec = JobSpec.model_validate({
-        **base, "data": str(path), "weight_column": drift.WEIGHT, "promote": False, "require_approval": False,
+        **base, "data": str(path), "weight_column": WEIGHT, "promote": False, "require_approval": False,
         "holdout_data": holdout_path and str(holdout_path),
         "session_id": None, "time_limit": spec.time_limit or base["time_limit"],
         "drop_columns": [c for c in base.get("drop_columns", []) if c in table.columns],
@@ -330,10 +320,10 @@ def compare(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
     champion = deployment.predict_table(tracking.load_model(spec.model_name, state["champion_version"]), features)
     challenger = deployment.predict_table(tracking.load_model(spec.model_name, action["challenger_version"]), features)
     write_parquet(challenger, ctx.check_dir / "challenger_predictions.parquet")
-    weights = evaluation[drift.WEIGHT].to_numpy() if drift.WEIGHT in evaluation else None
-    comparison = drift.compare(reference, evaluation[reference.target], champion[drift.LABEL],
-                               challenger[drift.LABEL], weights, ctx.settings.seed,
-                               min_probability=drift.PROMOTION_CONFIDENCE[action["kind"]])
+    weights = evaluation[WEIGHT].to_numpy() if WEIGHT in evaluation else None
+    comparison = adaptation.compare(reference, evaluation[reference.target], champion[LABEL],
+                                    challenger[LABEL], weights, ctx.settings.seed,
+                                    min_probability=adaptation.PROMOTION_CONFIDENCE[action["kind"]])
     return {"comparison": comparison}
 
 
@@ -357,9 +347,9 @@ def promote(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
     reference, window = _reference(state), _window(state)
     evaluation = pd.read_parquet(action["evaluation_path"])
     predictions = pd.read_parquet(ctx.check_dir / "challenger_predictions.parquet")
-    adapted = drift.adapted_reference(reference, window, evaluation, predictions, state["analysis"]["prior"]["prior"],
-                                      action.get("decision_threshold"), state["comparison"]["challenger"],
-                                      ctx.settings.seed)
+    adapted = adaptation.adapted_reference(reference, window, evaluation, predictions,
+                                           state["analysis"]["prior"]["prior"], action.get("decision_threshold"),
+                                           state["comparison"]["challenger"], ctx.settings.seed)
     client, version = ctx.mlflow, action["challenger_version"]
     tracking.log_reference(client, state["mlflow_run_id"], adapted)
     client.set_model_version_tag(spec.model_name, version, tracking.REFERENCE_RUN_TAG, state["mlflow_run_id"])
