@@ -189,7 +189,6 @@ def domain_threshold(pool: pd.DataFrame, n_reference: int, n_current: int, featu
     return result
 
 
-
 # Prior, predictions, labels
 
 
@@ -262,7 +261,6 @@ def _chi_square(reference: pd.Series, current: pd.Series, classes: list[str]) ->
     keep = expected > 0
     p_value = float(stats.chisquare(observed[keep], expected[keep] / expected[keep].sum() * observed.sum()).pvalue)
     return {"method": "chi-square p_value", "threshold": 0.05, "value": p_value, "drifted": bool(p_value < 0.05)}
-
 
 
 # The analysis of a window
