@@ -28,15 +28,12 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from agents import drift
 from agents.data_engineering.column_types import to_utc_naive
+from agents.drift.adaptation import compare
+from agents.drift.reference import LABEL, Reference
 from agents.errors import DataError, SpecError
-from agents.evaluation import (
-    best_baseline,
-    classification_metrics,
-    is_better,
-    primary_metric_name,
-)
+from agents.evaluation import best_baseline, classification_metrics
+from agents.metrics import is_better, lower_is_better, primary_metric_name
 from registry import tracking
 
 
@@ -84,7 +81,7 @@ def _label_set(labels: list[str]) -> str:
 
 def schema_changes(meta: dict[str, Any], target: str, types: dict[str, str], classes: list[str]) -> list[str]:
     """How a challenger's table differs from the champion's (`meta`: the champion's reference meta, see
-    `agents.drift.reference_meta`): its target, feature columns (a renamed column is one missing and one new),
+    `agents.drift.reference.reference_meta`): its target, feature columns (a renamed column is one missing and one new),
     feature types (`types`: the challenger's, as profiling inferred them) and label set. Empty when none."""
     changes = []
     if target != meta["target"]:
@@ -105,7 +102,7 @@ def schema_changes(meta: dict[str, Any], target: str, types: dict[str, str], cla
     return changes
 
 
-def reference_scores(data: str, reference: drift.Reference, challenger: pd.Series, seed: int) -> dict[str, Any]:
+def reference_scores(data: str, reference: Reference, challenger: pd.Series, seed: int) -> dict[str, Any]:
     """Challenger and champion on the champion's reference holdout (`reference`: the champion's drift reference,
     stored with it), by the champion's primary metric and positive class, so neither the data nor the measure is
     the submitter's; `challenger`: the challenger's labels of those rows. `worse`: the challenger is worse beyond
@@ -113,12 +110,12 @@ def reference_scores(data: str, reference: drift.Reference, challenger: pd.Serie
 
     The champion's labels are those stored when it was judged (for a trained version its first fit's: the version
     registered was then refitted on these very rows, and scoring it now would score it on rows it learned)."""
-    compared = drift.compare(reference, reference.holdout[reference.target], reference.predictions[drift.LABEL],
-                             challenger, None, seed)
+    compared = compare(reference, reference.holdout[reference.target], reference.predictions[LABEL],
+                       challenger, None, seed)
     low, high = compared["interval"]
     return {"data": data, "rows": compared["n_rows"], "metric": compared["metric"],
             "challenger": compared["challenger"], "champion": compared["champion"], "difference_interval": [low, high],
-            "worse": bool(low > 0 if drift.lower_is_better(compared["metric"]) else high < 0)}
+            "worse": bool(low > 0 if lower_is_better(compared["metric"]) else high < 0)}
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Every metric is computed on the untouched holdout at the calibrated threshold, with
 the minority (or user-named positive) class as positive for PR-AUC, and compared
-with dummy baselines so "0.93 accuracy" on a 95/5 table cannot pass as a result.
+with dummy baselines so "0.93 accuracy" on a 95/5 table cannot pass as a result. The thresholded
+metrics and which way each points come from `agents.metrics`.
 """
 
 from __future__ import annotations
@@ -19,26 +20,12 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import (  # noqa: E402
     ConfusionMatrixDisplay,
     average_precision_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    f1_score,
     precision_recall_curve,
-    precision_recall_fscore_support,
     roc_auc_score,
     roc_curve,
 )
 
-LOWER_IS_BETTER = {"expected_cost"}
-
-
-def primary_metric_name(policy: dict[str, Any]) -> str:
-    return {"f1": "f1" if policy["problem_type"] == "binary" else "macro_f1",
-            "balanced_accuracy": "balanced_accuracy",
-            "cost": "expected_cost"}[policy["objective"]]
-
-
-def is_better(candidate: float, reference: float, metric: str) -> bool:
-    return candidate < reference if metric in LOWER_IS_BETTER else candidate > reference
+from agents.metrics import codes, confusion, from_confusion, lower_is_better, per_class  # noqa: E402
 
 
 def classification_metrics(
@@ -52,34 +39,35 @@ def classification_metrics(
     positive = policy["positive_class"] or policy["minority_class"]
     minority = policy["minority_class"]
 
-    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    per_class = {
-        label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-        for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+    k, positive_index = len(labels), labels.index(positive)
+    matrix = confusion(codes(y_true, labels), codes(y_pred, labels), k)
+    table = per_class(matrix)
+    per_label = {
+        label: {"precision": float(table["precision"][i]), "recall": float(table["recall"][i]),
+                "f1": float(table["f1"][i]), "support": int(table["support"][i])}
+        for i, label in enumerate(labels)
     }
     is_positive = (y_true == positive).to_numpy()
     metrics: dict[str, Any] = {
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "macro_f1": from_confusion("macro_f1", matrix, positive_index),
+        "balanced_accuracy": from_confusion("balanced_accuracy", matrix, positive_index),
         "accuracy": float((y_true == y_pred).mean()),
-        "minority_recall": per_class[minority]["recall"],
-        "minority_precision": per_class[minority]["precision"],
+        "minority_recall": per_label[minority]["recall"],
+        "minority_precision": per_label[minority]["precision"],
         "pr_auc": float(average_precision_score(is_positive, proba[positive])),
-        "per_class": per_class,
-        "confusion_matrix": {"labels": labels, "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
+        "per_class": per_label,
+        "confusion_matrix": {"labels": labels, "matrix": matrix[:k, :k].astype(int).tolist()},
         "positive_class": positive,
         "n_holdout": int(len(y_true)),
     }
     if policy["problem_type"] == "binary":
-        metrics["f1"] = per_class[positive]["f1"]
+        metrics["f1"] = from_confusion("f1", matrix, positive_index)
         metrics["roc_auc"] = float(roc_auc_score(is_positive, proba[positive]))
     else:
         metrics["roc_auc"] = float(roc_auc_score(y_true, proba[labels].to_numpy(), multi_class="ovr", labels=labels))
     if policy["objective"] == "cost":
-        predicted_positive = (y_pred == positive).to_numpy()
-        fn = int(np.sum(is_positive & ~predicted_positive))
-        fp = int(np.sum(~is_positive & predicted_positive))
-        metrics["expected_cost"] = float((policy["cost_fn"] * fn + policy["cost_fp"] * fp) / len(y_true))
+        metrics["expected_cost"] = from_confusion("expected_cost", matrix, positive_index,
+                                                  (policy["cost_fn"], policy["cost_fp"]))
     return metrics
 
 
@@ -99,7 +87,7 @@ def baseline_metrics(train_y: pd.Series, holdout_y: pd.Series, policy: dict[str,
 
 def best_baseline(baselines: dict[str, dict], metric: str) -> tuple[str, float]:
     scored = [(name, m[metric]) for name, m in baselines.items()]
-    pick = min if metric in LOWER_IS_BETTER else max
+    pick = min if lower_is_better(metric) else max
     return pick(scored, key=lambda item: item[1])
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from agents.errors import SpecError
 from agents.job_spec import MODEL_TYPES
+from agents.metrics import lower_is_better
 
 OBJECTIVES = ("f1", "balanced_accuracy", "cost")
 FEW_MINORITY_ROWS = 200  # below this, a validation split holds too few positives to place a threshold
@@ -37,8 +38,8 @@ def cost_scorer(cost_fn: float, cost_fp: float):
     from autogluon.core.metrics import make_scorer
 
     return make_scorer(
-        "expected_cost", expected_cost, optimum=0, greater_is_better=False, needs_class=True,
-        cost_fn=cost_fn, cost_fp=cost_fp,
+        "expected_cost", expected_cost, optimum=0, greater_is_better=not lower_is_better("expected_cost"),
+        needs_class=True, cost_fn=cost_fn, cost_fp=cost_fp,
     )
 
 

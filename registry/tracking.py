@@ -135,7 +135,7 @@ REFERENCE_RUN_TAG = "poise.reference_run"
 
 
 def log_reference(client: MlflowClient, run_id: str, reference) -> None:
-    """Store a drift reference (`agents.drift.Reference`) as the run's `reference/` artifacts.
+    """Store a drift reference (`agents.drift.reference.Reference`) as the run's `reference/` artifacts.
 
     Its holdout, with the version's predictions of it, is also the version's reference holdout: while the version
     is champion, the quality gate judges every challenger on it as well as on the challenger's own holdout."""

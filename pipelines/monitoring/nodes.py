@@ -2,7 +2,8 @@
 
 Files of a check live under `POISE_HOME/checks/<id>`; everything a reviewer needs is
 logged to the check's MLflow run in the model's experiment. A problem with the input
-(no champion, a batch without the model's columns) ends the check through `error`.
+(no champion, a batch without the model's columns) ends the check through `error`. The window
+itself is gathered by `pipelines.monitoring.windows`.
 """
 
 from __future__ import annotations
@@ -16,19 +17,20 @@ import pandas as pd
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from mlflow.exceptions import MlflowException
-from sklearn.model_selection import train_test_split
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from agents import deployment, drift
-from agents.data_engineering import column_types, loading, sql
+from agents import deployment
+from agents.drift import adaptation, decision, detection
+from agents.drift.reference import LABEL, WEIGHT, Reference, Window, class_weights
 from agents.errors import DataError, SpecError
 from agents.job_spec import CheckSpec, JobSpec
+from pipelines.monitoring import windows
 from pipelines.monitoring.configuration import MonitorContext
 from pipelines.monitoring.state import MonitorState
 from pipelines.training.nodes import write_parquet, user_errors
 from registry import tracking
 from registry.db import session_scope
-from registry.models import DriftCheck, Job, ModelVersion, Prediction
+from registry.models import Job, ModelVersion
 
 MIN_WINDOW_ROWS = 30
 DERIVED_FROM_TAG = "poise.derived_from"  # a recalibrated version names the version whose predictor it reuses
@@ -38,18 +40,18 @@ def _spec(state: MonitorState) -> CheckSpec:
     return CheckSpec.model_validate(state["spec"])
 
 
-def _reference(state: MonitorState) -> drift.Reference:
+def _reference(state: MonitorState) -> Reference:
     folder = Path(state["reference_dir"])
     frames = {name: pd.read_parquet(folder / f"{name}.parquet") for name in ("train", "holdout", "predictions")}
     feedback = folder / "feedback.parquet"
-    return drift.Reference(**frames, meta=json.loads((folder / "meta.json").read_text(encoding="utf-8")),
-                           feedback=pd.read_parquet(feedback) if feedback.exists() else None)
+    return Reference(**frames, meta=json.loads((folder / "meta.json").read_text(encoding="utf-8")),
+                     feedback=pd.read_parquet(feedback) if feedback.exists() else None)
 
 
-def _window(state: MonitorState) -> drift.Window:
+def _window(state: MonitorState) -> Window:
     paths = state["window"]
-    return drift.Window(features=pd.read_parquet(paths["features"]), predictions=pd.read_parquet(paths["predictions"]),
-                        labels=pd.read_parquet(paths["labels"])["label"], n_rows=paths["n_rows"])
+    return Window(features=pd.read_parquet(paths["features"]), predictions=pd.read_parquet(paths["predictions"]),
+                  labels=pd.read_parquet(paths["labels"])["label"], n_rows=paths["n_rows"])
 
 
 @user_errors
@@ -69,9 +71,10 @@ def collect(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
     for name, frame in frames.items():
         write_parquet(frame, folder / f"{name}.parquet")
     (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-    window = (_window_from_log(ctx, spec.model_name, meta["types"]) if spec.current is None and spec.sql_source is None
-              else _window_from_batch(ctx, spec, champion, meta))
-    feedback = _clean_feedback(ctx, spec.model_name, champion, reference_run, meta, pd.read_parquet(window["features"]))
+    window = (windows.from_log(ctx, spec.model_name, meta["types"]) if spec.current is None and spec.sql_source is None
+              else windows.from_batch(ctx, spec, champion, meta))
+    feedback = windows.clean_feedback(ctx, spec.model_name, champion, reference_run, meta,
+                                      pd.read_parquet(window["features"]))
     if feedback is not None:
         write_parquet(feedback, folder / "feedback.parquet")
     run_id = tracking.get_or_create_run(
@@ -87,148 +90,21 @@ def collect(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
     return update
 
 
-def _row_keys(features: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """A hash of each row's feature values, the same whichever way the row came in (the log stores numbers
-    as JSON floats; a batch file may hold them as integers)."""
-    frame = features.reindex(columns=columns)
-    frame = frame.apply(lambda c: c.astype("float64") if pd.api.types.is_numeric_dtype(c) and
-                        not pd.api.types.is_bool_dtype(c) else c.astype(str))
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
-
-
-def _clean_feedback(ctx: MonitorContext, name: str, champion: str, reference_run: str, meta: dict[str, Any],
-                    window_features: pd.DataFrame) -> pd.DataFrame | None:
-    """The labelled rows of this champion's earlier windows judged clean, against the same reference (most
-    recent first, up to `drift.FEEDBACK_ROWS`): the served predictions with the true label in the target
-    column. They join the holdout in `drift.labelled_baseline`: what the performance judgement compares with, what
-    the prior is estimated from (most needed when the window itself has no labels), what recalibration tunes on.
-    Only `no_drift` windows count, so rows the model already did worse on never lower what it is held to.
-    Batches overlap (a query over the last 7 days run daily, a file checked twice): a row another window
-    already gave is not counted again, and a row of the window being judged never counts (it would be
-    compared with itself); repeats within one window are kept, as real tables have them."""
-    columns, target = list(meta["features"]), meta["target"]
-    with session_scope(ctx.settings.db_url) as session:
-        checks = session.scalars(
-            select(DriftCheck.id).where(
-                DriftCheck.model_name == name, DriftCheck.champion_version == champion,
-                DriftCheck.results["reference_run"].as_string() == reference_run,
-                DriftCheck.status == "succeeded", DriftCheck.decision == "no_drift", DriftCheck.id != ctx.check_id)
-            .order_by(DriftCheck.finished_at.desc())).all()
-    seen = set(_row_keys(window_features, columns).tolist())
-    parts, kept = [], 0
-    for check_id in checks:
-        folder = ctx.settings.home / "checks" / check_id / "window"
-        if not (folder / "labels.parquet").exists():
-            continue
-        labels = pd.read_parquet(folder / "labels.parquet")["label"]
-        keys = _row_keys(pd.read_parquet(folder / "features.parquet"), columns)
-        fresh = labels.notna().to_numpy() & ~pd.Series(keys).isin(seen).to_numpy()
-        if not fresh.any():
-            continue
-        seen.update(keys[fresh].tolist())
-        rows = pd.read_parquet(folder / "predictions.parquet")[fresh].assign(**{target: labels[fresh]})
-        parts.append(rows.head(drift.FEEDBACK_ROWS - kept))
-        kept += len(parts[-1])
-        if kept >= drift.FEEDBACK_ROWS:
-            break
-    return pd.concat(parts, ignore_index=True).astype({target: str}) if parts else None
-
-
-def _save_window(ctx: MonitorContext, features: pd.DataFrame, predictions: pd.DataFrame, labels: pd.Series,
-                 n_rows: int, **info: Any) -> dict[str, Any]:
-    folder = ctx.check_dir / "window"
-    labels = pd.DataFrame({"label": labels.astype("string").to_numpy()})
-    return {"features": str(write_parquet(features.reset_index(drop=True), folder / "features.parquet")),
-            "predictions": str(write_parquet(predictions.reset_index(drop=True), folder / "predictions.parquet")),
-            "labels": str(write_parquet(labels, folder / "labels.parquet")),
-            "n_rows": int(n_rows), "sample_rows": len(features), "n_labelled": int(labels["label"].notna().sum()),
-            **info}
-
-
-def _window_from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: dict) -> dict[str, Any]:
-    settings = ctx.settings
-    if spec.sql_source is not None:
-        url = settings.sql_sources.get(spec.sql_source)
-        if url is None:
-            raise SpecError(f"unknown SQL source '{spec.sql_source}'; configured: "
-                            f"{', '.join(settings.sql_sources) or 'none'}")
-        table = sql.read_sql(url, spec.sql_query, max_rows=settings.table_max_rows,
-                             timeout=settings.sql_timeout)
-        source = "sql"
-    else:
-        table, _ = loading.load_table(spec.current, max_bytes=settings.max_file_bytes)
-        source = spec.current
-    label_column = spec.label_column or meta["target"]
-    if spec.label_column and label_column not in table.columns:
-        raise DataError(f"label column '{label_column}' is not in the batch")
-    missing = [c for c in meta["features"] if c not in table.columns]
-    if missing:
-        raise DataError(f"the batch lacks the model's feature column(s): {', '.join(map(repr, missing[:10]))}")
-    rows = drift.sample(table, drift.PREDICTION_ROWS, settings.seed)
-    predictions = deployment.predict_table(tracking.load_model(spec.model_name, champion), rows[meta["features"]])
-    features = column_types.cast_columns(rows, meta["types"])
-    labels = rows[label_column].astype(str).where(rows[label_column].notna()) if label_column in rows else \
-        pd.Series([None] * len(rows), dtype="string")
-    return _save_window(ctx, features, predictions, labels, len(table), source=source)
-
-
-def _window_from_log(ctx: MonitorContext, name: str, types: dict[str, str]) -> dict[str, Any]:
-    """The predictions served for `name` since the end of its last finished check (the most recent ones
-    when there are more than `drift.PREDICTION_ROWS`), with their feedback labels."""
-    with session_scope(ctx.settings.db_url) as session:
-        since = session.scalar(select(func.max(DriftCheck.window_end)).where(
-            DriftCheck.model_name == name, DriftCheck.status == "succeeded", DriftCheck.id != ctx.check_id))
-        where = [Prediction.model_name == name] + ([Prediction.created_at > since] if since else [])
-        n_rows, end = session.execute(select(func.count(), func.max(Prediction.created_at)).where(*where)).one()
-        rows = session.execute(
-            select(Prediction.inputs, Prediction.outputs, Prediction.feedback_label, Prediction.created_at)
-            .where(*where).order_by(Prediction.created_at.desc()).limit(drift.PREDICTION_ROWS)).all()
-    rows = rows[::-1]
-    features = pd.DataFrame([r.inputs for r in rows])
-    predictions = pd.DataFrame([r.outputs for r in rows])
-    labels = pd.Series([r.feedback_label for r in rows], dtype="string")
-    features = column_types.cast_columns(features.reindex(columns=list(types)), types) if rows else features
-    return _save_window(ctx, features, predictions, labels, n_rows, source="prediction log",
-                        start=(since.isoformat() if since else (rows[0].created_at.isoformat() if rows else None)),
-                        end=end.isoformat() if end else None)
-
-
 @user_errors
 def analyse(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, Any]:
     ctx = runtime.context
-    analysis = drift.analyse(_reference(state), _window(state), ctx.settings.seed,
-                             html_path=ctx.check_dir / "drift_report.html", cache_key=state["reference_run"])
+    analysis = detection.analyse(_reference(state), _window(state), ctx.settings.seed,
+                                 html_path=ctx.check_dir / "drift_report.html", cache_key=state["reference_run"])
     return {"analysis": analysis}
 
 
 def decide(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, Any]:
     spec = _spec(state)
-    decision, reason = drift.decide(state["analysis"])
-    kind = drift.ACTION_OF[decision]
+    outcome, reason = decision.decide(state["analysis"])
+    kind = decision.ACTION_OF[outcome]
     if spec.action != "auto" and spec.action != kind:
         kind, reason = spec.action, f"{reason}; action '{spec.action}' requested instead of '{kind}'"
-    return {"decision": decision, "reason": reason, "action": {"kind": kind}}
-
-
-def _labelled_split(window: drift.Window, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Window rows with labels, split in half (stratified): one half to learn from, one fresh holdout."""
-    labelled = np.flatnonzero(window.labels.notna().to_numpy())
-    labels = window.labels.iloc[labelled].astype(str)
-    if len(labelled) < 2 * drift.MIN_LABELLED or labels.value_counts().min() < 2:
-        return None
-    learn, holdout = train_test_split(labelled, test_size=0.5, random_state=seed, stratify=labels)
-    return np.sort(learn), np.sort(holdout)
-
-
-def _evaluation_rows(reference: drift.Reference, window: drift.Window, rows: np.ndarray | None,
-                     weights: np.ndarray) -> pd.DataFrame:
-    """The labelled rows challenger and champion are compared on: the window's fresh holdout when it has one,
-    else the reference holdout weighted to resemble the window."""
-    if rows is not None:
-        table = window.features.iloc[rows][reference.features].reset_index(drop=True)
-        return table.assign(**{reference.target: window.labels.iloc[rows].astype(str).to_numpy()})
-    table = reference.holdout[reference.features + [reference.target]].reset_index(drop=True)
-    return table.assign(**{drift.WEIGHT: weights})
+    return {"decision": outcome, "reason": reason, "action": {"kind": kind}}
 
 
 @user_errors
@@ -236,22 +112,22 @@ def act(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, Any]
     """Recalibrate (new version, same predictor) or retrain (new version through the training pipeline)."""
     ctx, spec = runtime.context, _spec(state)
     reference, window, seed = _reference(state), _window(state), ctx.settings.seed
-    split = _labelled_split(window, seed)
+    split = adaptation.labelled_split(window, seed)
     prior = state["analysis"]["prior"]["prior"]
     path = ctx.check_dir / "evaluation.parquet"
     if state["action"]["kind"] == "recalibrate":
-        recalibration = drift.recalibration(reference, prior)
+        recalibration = adaptation.recalibration(reference, prior)
         version = _register_recalibrated(ctx, spec.model_name, state["champion_version"], recalibration,
                                          reference, state["mlflow_run_id"])
-        weights = drift.class_weights(reference.holdout[reference.target], prior, reference.meta["prior"])
-        evaluation = _evaluation_rows(reference, window, split[1] if split else None, weights)
+        weights = class_weights(reference.holdout[reference.target], prior, reference.meta["prior"])
+        evaluation = adaptation.evaluation_rows(reference, window, split[1] if split else None, weights)
         write_parquet(evaluation, path)
         action = {"challenger_version": version, **recalibration}
     else:
-        table = drift.retraining_table(reference, window, split[0] if split else np.array([], dtype=int),
-                                       state["decision"], prior, seed)
-        weights = drift.importance_weights(reference.holdout, window.features, reference.features, seed)
-        evaluation = _evaluation_rows(reference, window, split[1] if split else None, weights)
+        table = adaptation.retraining_table(reference, window, split[0] if split else np.array([], dtype=int),
+                                            state["decision"], prior, seed)
+        weights = adaptation.importance_weights(reference.holdout, window.features, reference.features, seed)
+        evaluation = adaptation.evaluation_rows(reference, window, split[1] if split else None, weights)
         write_parquet(evaluation, path)
         job = _retrain(ctx, spec, state["champion_version"], table, path if split else None)
         action = {"challenger_version": job.model_version, "retrain_job_id": job.job_id,
@@ -273,7 +149,7 @@ def _model_config(name: str, version: str) -> tuple[Path, dict[str, Any]]:
 
 
 def _register_recalibrated(ctx: MonitorContext, name: str, champion: str, recalibration: dict[str, Any],
-                           reference: drift.Reference, run_id: str) -> str:
+                           reference: Reference, run_id: str) -> str:
     predictor_dir, config = _model_config(name, champion)
     config.update(prior_weights=recalibration["prior_weights"])
     if recalibration["decision_threshold"] is not None:
@@ -310,7 +186,7 @@ def _retrain(ctx: MonitorContext, spec: CheckSpec, champion: str, table: pd.Data
     base = training_spec(ctx.settings, spec.model_name, champion)
     path = write_parquet(table, ctx.check_dir / "retraining.parquet")
     job_spec = JobSpec.model_validate({
-        **base, "data": str(path), "weight_column": drift.WEIGHT, "promote": False, "require_approval": False,
+        **base, "data": str(path), "weight_column": WEIGHT, "promote": False, "require_approval": False,
         "holdout_data": holdout_path and str(holdout_path),
         "session_id": None, "time_limit": spec.time_limit or base["time_limit"],
         "drop_columns": [c for c in base.get("drop_columns", []) if c in table.columns],
@@ -331,10 +207,10 @@ def compare(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
     champion = deployment.predict_table(tracking.load_model(spec.model_name, state["champion_version"]), features)
     challenger = deployment.predict_table(tracking.load_model(spec.model_name, action["challenger_version"]), features)
     write_parquet(challenger, ctx.check_dir / "challenger_predictions.parquet")
-    weights = evaluation[drift.WEIGHT].to_numpy() if drift.WEIGHT in evaluation else None
-    comparison = drift.compare(reference, evaluation[reference.target], champion[drift.LABEL],
-                               challenger[drift.LABEL], weights, ctx.settings.seed,
-                               min_probability=drift.PROMOTION_CONFIDENCE[action["kind"]])
+    weights = evaluation[WEIGHT].to_numpy() if WEIGHT in evaluation else None
+    comparison = adaptation.compare(reference, evaluation[reference.target], champion[LABEL],
+                                    challenger[LABEL], weights, ctx.settings.seed,
+                                    min_probability=adaptation.PROMOTION_CONFIDENCE[action["kind"]])
     return {"comparison": comparison}
 
 
@@ -358,9 +234,9 @@ def promote(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
     reference, window = _reference(state), _window(state)
     evaluation = pd.read_parquet(action["evaluation_path"])
     predictions = pd.read_parquet(ctx.check_dir / "challenger_predictions.parquet")
-    adapted = drift.adapted_reference(reference, window, evaluation, predictions, state["analysis"]["prior"]["prior"],
-                                      action.get("decision_threshold"), state["comparison"]["challenger"],
-                                      ctx.settings.seed)
+    adapted = adaptation.adapted_reference(reference, window, evaluation, predictions,
+                                           state["analysis"]["prior"]["prior"], action.get("decision_threshold"),
+                                           state["comparison"]["challenger"], ctx.settings.seed)
     client, version = ctx.mlflow, action["challenger_version"]
     tracking.log_reference(client, state["mlflow_run_id"], adapted)
     client.set_model_version_tag(spec.model_name, version, tracking.REFERENCE_RUN_TAG, state["mlflow_run_id"])

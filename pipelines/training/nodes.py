@@ -19,8 +19,9 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from mlflow.exceptions import MlflowException
 
-from agents import automl, deployment, drift, evaluation, imbalance_policy, summary
+from agents import automl, deployment, evaluation, imbalance_policy, summary
 from agents.data_engineering import column_types, data_card, loading, profiling, splitting
+from agents.drift.reference import REFERENCE_ROWS, Reference, prediction_columns, reference_meta, sample
 from agents.errors import PoiseError
 from agents.job_spec import JobSpec
 from agents.plan import describe
@@ -241,13 +242,13 @@ def evaluate(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
     holdout = pd.read_parquet(state["split"]["holdout_path"])
     predicted, proba = labels_and_proba(predictor, holdout.drop(columns=[spec.target]))
     metrics = evaluation.classification_metrics(holdout[spec.target], predicted, proba, policy)
-    write_parquet(drift.prediction_columns(predicted, proba), ctx.job_dir / "holdout_predictions.parquet")
+    write_parquet(prediction_columns(predicted, proba), ctx.job_dir / "holdout_predictions.parquet")
     metrics["decision_threshold"] = state["fit"]["threshold"]
     train_labels = pd.read_parquet(state["split"]["train_path"], columns=[spec.target])[spec.target]
     baselines = evaluation.baseline_metrics(train_labels, holdout[spec.target], policy, seed=ctx.settings.seed)
 
-    sample = holdout.sample(n=min(len(holdout), 500), random_state=ctx.settings.seed)
-    importance = predictor.feature_importance(sample, subsample_size=500, num_shuffle_sets=2, time_limit=15, silent=True)
+    rows = holdout.sample(n=min(len(holdout), 500), random_state=ctx.settings.seed)
+    importance = predictor.feature_importance(rows, subsample_size=500, num_shuffle_sets=2, time_limit=15, silent=True)
     plots = evaluation.plot_all(holdout[spec.target], proba, metrics, importance["importance"], ctx.job_dir / "plots")
 
     client, run_id = ctx.mlflow, state["mlflow_run_id"]
@@ -298,7 +299,7 @@ def champion_evidence(state: TrainingState, ctx: TrainingContext, spec: JobSpec,
         return evidence
     holdout = pd.read_parquet(state["split"]["holdout_path"])
     evidence.on_holdout = deployment.score_champion(spec.name, champion, holdout, spec.target, state["policy"])
-    reference = drift.Reference(**frames, meta=meta)
+    reference = Reference(**frames, meta=meta)
     labels, _ = labels_and_proba(ctx.predictor(state["fit"]["predictor_dir"]),
                                  column_types.cast_columns(reference.holdout, types))
     evidence.reference = deployment.reference_scores(f"reference holdout of champion v{champion}", reference, labels,
@@ -335,11 +336,11 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
     )
     train = pd.read_parquet(state["split"]["train_path"]).drop(columns=[spec.weight_column] if spec.weight_column else [])
     importance = json.loads((ctx.job_dir / "feature_importance.json").read_text(encoding="utf-8"))
-    tracking.log_reference(client, state["mlflow_run_id"], drift.Reference(
-        train=drift.sample(train, drift.REFERENCE_ROWS, ctx.settings.seed),
+    tracking.log_reference(client, state["mlflow_run_id"], Reference(
+        train=sample(train, REFERENCE_ROWS, ctx.settings.seed),
         holdout=holdout, predictions=predictions,
-        meta=drift.reference_meta(policy, spec.target, profiling.feature_types(state["profile"]),
-                                  fit["threshold"], train[spec.target], state["gate"], importance),
+        meta=reference_meta(policy, spec.target, profiling.feature_types(state["profile"]),
+                            fit["threshold"], train[spec.target], state["gate"], importance),
     ))
     promoted = bool(state["gate"]["passed"]) and spec.promote
     if promoted:

@@ -12,7 +12,11 @@ import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from agents import drift
+from agents.drift.adaptation import adjust_proba, compare, recalibration, retraining_table
+from agents.drift.decision import ACTION_OF, decide
+from agents.drift.detection import analyse, column_drift, domain_auc, domain_threshold, estimate_prior
+from agents.drift.reference import WEIGHT, Reference, Window, reference_meta, sample
+from agents.metrics import metric_value
 from pipelines.datasets import load
 
 TARGET = "target"
@@ -43,17 +47,17 @@ def served(request):
     shares = train[TARGET].value_counts(normalize=True)
     policy = {"positive_class": "positive", "minority_class": "positive", "objective": "f1", "cost_fn": None,
               "cost_fp": None}
-    gate = {"metric": "f1", "value": drift.metric_value("f1", holdout[TARGET], predictions["label"], "positive",
+    gate = {"metric": "f1", "value": metric_value("f1", holdout[TARGET], predictions["label"], "positive",
                                                         sorted(shares.index))}
-    meta = drift.reference_meta(policy, TARGET, dict.fromkeys(features, "numeric"), 0.5, train[TARGET], gate,
+    meta = reference_meta(policy, TARGET, dict.fromkeys(features, "numeric"), 0.5, train[TARGET], gate,
                                 dict.fromkeys(features, 1.0))
-    reference = drift.Reference(train=train, holdout=holdout, predictions=predictions, meta=meta)
+    reference = Reference(train=train, holdout=holdout, predictions=predictions, meta=meta)
     return reference, model, stream
 
 
-def _window(model, rows: pd.DataFrame, features: list[str], labelled: bool) -> drift.Window:
+def _window(model, rows: pd.DataFrame, features: list[str], labelled: bool) -> Window:
     labels = rows[TARGET].astype("string") if labelled else pd.Series([pd.NA] * len(rows), dtype="string")
-    return drift.Window(rows[features].reset_index(drop=True), _predictions(model, rows[features]),
+    return Window(rows[features].reset_index(drop=True), _predictions(model, rows[features]),
                         labels.reset_index(drop=True), len(rows))
 
 
@@ -72,7 +76,7 @@ def test_column_drift_reads_p_values_and_distances_each_their_way(served):
     for rows in (400, 1500):  # Evidently tests (p-values) up to 1,000 reference rows, distances above
         current = stream.sample(rows, replace=True, random_state=1).reset_index(drop=True)
         current[features[0]] = current[features[0]] * 3 + current[features[0]].std()
-        result = drift.column_drift(drift.sample(reference.train, rows, 0), current, features,
+        result = column_drift(sample(reference.train, rows, 0), current, features,
                                     reference.meta["feature_importance"])
         shifted = result["columns"][features[0]]
         assert shifted["score"] == ("p_value" if rows <= 1000 else "distance")
@@ -88,8 +92,8 @@ def test_importance_weights_the_dataset_rule(served):
     current[features[0]] = current[features[0]] * 5 + 10
     heavy = {c: (1.0 if c == features[0] else 0.0) for c in features}
     light = {c: (0.0 if c == features[0] else 1.0) for c in features}
-    assert drift.column_drift(reference.train, current, features, heavy)["drifted"]
-    assert not drift.column_drift(reference.train, current, features, light)["drifted"]
+    assert column_drift(reference.train, current, features, heavy)["drifted"]
+    assert not column_drift(reference.train, current, features, light)["drifted"]
 
 
 def test_clean_windows_raise_no_alarm(served):
@@ -97,9 +101,9 @@ def test_clean_windows_raise_no_alarm(served):
     alarms = []
     for seed in range(4):
         rows = stream.sample(500, random_state=seed)
-        analysis = drift.analyse(reference, _window(model, rows, reference.features, labelled=True), seed=0,
+        analysis = analyse(reference, _window(model, rows, reference.features, labelled=True), seed=0,
                                  cache_key="clean")
-        alarms.append(drift.decide(analysis)[0])
+        alarms.append(decide(analysis)[0])
     assert alarms == ["no_drift"] * 4
 
 
@@ -113,11 +117,11 @@ def test_a_flipped_correlation_is_caught_by_the_domain_classifier_though_no_marg
     current[b] = np.sort(current[b].to_numpy())[::-1][ranks]  # same values of b, opposite order to a
     assert current[[a, b]].corr(method="spearman").iloc[0, 1] < -0.9 < 0.9 < train[[a, b]].corr(method="spearman").iloc[0, 1]
 
-    columns = drift.column_drift(train, current, features, dict.fromkeys(features, 1.0))
+    columns = column_drift(train, current, features, dict.fromkeys(features, 1.0))
     assert not columns["columns"][a]["drifted"] and not columns["columns"][b]["drifted"]
     assert not columns["drifted"]
-    auc, moved = drift.domain_auc(drift.sample(train, 5000, 0), current, features, seed=0)
-    threshold = drift.domain_threshold(train, min(len(train), 5000), len(current), features, seed=0)["threshold"]
+    auc, moved = domain_auc(sample(train, 5000, 0), current, features, seed=0)
+    threshold = domain_threshold(train, min(len(train), 5000), len(current), features, seed=0)["threshold"]
     assert auc > threshold
     assert set(sorted(moved, key=moved.get)[-2:]) == {a, b}
 
@@ -128,23 +132,23 @@ def test_prior_shift_is_estimated_from_predictions_and_takes_the_recalibration_p
     rows = _with_prior(stream, 3 * before, 600, seed=4)
     window = _window(model, rows, reference.features, labelled=False)
 
-    prior = drift.estimate_prior(reference, window, seed=0)
+    prior = estimate_prior(reference, window, seed=0)
     assert prior["method"] == "black-box shift estimation"
     assert prior["shifted"]
     assert abs(prior["prior"]["positive"] - 3 * before) < 0.05
 
-    analysis = drift.analyse(reference, window, seed=0)
-    decision, reason = drift.decide(analysis)
+    analysis = analyse(reference, window, seed=0)
+    decision, reason = decide(analysis)
     assert decision == "prior_shift", reason
-    assert drift.ACTION_OF[decision] == "recalibrate"
+    assert ACTION_OF[decision] == "recalibrate"
     # the prior alone moved the features: they drift against the reference as it is, not once it is
     # resampled to the new prior
     assert analysis["drifted"] and not analysis["prior_matched"]["drifted"]
     assert analysis["multivariate"]["auc"] > analysis["prior_matched"]["multivariate"]["auc"]
 
-    recalibration = drift.recalibration(reference, prior["prior"])
-    assert recalibration["prior_weights"]["positive"] > 2 > 1 > recalibration["prior_weights"]["negative"]
-    assert recalibration["decision_threshold"] is not None
+    adjusted = recalibration(reference, prior["prior"])
+    assert adjusted["prior_weights"]["positive"] > 2 > 1 > adjusted["prior_weights"]["negative"]
+    assert adjusted["decision_threshold"] is not None
 
 
 def test_labelled_concept_drift_is_a_performance_drop(served):
@@ -153,9 +157,9 @@ def test_labelled_concept_drift_is_a_performance_drop(served):
     window = _window(model, rows, reference.features, labelled=True)
     flipped = np.random.default_rng(0).random(len(rows)) < 0.5  # half the labels no longer follow the features
     window.labels[flipped] = np.where(rows[TARGET][flipped] == "positive", "negative", "positive")
-    analysis = drift.analyse(reference, window, seed=0)
+    analysis = analyse(reference, window, seed=0)
     assert analysis["performance"]["dropped"]
-    assert drift.decide(analysis)[0] == "performance_drop"
+    assert decide(analysis)[0] == "performance_drop"
 
 
 def test_with_a_small_reference_holdout_the_brier_score_calls_a_concept_change_that_f1_cannot_yet(served):
@@ -165,31 +169,31 @@ def test_with_a_small_reference_holdout_the_brier_score_calls_a_concept_change_t
     F1 alone 3, both 18. This holdout is one where only Brier calls it.)"""
     reference, model, stream = served
     holdout = reference.holdout.sample(330, random_state=2).reset_index(drop=True)
-    small = drift.Reference(train=reference.train, holdout=holdout, meta=reference.meta,
+    small = Reference(train=reference.train, holdout=holdout, meta=reference.meta,
                             predictions=_predictions(model, holdout[reference.features]))
     rows = stream.sample(1000, random_state=1).reset_index(drop=True)
-    clean = drift.analyse(small, _window(model, rows, small.features, labelled=True), seed=0)
+    clean = analyse(small, _window(model, rows, small.features, labelled=True), seed=0)
     assert not clean["performance"]["dropped"] and not clean["performance"]["brier"]["dropped"]
 
     window = _window(model, rows, small.features, labelled=True)
     changed = (rows[TARGET] == "negative") & (rows["Area"] >= stream["Area"].quantile(0.95))  # a new positive pattern
     window.labels[changed] = "positive"
-    analysis = drift.analyse(small, window, seed=0)
+    analysis = analyse(small, window, seed=0)
     perf = analysis["performance"]
     assert not perf["primary"]["dropped"]  # F1 alone would wait for another window
     assert perf["brier"]["dropped"] and perf["dropped"]
     assert perf["brier"]["window_value"] > perf["brier"]["expected_value"]
-    decision, reason = drift.decide(analysis)
+    decision, reason = decide(analysis)
     assert decision == "performance_drop"
     assert "brier is" in reason and "f1 is" not in reason, reason
 
 
-def _lucky(reference: drift.Reference) -> drift.Reference:
+def _lucky(reference: Reference) -> Reference:
     """The reference cut to a 600-row holdout that two thirds of the model's errors were left out of."""
     wrong = np.flatnonzero(reference.predictions["label"] != reference.holdout[TARGET])
     right = np.setdiff1d(np.arange(len(reference.holdout)), wrong)
     lucky = np.random.default_rng(0).choice(np.union1d(right, wrong[::3]), 600, replace=False)
-    return drift.Reference(train=reference.train, holdout=reference.holdout.iloc[lucky].reset_index(drop=True),
+    return Reference(train=reference.train, holdout=reference.holdout.iloc[lucky].reset_index(drop=True),
                            predictions=reference.predictions.iloc[lucky].reset_index(drop=True), meta=reference.meta)
 
 
@@ -199,17 +203,17 @@ def test_labelled_rows_of_earlier_clean_windows_correct_a_lucky_reference_holdou
     reference, model, stream = served
     small = _lucky(reference)
     window = _window(model, stream.iloc[:800], small.features, labelled=True)
-    alone = drift.analyse(small, window, seed=0)["performance"]
+    alone = analyse(small, window, seed=0)["performance"]
     assert alone["dropped"] and alone["n_feedback"] == 0
 
     earlier = stream.iloc[800:].reset_index(drop=True)  # 1,024 rows
     small.feedback = _predictions(model, earlier[small.features]).assign(**{TARGET: earlier[TARGET]})
-    steadied = drift.analyse(small, window, seed=0)
+    steadied = analyse(small, window, seed=0)
     perf = steadied["performance"]
     assert perf["n_feedback"] == len(earlier) and perf["n_reference"] == len(small.holdout)
     assert not perf["dropped"], perf
     assert perf["primary"]["expected_value"] < alone["primary"]["expected_value"]
-    assert drift.decide(steadied)[0] == "no_drift"
+    assert decide(steadied)[0] == "no_drift"
 
 
 def test_labelled_rows_of_earlier_clean_windows_steady_the_prior_estimate_and_the_recalibrated_threshold(served):
@@ -223,11 +227,11 @@ def test_labelled_rows_of_earlier_clean_windows_steady_the_prior_estimate_and_th
     true_share = float((rows[TARGET] == "positive").mean())
 
     def recalibrated() -> tuple[float, float]:
-        prior = drift.estimate_prior(small, window, seed=0)["prior"]
-        recalibration = drift.recalibration(small, prior)
-        proba = drift.adjust_proba(window.predictions, recalibration["prior_weights"])
-        labels = pd.Series(np.where(proba["positive"] >= recalibration["decision_threshold"], "positive", "negative"))
-        return prior["positive"], drift.metric_value("f1", rows[TARGET], labels, "positive", ["negative", "positive"])
+        prior = estimate_prior(small, window, seed=0)["prior"]
+        adjusted = recalibration(small, prior)
+        proba = adjust_proba(window.predictions, adjusted["prior_weights"])
+        labels = pd.Series(np.where(proba["positive"] >= adjusted["decision_threshold"], "positive", "negative"))
+        return prior["positive"], metric_value("f1", rows[TARGET], labels, "positive", ["negative", "positive"])
 
     share_alone, f1_alone = recalibrated()
     earlier = stream.iloc[1200:].reset_index(drop=True)  # 624 rows
@@ -237,36 +241,23 @@ def test_labelled_rows_of_earlier_clean_windows_steady_the_prior_estimate_and_th
     assert f1_steadied > f1_alone
 
 
-def test_brier_scores_are_the_multiclass_brier_score():
-    from sklearn.metrics import brier_score_loss
-
-    rng = np.random.default_rng(0)
-    truth = pd.Series(rng.choice(["negative", "positive"], 400, p=[0.8, 0.2]))
-    positive = rng.random(400)
-    predictions = pd.DataFrame({"proba_negative": 1 - positive, "proba_positive": positive})
-    scores = drift.brier_scores(truth, predictions, ["negative", "positive"])
-    # two classes: the squared error of each class's probability, i.e. twice scikit-learn's binary score
-    assert scores.mean() == pytest.approx(2 * brier_score_loss(truth == "positive", positive))
-    assert scores.min() >= 0 and scores.max() <= 2
-
-
 def test_a_worse_challenger_is_not_promoted_and_a_better_one_is(served):
     reference, model, stream = served
     rows = stream.sample(1000, random_state=6).reset_index(drop=True)
     truth = rows[TARGET]
     champion = _predictions(model, rows[reference.features])["label"]
     worse = champion.sample(frac=1.0, random_state=0).reset_index(drop=True)  # right prevalence, no signal
-    verdict = drift.compare(reference, truth, champion, worse, None, seed=0)
+    verdict = compare(reference, truth, champion, worse, None, seed=0)
     assert not verdict["promote"] and verdict["difference"] < 0 and verdict["probability_better"] < 0.1
 
-    better = drift.compare(reference, truth, worse, champion, None, seed=0)
+    better = compare(reference, truth, worse, champion, None, seed=0)
     assert better["promote"] and better["interval"][0] > 0
 
-    same = drift.compare(reference, truth, champion, champion.copy(), None, seed=0)
+    same = compare(reference, truth, champion, champion.copy(), None, seed=0)
     assert not same["promote"]  # a tie is not better
 
     weights = np.where(truth == "positive", 3.0, 1.0)
-    weighted = drift.compare(reference, truth, champion, worse, weights, seed=0)
+    weighted = compare(reference, truth, champion, worse, weights, seed=0)
     assert weighted["weighted"] and weighted["champion"] != verdict["champion"]
 
 
@@ -276,13 +267,13 @@ def test_retraining_table_weighs_classes_to_the_window_prior_and_recent_rows_mor
     rows[reference.features[0]] = rows[reference.features[0]] * 2
     window = _window(model, rows, reference.features, labelled=True)
     prior = {"negative": 0.75, "positive": 0.25}
-    table = drift.retraining_table(reference, window, np.arange(200), "covariate_drift", prior, seed=0)
+    table = retraining_table(reference, window, np.arange(200), "covariate_drift", prior, seed=0)
     assert len(table) == len(reference.train) + 200
-    shares = table.groupby(TARGET)[drift.WEIGHT].sum() / table[drift.WEIGHT].sum()
+    shares = table.groupby(TARGET)[WEIGHT].sum() / table[WEIGHT].sum()
     assert shares.to_dict() == pytest.approx(prior)
-    assert (table[drift.WEIGHT] > 0).all()
+    assert (table[WEIGHT] > 0).all()
     old, new = np.arange(len(reference.train)), np.arange(len(reference.train), len(table))
-    assert table[drift.WEIGHT].iloc[old].mean() < table[drift.WEIGHT].iloc[new].mean()  # recent rows count more
+    assert table[WEIGHT].iloc[old].mean() < table[WEIGHT].iloc[new].mean()  # recent rows count more
 
 
 def test_after_a_concept_change_old_rows_weigh_what_the_new_labels_say(served):
@@ -294,31 +285,12 @@ def test_after_a_concept_change_old_rows_weigh_what_the_new_labels_say(served):
     rows = stream.sample(600, random_state=3).reset_index(drop=True)
     rows.loc[rows[column] >= cut, TARGET] = "positive"
     window = _window(model, rows, reference.features, labelled=True)
-    table = drift.retraining_table(reference, window, np.arange(300), "performance_drop",
+    table = retraining_table(reference, window, np.arange(300), "performance_drop",
                                    {"negative": 0.5, "positive": 0.5}, seed=0)
     old = table.iloc[:len(reference.train)]
     contradicted = (old[column] >= cut) & (old[TARGET] == "negative")
     kept = (old[column] < cut) & (old[TARGET] == "negative")
     assert contradicted.sum() > 20 and kept.sum() > 20
-    assert old.loc[contradicted, drift.WEIGHT].median() < 0.01 * old.loc[kept, drift.WEIGHT].median()
-    totals = table.groupby(TARGET)[drift.WEIGHT].sum()
+    assert old.loc[contradicted, WEIGHT].median() < 0.01 * old.loc[kept, WEIGHT].median()
+    totals = table.groupby(TARGET)[WEIGHT].sum()
     assert totals.max() == pytest.approx(totals.min())
-
-
-def test_metrics_from_the_confusion_matrix_match_scikit_learn():
-    from sklearn.metrics import balanced_accuracy_score, f1_score
-
-    rng = np.random.default_rng(0)
-    classes = ["a", "b", "c"]
-    truth = pd.Series(rng.choice(classes, 500, p=[0.7, 0.2, 0.1]))
-    predicted = pd.Series(rng.choice(classes, 500, p=[0.6, 0.3, 0.1]))
-    for weights in (None, rng.random(500)):
-        assert drift.metric_value("macro_f1", truth, predicted, "c", classes, weights) == pytest.approx(
-            f1_score(truth, predicted, labels=classes, average="macro", sample_weight=weights))
-        assert drift.metric_value("f1", truth, predicted, "c", classes, weights) == pytest.approx(
-            f1_score(truth, predicted, labels=["c"], average="macro", sample_weight=weights))
-        assert drift.metric_value("balanced_accuracy", truth, predicted, "c", classes, weights) == pytest.approx(
-            balanced_accuracy_score(truth, predicted, sample_weight=weights))
-    binary = ["negative", "positive"]
-    t, p = pd.Series(["positive", "positive", "negative", "negative"]), pd.Series(["negative", "positive", "positive", "negative"])
-    assert drift.metric_value("expected_cost", t, p, "positive", binary, cost=(10.0, 1.0)) == pytest.approx((10 + 1) / 4)

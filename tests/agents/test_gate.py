@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from agents.deployment import ChampionEvidence, quality_gate, reference_scores, schema_changes
-from agents.drift import Reference
+from agents.drift.reference import Reference
 
 POLICY = {"problem_type": "binary", "objective": "f1", "positive_class": "yes", "minority_class": "yes",
           "cost_fn": None, "cost_fp": None}

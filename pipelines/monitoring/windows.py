@@ -1,0 +1,134 @@
+"""Gathering what a drift check judges: the window of live rows (a batch file, a SQL query, or the prediction log
+since the last check) with the champion's predictions and any feedback labels, and the labelled rows of earlier
+clean windows that join the reference holdout as the performance baseline.
+
+Apart from the graph's nodes because it is data access (files, SQL sources, the Poise database), not a step.
+Each window is written under the check's folder and described by a JSON-able dict for the graph state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import func, select
+
+from agents import deployment
+from agents.data_engineering import column_types, loading, sql
+from agents.drift.reference import FEEDBACK_ROWS, PREDICTION_ROWS, sample
+from agents.errors import DataError, SpecError
+from pipelines.monitoring.configuration import MonitorContext
+from pipelines.monitoring.state import CheckSpec
+from pipelines.training.nodes import write_parquet
+from registry import tracking
+from registry.db import session_scope
+from registry.models import DriftCheck, Prediction
+
+
+def _row_keys(features: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """A hash of each row's feature values, the same whichever way the row came in (the log stores numbers
+    as JSON floats; a batch file may hold them as integers)."""
+    frame = features.reindex(columns=columns)
+    frame = frame.apply(lambda c: c.astype("float64") if pd.api.types.is_numeric_dtype(c) and
+                        not pd.api.types.is_bool_dtype(c) else c.astype(str))
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+
+
+def clean_feedback(ctx: MonitorContext, name: str, champion: str, reference_run: str, meta: dict[str, Any],
+                   window_features: pd.DataFrame) -> pd.DataFrame | None:
+    """The labelled rows of this champion's earlier windows judged clean, against the same reference (most
+    recent first, up to `FEEDBACK_ROWS`): the served predictions with the true label in the target column.
+    They join the holdout in `agents.drift.reference.labelled_baseline`: what the performance judgement compares
+    with, what the prior is estimated from (most needed when the window itself has no labels), what recalibration
+    tunes on. Only `no_drift` windows count, so rows the model already did worse on never lower what it is held
+    to. Batches overlap (a query over the last 7 days run daily, a file checked twice): a row another window
+    already gave is not counted again, and a row of the window being judged never counts (it would be compared
+    with itself); repeats within one window are kept, as real tables have them."""
+    columns, target = list(meta["features"]), meta["target"]
+    with session_scope(ctx.settings.db_url) as session:
+        checks = session.scalars(
+            select(DriftCheck.id).where(
+                DriftCheck.model_name == name, DriftCheck.champion_version == champion,
+                DriftCheck.results["reference_run"].as_string() == reference_run,
+                DriftCheck.status == "succeeded", DriftCheck.decision == "no_drift", DriftCheck.id != ctx.check_id)
+            .order_by(DriftCheck.finished_at.desc())).all()
+    seen = set(_row_keys(window_features, columns).tolist())
+    parts, kept = [], 0
+    for check_id in checks:
+        folder = ctx.settings.home / "checks" / check_id / "window"
+        if not (folder / "labels.parquet").exists():
+            continue
+        labels = pd.read_parquet(folder / "labels.parquet")["label"]
+        keys = _row_keys(pd.read_parquet(folder / "features.parquet"), columns)
+        fresh = labels.notna().to_numpy() & ~pd.Series(keys).isin(seen).to_numpy()
+        if not fresh.any():
+            continue
+        seen.update(keys[fresh].tolist())
+        rows = pd.read_parquet(folder / "predictions.parquet")[fresh].assign(**{target: labels[fresh]})
+        parts.append(rows.head(FEEDBACK_ROWS - kept))
+        kept += len(parts[-1])
+        if kept >= FEEDBACK_ROWS:
+            break
+    return pd.concat(parts, ignore_index=True).astype({target: str}) if parts else None
+
+
+def _save(ctx: MonitorContext, features: pd.DataFrame, predictions: pd.DataFrame, labels: pd.Series,
+          n_rows: int, **info: Any) -> dict[str, Any]:
+    folder = ctx.check_dir / "window"
+    labels = pd.DataFrame({"label": labels.astype("string").to_numpy()})
+    return {"features": str(write_parquet(features.reset_index(drop=True), folder / "features.parquet")),
+            "predictions": str(write_parquet(predictions.reset_index(drop=True), folder / "predictions.parquet")),
+            "labels": str(write_parquet(labels, folder / "labels.parquet")),
+            "n_rows": int(n_rows), "sample_rows": len(features), "n_labelled": int(labels["label"].notna().sum()),
+            **info}
+
+
+def from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: dict) -> dict[str, Any]:
+    """The rows of a batch file or SQL query (a sample of `PREDICTION_ROWS` when larger), scored by the champion,
+    with their labels when the batch has a label column."""
+    settings = ctx.settings
+    if spec.sql_source is not None:
+        url = settings.sql_sources.get(spec.sql_source)
+        if url is None:
+            raise SpecError(f"unknown SQL source '{spec.sql_source}'; configured: "
+                            f"{', '.join(settings.sql_sources) or 'none'}")
+        table = sql.read_sql(url, spec.sql_query, max_rows=settings.table_max_rows,
+                                          timeout=settings.sql_timeout)
+        source = "sql"
+    else:
+        table, _ = loading.load_table(spec.current, max_bytes=settings.max_file_bytes)
+        source = spec.current
+    label_column = spec.label_column or meta["target"]
+    if spec.label_column and label_column not in table.columns:
+        raise DataError(f"label column '{label_column}' is not in the batch")
+    missing = [c for c in meta["features"] if c not in table.columns]
+    if missing:
+        raise DataError(f"the batch lacks the model's feature column(s): {', '.join(map(repr, missing[:10]))}")
+    rows = sample(table, PREDICTION_ROWS, settings.seed)
+    predictions = deployment.predict_table(tracking.load_model(spec.model_name, champion), rows[meta["features"]])
+    features = column_types.cast_columns(rows, meta["types"])
+    labels = rows[label_column].astype(str).where(rows[label_column].notna()) if label_column in rows else \
+        pd.Series([None] * len(rows), dtype="string")
+    return _save(ctx, features, predictions, labels, len(table), source=source)
+
+
+def from_log(ctx: MonitorContext, name: str, types: dict[str, str]) -> dict[str, Any]:
+    """The predictions served for `name` since the end of its last finished check (the most recent ones
+    when there are more than `PREDICTION_ROWS`), with their feedback labels."""
+    with session_scope(ctx.settings.db_url) as session:
+        since = session.scalar(select(func.max(DriftCheck.window_end)).where(
+            DriftCheck.model_name == name, DriftCheck.status == "succeeded", DriftCheck.id != ctx.check_id))
+        where = [Prediction.model_name == name] + ([Prediction.created_at > since] if since else [])
+        n_rows, end = session.execute(select(func.count(), func.max(Prediction.created_at)).where(*where)).one()
+        rows = session.execute(
+            select(Prediction.inputs, Prediction.outputs, Prediction.feedback_label, Prediction.created_at)
+            .where(*where).order_by(Prediction.created_at.desc()).limit(PREDICTION_ROWS)).all()
+    rows = rows[::-1]
+    features = pd.DataFrame([r.inputs for r in rows])
+    predictions = pd.DataFrame([r.outputs for r in rows])
+    labels = pd.Series([r.feedback_label for r in rows], dtype="string")
+    features = column_types.cast_columns(features.reindex(columns=list(types)), types) if rows else features
+    return _save(ctx, features, predictions, labels, n_rows, source="prediction log",
+                 start=(since.isoformat() if since else (rows[0].created_at.isoformat() if rows else None)),
+                 end=end.isoformat() if end else None)
