@@ -18,8 +18,8 @@ from agents import deployment
 from agents.data_engineering import column_types, loading, sql
 from agents.drift.reference import FEEDBACK_ROWS, PREDICTION_ROWS, sample
 from agents.errors import DataError, SpecError
+from agents.job_spec import CheckSpec
 from pipelines.monitoring.configuration import MonitorContext
-from pipelines.monitoring.state import CheckSpec
 from pipelines.training.nodes import write_parquet
 from registry import tracking
 from registry.db import session_scope
