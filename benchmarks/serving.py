@@ -60,7 +60,8 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from agents.deployment import ModelServer, serving_frame
+from agents.deployment.serving import ModelServer
+from agents.deployment.signature import serving_frame
 from pipelines import runner
 from pipelines.api.routes.models import PredictionLog, _json_records, _log
 from pipelines.demo import DEMO_TARGET, write_demo_table

@@ -311,11 +311,11 @@ def predict(
     version: Annotated[str | None, typer.Option(help="Version to use; default the champion.")] = None,
 ) -> None:
     """Batch predictions from the champion (or a given version)."""
-    from agents import deployment
+    from agents.deployment.batch import batch_predict
 
     settings = Settings()
     try:
-        written, rows, used = deployment.batch_predict(settings, name, data, out, version)
+        written, rows, used = batch_predict(settings, name, data, out, version)
     except PoiseError as problem:
         _fail(str(problem))
     console.print(f"wrote {rows:,} predictions from {_escape(name)} v{used} to {written}")

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from agents.deployment import ModelServer
+from agents.deployment.serving import ModelServer
 from agents.errors import PoiseError
 from pipelines.access import hide_paths
 from pipelines.api.limits import BodyLimitMiddleware

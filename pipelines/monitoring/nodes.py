@@ -19,7 +19,8 @@ from mlflow.exceptions import MlflowException
 from sklearn.model_selection import train_test_split
 from sqlalchemy import func, select
 
-from agents import data_engineering, deployment, drift
+from agents import data_engineering, drift
+from agents.deployment.signature import example_rows, predict_table, serving_frame
 from agents.errors import DataError, SpecError
 from pipelines.monitoring.configuration import MonitorContext
 from pipelines.monitoring.state import CheckSpec, MonitorState
@@ -164,7 +165,7 @@ def _window_from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta
     if missing:
         raise DataError(f"the batch lacks the model's feature column(s): {', '.join(map(repr, missing[:10]))}")
     rows = drift.sample(table, drift.PREDICTION_ROWS, settings.seed)
-    predictions = deployment.predict_table(tracking.load_model(spec.model_name, champion), rows[meta["features"]])
+    predictions = predict_table(tracking.load_model(spec.model_name, champion), rows[meta["features"]])
     features = data_engineering.cast_columns(rows, meta["types"])
     labels = rows[label_column].astype(str).where(rows[label_column].notna()) if label_column in rows else \
         pd.Series([None] * len(rows), dtype="string")
@@ -277,10 +278,10 @@ def _register_recalibrated(ctx: MonitorContext, name: str, champion: str, recali
     config.update(prior_weights=recalibration["prior_weights"])
     if recalibration["decision_threshold"] is not None:
         config["decision_threshold"] = recalibration["decision_threshold"]
-    example = deployment.example_rows(reference.holdout[reference.features])
+    example = example_rows(reference.holdout[reference.features])
     return tracking.log_and_register_model(
         ctx.mlflow, run_id, name, ctx.check_id, predictor_dir, model_config=config,
-        input_example=deployment.serving_frame(example), output_example=reference.predictions.loc[example.index],
+        input_example=serving_frame(example), output_example=reference.predictions.loc[example.index],
         tags={DERIVED_FROM_TAG: champion, "poise.kind": "recalibrated"})
 
 
@@ -327,8 +328,8 @@ def compare(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
     reference = _reference(state)
     evaluation = pd.read_parquet(action["evaluation_path"])
     features = evaluation[reference.features]
-    champion = deployment.predict_table(tracking.load_model(spec.model_name, state["champion_version"]), features)
-    challenger = deployment.predict_table(tracking.load_model(spec.model_name, action["challenger_version"]), features)
+    champion = predict_table(tracking.load_model(spec.model_name, state["champion_version"]), features)
+    challenger = predict_table(tracking.load_model(spec.model_name, action["challenger_version"]), features)
     write_parquet(challenger, ctx.check_dir / "challenger_predictions.parquet")
     weights = evaluation[drift.WEIGHT].to_numpy() if drift.WEIGHT in evaluation else None
     comparison = drift.compare(reference, evaluation[reference.target], champion[drift.LABEL],

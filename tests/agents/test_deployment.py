@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from mlflow.types import ColSpec, Schema
 
-from agents.deployment import (
-    ServedModel,
+from agents.deployment.serving import ServedModel
+from agents.deployment.signature import (
     conform_records,
     conform_to_signature,
     example_rows,
