@@ -5,5 +5,7 @@
 - `batch`: a whole file scored by a version (`poise predict`);
 - `serving`: the API's champions kept in memory (`ModelServer`);
 - `fast_scorer`: the tree scorer that serves bagged LightGBM/CatBoost champions without AutoGluon's
-  per-call overhead.
+  per-call overhead, and the record of which path each loaded model takes and why;
+- `autogluon_internals`: the private AutoGluon and LightGBM attributes that scorer reads, and the
+  library versions it was verified with.
 """

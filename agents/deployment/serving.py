@@ -2,23 +2,21 @@
 
 The API answers a single-row request in a few milliseconds, which MLflow's pyfunc wrapper and a registry
 call per request would dominate. `ModelServer` keeps each model's champion loaded and checks its alias at
-most every few seconds; `ServedModel` conforms the input to the signature itself and calls the Poise
-AutoGluon model inside the pyfunc directly, with the fast tree scorer (`agents.deployment.fast_scorer`)
-when that gives exactly the pyfunc's output.
+most every few seconds; `ServedModel` conforms the input to the signature itself and calls the model by
+the path `agents.deployment.fast_scorer.choose_path` decided when it was loaded, which it reports
+(`ModelServer.scoring_paths`, `describe_serving_path`) so nobody has to guess which code served a request.
 """
 
 from __future__ import annotations
 
-import copy
 import gc
 import threading
 import time
 from typing import Any
 
 import pandas as pd
-from mlflow.exceptions import MlflowException
 
-from agents.deployment.fast_scorer import BaggedTreeScorer, ScoredPredictor, Unsupported
+from agents.deployment.fast_scorer import ScoringPath, choose_path
 from agents.deployment.signature import conform_records, conform_to_signature, predict_table
 from agents.errors import SpecError
 from registry import tracking
@@ -38,52 +36,17 @@ def _settle_heap() -> None:
 class ServedModel:
     """A loaded version: its pyfunc, and the Poise AutoGluon model inside it, called directly.
 
-    `predict` conforms the table to the signature (what MLflow's schema enforcement would check)
-    and then, by `path`:
-    - "pyfunc": `mlflow.pyfunc` as it is (a model that is not a Poise AutoGluon pyfunc);
-    - "direct": the pyfunc's own `predict`, without MLflow's wrapper;
-    - "scorer": the pyfunc's own `predict` on a copy whose predictor takes its probabilities from
-      `BaggedTreeScorer`; chosen only when that gives exactly the pyfunc's output on the model's
-      input example plus a row of gaps, else `note` says why not.
-    So every path returns the pyfunc's output (label at the calibrated threshold, prior weights if
+    `predict` conforms the table to the signature (what MLflow's schema enforcement would check) and
+    then calls the model by `scoring.path` (see `ScoringPath`): MLflow's pyfunc as it is, the pyfunc's
+    own `predict` without MLflow's wrapper, or that `predict` with its probabilities from the fast tree
+    scorer. Every path returns the pyfunc's output (label at the calibrated threshold, prior weights if
     any, one `proba_<class>` column per class)."""
 
     def __init__(self, version: str, pyfunc):
         self.version = version
         self.pyfunc = pyfunc
         self.schema = pyfunc.metadata.get_input_schema()
-        self.path, self.note = "pyfunc", None
-        self._python_model = None
-        try:
-            inner = pyfunc.unwrap_python_model()
-        except (MlflowException, AttributeError, ValueError):
-            inner = None
-        if self.schema is None or getattr(inner, "_predictor", None) is None:
-            return
-        self._python_model, self.path = inner, "direct"
-        if not inner._predictor.can_predict_proba:
-            return
-        try:
-            fast = copy.copy(inner)
-            fast._predictor = ScoredPredictor(inner._predictor, BaggedTreeScorer(inner._predictor))
-            self._check(fast)
-            self._python_model, self.path = fast, "scorer"
-        except Unsupported as reason:
-            self.note = f"AutoGluon's own predict_proba: {reason}"
-        except Exception as error:  # noqa: BLE001 - any surprise means: keep AutoGluon's own path
-            self.note = f"AutoGluon's own predict_proba: the scorer failed its check ({type(error).__name__}: {error})"
-
-    def _check(self, fast) -> None:
-        example = self.pyfunc.input_example
-        if not isinstance(example, pd.DataFrame) or example.empty:
-            raise Unsupported("no input example to check the scorer against")
-        gaps = pd.DataFrame([{name: None for name in example.columns}], dtype=object)
-        sample = conform_to_signature(pd.concat([example.astype(object), gaps], ignore_index=True), self.schema)
-        try:
-            pd.testing.assert_frame_equal(fast.predict(None, sample), self._python_model.predict(None, sample),
-                                          check_exact=True)
-        except AssertionError as difference:
-            raise Unsupported(f"scorer output differs from the pyfunc's: {str(difference)[:200]}") from None
+        self._python_model, self.scoring = choose_path(pyfunc, self.schema)
 
     def predict(self, table: pd.DataFrame) -> pd.DataFrame:
         if self._python_model is None:
@@ -155,3 +118,18 @@ class ModelServer:
     def forget(self, name: str) -> None:
         """Drop the cached alias so the next request sees a promotion or rollback at once."""
         self._alias_seen.pop(name, None)
+
+    def scoring_paths(self) -> dict[str, tuple[str, ScoringPath]]:
+        """For each model loaded in this process: the version loaded and the path it is served by."""
+        return {name: (served.version, served.scoring) for name, served in list(self._loaded.items())}
+
+
+def describe_serving_path(settings, name: str, version: str) -> str:
+    """One line saying how this installation serves `name` v`version` (loading it to decide, as the API
+    does), or why that cannot be told."""
+    tracking.configure(settings.tracking_uri, settings.registry_uri)
+    try:
+        served = ServedModel(version, tracking.load_model(name, version))
+    except Exception as error:  # noqa: BLE001 - a report line: whatever stops the load is what it says
+        return f"serving path: unknown (v{version} cannot be loaded: {str(error)[:200]})"
+    return served.scoring.describe()
