@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from agents.deployment.fast_scorer import FAST_TREES
 from agents.errors import PoiseError
+from pipelines.access import hide_paths
 from pipelines.api.deps import get_db, get_settings, require
 from pipelines.settings import Settings
 from registry import tracking
@@ -143,12 +144,15 @@ def list_models(request: Request, settings: Settings = Depends(get_settings), _=
             gate=v.tags.get("poise.gate"),
             **{f"promoted_{key}": value for key, value in (tracking.promotion_record(v.tags) or {}).items()},
         ) for v in model.versions],
-        serving=_serving(*serving[model.name]) if model.name in serving else None,
+        serving=_serving(settings, *serving[model.name]) if model.name in serving else None,
     ) for model in tracking.registered_models(_client(settings))]
 
 
-def _serving(version: str, scoring) -> ServingOut:
-    return ServingOut(version=version, path=scoring.path, fallback=scoring.cause, reason=scoring.reason)
+def _serving(settings: Settings, version: str, scoring) -> ServingOut:
+    """A loaded model's `ScoringPath` (`agents.deployment.fast_scorer`); a reason quoting an error names no server
+    folder."""
+    return ServingOut(version=version, path=scoring.path, fallback=scoring.cause,
+                      reason=hide_paths(scoring.reason, settings))
 
 
 async def _records(request: Request, settings: Settings) -> tuple[pd.DataFrame | None, list[dict[str, Any]] | None]:
