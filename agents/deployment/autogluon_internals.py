@@ -10,6 +10,8 @@ when a model is loaded, never as an AttributeError in the middle of a request:
 - `learner._post_process_predict_proba`: AutoGluon's own class order and label decoding of probabilities;
 - `LGBModel._requires_remap`: whether AutoGluon renames columns before LightGBM sees them (then no fast path);
 - `CatBoostModel._category_features`: the columns CatBoost encodes itself (then no fast path);
+- `AbstractModel._features_internal`: the columns a fold model's library model sees (a column constant in
+  the fold's training rows is left out; then no fast path);
 - `lightgbm.basic._data_from_pandas`: the array LightGBM's `Booster.predict(frame)` builds from a frame.
 
 The scorer also relies on public but undocumented parts of AutoGluon's model objects (`load_model`,
@@ -82,6 +84,11 @@ def lightgbm_renames_columns(fold) -> bool:
 def catboost_category_columns(fold) -> list[str] | None:
     """The columns a fitted `CatBoostModel` hands to CatBoost as categories."""
     return _private(fold, "_category_features")
+
+
+def fold_input_columns(fold) -> list[str]:
+    """The columns a fitted fold model hands to its library, in order: its `features` less any it left out."""
+    return list(_private(fold, "_features_internal") or [])
 
 
 def lightgbm_input_array():

@@ -104,17 +104,23 @@ class BaggedTreeScorer:
         from autogluon.tabular.models.catboost.catboost_model import CatBoostModel
         from autogluon.tabular.models.lgb.lgb_model import LGBModel
 
-        columns = list(fold.features)
         if type(fold) is LGBModel and not internals.lightgbm_renames_columns(fold):
-            internals.check_versions("lightgbm")
-            if self._lightgbm_array is None:
-                self._lightgbm_array = internals.lightgbm_input_array()
-            return ("lightgbm", columns, fold.model,
-                    ("lightgbm", tuple(columns), repr(fold.model.pandas_categorical)))
-        if type(fold) is CatBoostModel and internals.catboost_category_columns(fold) == []:
-            internals.check_versions("catboost")  # (categories would take CatBoost's own encoding)
+            kind = "lightgbm"
+        elif type(fold) is CatBoostModel and internals.catboost_category_columns(fold) == []:
+            kind = "catboost"  # (categories would take CatBoost's own encoding)
+        else:
+            raise Unsupported(f"{name} is neither bagged LightGBM nor bagged CatBoost on numeric columns")
+        columns, seen = list(fold.features), internals.fold_input_columns(fold)
+        if seen != columns:  # a column constant in a fold's training rows is left out of that fold's model
+            dropped = [column for column in columns if column not in seen]
+            raise Unsupported(f"a fold model of {name} leaves out column(s) {', '.join(map(repr, dropped[:5]))} "
+                              f"(constant in its training rows)")
+        internals.check_versions(kind)
+        if kind == "catboost":
             return "catboost", columns, fold.model, ("catboost", tuple(columns))
-        raise Unsupported(f"{name} is neither bagged LightGBM nor bagged CatBoost on numeric columns")
+        if self._lightgbm_array is None:
+            self._lightgbm_array = internals.lightgbm_input_array()
+        return "lightgbm", columns, fold.model, ("lightgbm", tuple(columns), repr(fold.model.pandas_categorical))
 
     @staticmethod
     def _plain(*models) -> None:

@@ -150,6 +150,11 @@ def test_a_bagged_catboost_champion_on_numeric_columns_is_scored_directly_with_e
     served, _ = _register(settings, "bagged-cat-region", with_region, num_bag_folds=3, hyperparameters={"CAT": {}})
     assert served.scoring.path == "autogluon" and served.scoring.cause == "unsupported_model"
     assert "bagged CatBoost on numeric columns" in served.scoring.reason
+    # a column constant in one fold's training rows is left out of that fold's model: AutoGluon's path, saying so
+    rare = table.assign(rare=[1.0] + [0.0] * (len(table) - 1))
+    served, _ = _register(settings, "bagged-cat-rare", rare, num_bag_folds=3, hyperparameters={"CAT": {}})
+    assert served.scoring.path == "autogluon" and served.scoring.cause == "unsupported_model"
+    assert "leaves out column(s) 'rare' (constant in its training rows)" in served.scoring.reason
 
 
 @pytest.mark.slow
