@@ -1,4 +1,4 @@
-"""Poise agents: one module per agent (data engineering, AutoML, deployment).
+"""Poise agents: one module per agent (data engineering, AutoML, drift), a package for deployment.
 
 Each agent is plain functions over pandas tables and JSON-able dicts, so the
 LangGraph nodes in `pipelines/` stay thin and every agent can be tested alone.

@@ -55,7 +55,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
-from agents import deployment  # noqa: E402
+from agents.deployment.signature import predict_table  # noqa: E402
 from pipelines import runner  # noqa: E402
 from pipelines.datasets import TARGET, load  # noqa: E402
 from pipelines.monitoring.runner import check_now  # noqa: E402
@@ -66,7 +66,7 @@ SCENARIOS = ("covariate", "prior", "concept")
 
 
 def macro_f1(settings: Settings, name: str, version: str, rows: pd.DataFrame) -> float:
-    output = deployment.predict_table(tracking.load_model(name, version), rows.drop(columns=[TARGET]))
+    output = predict_table(tracking.load_model(name, version), rows.drop(columns=[TARGET]))
     return float(f1_score(rows[TARGET].astype(str), output["label"].astype(str), average="macro"))
 
 

@@ -27,7 +27,7 @@ Methods ("rows"), each with `--budget` seconds per fit (default 60) and `--prese
 - `poise`: `pipelines.runner.train(...)` on the CSV, wall time around the call (`seconds`).
   The version it registered (the champion when its quality gate passed, else the refused
   version; `gate_passed` and `gate_reason`, from the job's gate step, explain which) then
-  scores the test part's features by batch prediction (`agents.deployment.batch_predict`,
+  scores the test part's features by batch prediction (`agents.deployment.batch.batch_predict`,
   columns `predicted_label` and `predicted_proba_<class>`), timed apart (`predict_seconds`).
 - `autogluon_default`: `TabularPredictor(label).fit(train, time_limit, presets)`;
 - `autogluon_tuned`: AutoGluon set up by hand by an expert: `positive_class` = minority,
@@ -265,7 +265,7 @@ class Poise:
 
     def __init__(self, home: Path):
         from agents.data_engineering.profiling import profile_table
-        from agents.deployment import batch_predict
+        from agents.deployment.batch import batch_predict
         from pipelines.runner import find_job, train
         from pipelines.settings import Settings
         from registry import tracking

@@ -60,7 +60,8 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from agents.deployment import ModelServer, serving_frame
+from agents.deployment.serving import ModelServer
+from agents.deployment.signature import serving_frame
 from pipelines import runner
 from pipelines.api.routes.models import PredictionLog, _json_records, _log
 from pipelines.demo import DEMO_TARGET, write_demo_table
@@ -517,7 +518,7 @@ def print_report(out: dict) -> None:
     m = out["latency"]
     model = out.get("model", {})
     print(f"\nModel {model.get('name')} v{model.get('version')}, ModelServer path: {model.get('serving_path')}"
-          + (f" ({model['serving_note']})" if model.get("serving_note") else ""))
+          + (f" ({model['serving_fallback']}: {model['serving_reason']})" if model.get("serving_reason") else ""))
     print("\nServing latency (sequential, one client, warmed)")
     print(f"{'method':<14}{'rows':>6}{'requests':>10}{'p50 ms':>10}{'p99 ms':>10}{'rows/s':>12}")
     for method in ("in_process", "poise_api", "mlflow_serve"):
@@ -629,7 +630,8 @@ def main() -> None:
         _, admin_key = keys.create_key(settings.db_url, "bench-admin", ["admin"])
 
         served = ModelServer(settings).model(MODEL_NAME)
-        out["model"].update(serving_path=served.path, serving_note=served.note)
+        out["model"].update(serving_path=served.scoring.path, serving_fallback=served.scoring.cause,
+                            serving_reason=served.scoring.reason)
         print("in-process ...", flush=True)
         latency = {"in_process": bench_in_process(settings, frames, args)}
         print("API parts in-process ...", flush=True)

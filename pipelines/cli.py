@@ -237,6 +237,7 @@ def jobs(limit: Annotated[int, typer.Option(help="How many recent jobs.")] = 20)
 @app.command()
 def show(job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix).")]) -> None:
     """Show a job's steps, model version and metrics."""
+    from agents.deployment.serving import describe_serving_path
     from pipelines import runner
     from registry import tracking
 
@@ -260,6 +261,7 @@ def show(job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix)
         role = "champion" if champion == str(version.version) else "not champion"
         console.print(f"model {_escape(version.registered_name)} v{version.version} — {role}: "
                       f"{_escape(version.gate_reason or '')}")
+        console.print(_escape(describe_serving_path(settings, version.registered_name, str(version.version))))
         for key in ("f1", "macro_f1", "balanced_accuracy", "pr_auc", "minority_recall", "expected_cost"):
             if key in version.metrics:
                 console.print(f"  {key:<18} {version.metrics[key]:.4f}")
@@ -297,11 +299,11 @@ def predict(
     version: Annotated[str | None, typer.Option(help="Version to use; default the champion.")] = None,
 ) -> None:
     """Batch predictions from the champion (or a given version)."""
-    from agents import deployment
+    from agents.deployment.batch import batch_predict
 
     settings = Settings()
     try:
-        written, rows, used = deployment.batch_predict(settings, name, data, out, version)
+        written, rows, used = batch_predict(settings, name, data, out, version)
     except PoiseError as problem:
         _fail(str(problem))
     console.print(f"wrote {rows:,} predictions from {_escape(name)} v{used} to {written}")

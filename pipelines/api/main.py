@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from agents.deployment import ModelServer
+from agents.deployment.serving import ModelServer
 from agents.errors import PoiseError
 from pipelines.access import hide_paths
 from pipelines.api.limits import BodyLimitMiddleware
@@ -28,8 +28,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Imbalance-aware AutoML: submit jobs, chat, serve champions, log predictions, "
                               "watch them for drift.")
     app.state.settings = settings
-    app.state.metrics = ApiMetrics(settings.db_url)
     app.state.model_server = ModelServer(settings)
+    app.state.metrics = ApiMetrics(settings.db_url, app.state.model_server)
     # 413 before a body is read: uploads up to their limit (plus room for the multipart form around the file),
     # every other route up to `request_max_bytes`; the UI at /ui keeps Gradio's own limit (`max_file_size`)
     app.add_middleware(BodyLimitMiddleware, default=settings.request_max_bytes, exempt=("/ui",),

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the API: requests, latencies, and jobs by state (read at scrape time)."""
+"""Prometheus metrics of the API: requests, latencies, jobs by state and the serving path of each loaded
+model (both read at scrape time)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,24 @@ class JobsCollector:
         yield gauge
 
 
+class ServingPathsCollector:
+    """One series per model this API process has loaded: its version, the path that computes its predictions
+    (`fast_trees`, `autogluon`, `mlflow_pyfunc`) and, when not `fast_trees`, the kind of reason why (`fallback`;
+    the reason in words is in `GET /api/v1/models`)."""
+
+    def __init__(self, server):
+        self.server = server
+
+    def collect(self):
+        gauge = GaugeMetricFamily("poise_model_serving_path", "The path serving each loaded model's predictions (1)",
+                                  labels=["model", "version", "path", "fallback"])
+        for name, (version, scoring) in sorted(self.server.scoring_paths().items()):
+            gauge.add_metric([name, version, scoring.path, scoring.cause or ""], 1)
+        yield gauge
+
+
 class ApiMetrics:
-    def __init__(self, db_url: str):
+    def __init__(self, db_url: str, model_server=None):
         self.registry = CollectorRegistry()
         self.requests = Counter("poise_http_requests_total", "HTTP requests", ["method", "route", "status"],
                                 registry=self.registry)
@@ -36,6 +53,8 @@ class ApiMetrics:
             "poise_prediction_log_dropped_rows_total", "Served predictions the prediction log failed to store",
             registry=self.registry)
         self.registry.register(JobsCollector(db_url))
+        if model_server is not None:
+            self.registry.register(ServingPathsCollector(model_server))
 
 
 class MetricsMiddleware:

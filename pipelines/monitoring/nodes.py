@@ -19,7 +19,7 @@ from langgraph.types import interrupt
 from mlflow.exceptions import MlflowException
 from sqlalchemy import select
 
-from agents import deployment
+from agents.deployment.signature import example_rows, predict_table, serving_frame
 from agents.drift import adaptation, decision, detection
 from agents.drift.reference import LABEL, WEIGHT, Reference, Window, class_weights
 from agents.errors import DataError, SpecError
@@ -27,7 +27,7 @@ from agents.job_spec import CheckSpec, JobSpec
 from pipelines.monitoring import windows
 from pipelines.monitoring.configuration import MonitorContext
 from pipelines.monitoring.state import MonitorState
-from pipelines.training.nodes import write_parquet, user_errors
+from pipelines.training.nodes import user_errors, write_parquet
 from registry import tracking
 from registry.db import session_scope
 from registry.models import Job, ModelVersion
@@ -154,10 +154,10 @@ def _register_recalibrated(ctx: MonitorContext, name: str, champion: str, recali
     config.update(prior_weights=recalibration["prior_weights"])
     if recalibration["decision_threshold"] is not None:
         config["decision_threshold"] = recalibration["decision_threshold"]
-    example = deployment.example_rows(reference.holdout[reference.features])
+    example = example_rows(reference.holdout[reference.features])
     return tracking.log_and_register_model(
         ctx.mlflow, run_id, name, ctx.check_id, predictor_dir, model_config=config,
-        input_example=deployment.serving_frame(example), output_example=reference.predictions.loc[example.index],
+        input_example=serving_frame(example), output_example=reference.predictions.loc[example.index],
         tags={DERIVED_FROM_TAG: champion, "poise.kind": "recalibrated"})
 
 
@@ -204,8 +204,8 @@ def compare(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
     reference = _reference(state)
     evaluation = pd.read_parquet(action["evaluation_path"])
     features = evaluation[reference.features]
-    champion = deployment.predict_table(tracking.load_model(spec.model_name, state["champion_version"]), features)
-    challenger = deployment.predict_table(tracking.load_model(spec.model_name, action["challenger_version"]), features)
+    champion = predict_table(tracking.load_model(spec.model_name, state["champion_version"]), features)
+    challenger = predict_table(tracking.load_model(spec.model_name, action["challenger_version"]), features)
     write_parquet(challenger, ctx.check_dir / "challenger_predictions.parquet")
     weights = evaluation[WEIGHT].to_numpy() if WEIGHT in evaluation else None
     comparison = adaptation.compare(reference, evaluation[reference.target], champion[LABEL],

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import func, select
 
-from agents import deployment
 from agents.data_engineering import column_types, loading, sql
+from agents.deployment.signature import predict_table
 from agents.drift.reference import FEEDBACK_ROWS, PREDICTION_ROWS, sample
 from agents.errors import DataError, SpecError
 from agents.job_spec import CheckSpec
@@ -106,7 +106,7 @@ def from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: dict) 
     if missing:
         raise DataError(f"the batch lacks the model's feature column(s): {', '.join(map(repr, missing[:10]))}")
     rows = sample(table, PREDICTION_ROWS, settings.seed)
-    predictions = deployment.predict_table(tracking.load_model(spec.model_name, champion), rows[meta["features"]])
+    predictions = predict_table(tracking.load_model(spec.model_name, champion), rows[meta["features"]])
     features = column_types.cast_columns(rows, meta["types"])
     labels = rows[label_column].astype(str).where(rows[label_column].notna()) if label_column in rows else \
         pd.Series([None] * len(rows), dtype="string")

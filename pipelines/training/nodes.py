@@ -19,8 +19,10 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from mlflow.exceptions import MlflowException
 
-from agents import automl, deployment, evaluation, imbalance_policy, summary
+from agents import automl, evaluation, imbalance_policy, summary
 from agents.data_engineering import column_types, data_card, loading, profiling, splitting
+from agents.deployment.gate import ChampionEvidence, quality_gate, reference_scores, schema_changes, score_champion
+from agents.deployment.signature import example_rows, serving_frame
 from agents.drift.reference import REFERENCE_ROWS, Reference, prediction_columns, reference_meta, sample
 from agents.errors import PoiseError
 from agents.job_spec import JobSpec
@@ -272,19 +274,19 @@ def gate(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, A
     if champion is not None and champion == tracking.find_version(client, spec.name, ctx.job_id):
         champion = None  # this job already became champion before an interruption: judge it afresh
     evidence = None if champion is None else champion_evidence(state, ctx, spec, champion)
-    verdict = deployment.quality_gate(state["metrics"], state["baselines"], state["policy"],
-                                      f"holdout of job {ctx.job_id[:12]}", evidence)
+    verdict = quality_gate(state["metrics"], state["baselines"], state["policy"],
+                           f"holdout of job {ctx.job_id[:12]}", evidence)
     client.log_dict(state["mlflow_run_id"], verdict, "gate.json")
     client.set_tag(state["mlflow_run_id"], "poise.gate", "passed" if verdict["passed"] else "failed")
     return {"gate": verdict}
 
 
 def champion_evidence(state: TrainingState, ctx: TrainingContext, spec: JobSpec,
-                      champion: str) -> deployment.ChampionEvidence:
+                      champion: str) -> ChampionEvidence:
     """The champion against this job's model: what changed in the data's schema or label set, and both scored on
     this job's holdout and on the champion's reference holdout (stored with it at registration). This job's model
     is its first fit, the one the holdout scored: the refit comes after the gate."""
-    evidence = deployment.ChampionEvidence(spec.name, champion)
+    evidence = ChampionEvidence(spec.name, champion)
     try:
         _, frames, meta = tracking.load_reference(ctx.mlflow, spec.name, champion)
     except (MlflowException, OSError):
@@ -293,17 +295,16 @@ def champion_evidence(state: TrainingState, ctx: TrainingContext, spec: JobSpec,
                                        f"version explicitly with `poise promote {spec.name} VERSION --reason ...`"}
         return evidence
     types = profiling.feature_types(state["profile"])
-    evidence.changes = deployment.schema_changes(meta, spec.target, types,
-                                                 list(state["profile"]["target"]["class_counts"]))
+    evidence.changes = schema_changes(meta, spec.target, types, list(state["profile"]["target"]["class_counts"]))
     if evidence.changes:
         return evidence
     holdout = pd.read_parquet(state["split"]["holdout_path"])
-    evidence.on_holdout = deployment.score_champion(spec.name, champion, holdout, spec.target, state["policy"])
+    evidence.on_holdout = score_champion(spec.name, champion, holdout, spec.target, state["policy"])
     reference = Reference(**frames, meta=meta)
     labels, _ = labels_and_proba(ctx.predictor(state["fit"]["predictor_dir"]),
                                  column_types.cast_columns(reference.holdout, types))
-    evidence.reference = deployment.reference_scores(f"reference holdout of champion v{champion}", reference, labels,
-                                                     ctx.settings.seed)
+    evidence.reference = reference_scores(f"reference holdout of champion v{champion}", reference, labels,
+                                          ctx.settings.seed)
     return evidence
 
 
@@ -314,7 +315,7 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
     client, fit, policy = ctx.mlflow, served_fit(state), state["policy"]
     holdout = pd.read_parquet(state["split"]["holdout_path"])
     predictions = pd.read_parquet(ctx.job_dir / "holdout_predictions.parquet")
-    example = deployment.example_rows(holdout.drop(columns=[spec.target]))
+    example = example_rows(holdout.drop(columns=[spec.target]))
     version = tracking.log_and_register_model(
         client, state["mlflow_run_id"], spec.name, ctx.job_id, Path(fit["deploy_dir"]),
         model_config={
@@ -324,7 +325,7 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
             "boolean_tokens": column_types.boolean_tokens(),
             "na_values": spec.na_values,
         },
-        input_example=deployment.serving_frame(example), output_example=predictions.loc[example.index],
+        input_example=serving_frame(example), output_example=predictions.loc[example.index],
         tags={
             "poise.data_hash": state["load_info"]["content_hash"],
             "poise.imbalance_ratio": f"{state['profile']['target']['imbalance_ratio']:.3f}",

@@ -1,5 +1,6 @@
 """Inputs conformed to a model's signature: numbers stay numbers, bad values are named, never silently NaN.
-Served models: every serving path gives exactly the registered pyfunc's output."""
+Served models: every serving path gives exactly the registered pyfunc's output, and which path serves a model,
+and why when it is not the fast one, is reported."""
 
 import json
 from pathlib import Path
@@ -8,8 +9,8 @@ import pandas as pd
 import pytest
 from mlflow.types import ColSpec, Schema
 
-from agents.deployment import (
-    ServedModel,
+from agents.deployment.serving import ServedModel
+from agents.deployment.signature import (
     conform_records,
     conform_to_signature,
     example_rows,
@@ -121,7 +122,7 @@ def test_a_bagged_lightgbm_champion_is_scored_directly_with_exactly_the_pyfunc_o
     table = make_table(n_rows=800, seed=3).drop(columns=["customer_id"])
     served, holdout = _register(settings, "bagged-gbm", table, num_bag_folds=3,
                                 hyperparameters={"GBM": [{}, {"extra_trees": True, "ag_args": {"name_suffix": "XT"}}]})
-    assert served.path == "scorer", served.note
+    assert served.scoring.path == "fast_trees", served.scoring
     for frame in (serving_frame(holdout), _odd_rows(holdout), serving_frame(holdout.head(1))):
         expected = predict_table(served.pyfunc, frame)  # MLflow's pyfunc, schema enforcement and all
         pd.testing.assert_frame_equal(served.predict(frame), expected, check_exact=True)
@@ -139,7 +140,7 @@ def test_a_bagged_catboost_champion_on_numeric_columns_is_scored_directly_with_e
     settings.ensure_home()
     table = make_table(n_rows=800, seed=5).drop(columns=["customer_id", "plan", "region", "country"])
     served, holdout = _register(settings, "bagged-cat", table, num_bag_folds=3, hyperparameters={"CAT": {}})
-    assert served.path == "scorer", served.note
+    assert served.scoring.path == "fast_trees", served.scoring
     gaps = pd.DataFrame([{column: None for column in holdout.columns}])
     for frame in (serving_frame(holdout), serving_frame(gaps), serving_frame(holdout.head(1))):
         expected = predict_table(served.pyfunc, frame)
@@ -147,7 +148,13 @@ def test_a_bagged_catboost_champion_on_numeric_columns_is_scored_directly_with_e
     # with a categorical column CatBoost encodes categories its own way: AutoGluon's path serves it
     with_region = make_table(n_rows=800, seed=5).drop(columns=["customer_id", "plan", "country"])
     served, _ = _register(settings, "bagged-cat-region", with_region, num_bag_folds=3, hyperparameters={"CAT": {}})
-    assert served.path == "direct" and "bagged CatBoost on numeric columns" in served.note
+    assert served.scoring.path == "autogluon" and served.scoring.cause == "unsupported_model"
+    assert "bagged CatBoost on numeric columns" in served.scoring.reason
+    # a column constant in one fold's training rows is left out of that fold's model: AutoGluon's path, saying so
+    rare = table.assign(rare=[1.0] + [0.0] * (len(table) - 1))
+    served, _ = _register(settings, "bagged-cat-rare", rare, num_bag_folds=3, hyperparameters={"CAT": {}})
+    assert served.scoring.path == "autogluon" and served.scoring.cause == "unsupported_model"
+    assert "leaves out column(s) 'rare' (constant in its training rows)" in served.scoring.reason
 
 
 @pytest.mark.slow
@@ -156,11 +163,84 @@ def test_other_champions_use_the_pyfunc_code_without_mlflow_and_give_the_same_ou
     settings.ensure_home()
     table = make_table(n_rows=800, seed=4).drop(columns=["customer_id"])
     served, holdout = _register(settings, "forest", table, hyperparameters={"RF": {"n_estimators": 50}})
-    assert served.path == "direct" and "not a first-level bagged model" in served.note
+    assert served.scoring.path == "autogluon" and "not a first-level bagged model" in served.scoring.reason
     for frame in (serving_frame(holdout), _odd_rows(holdout)):
         pd.testing.assert_frame_equal(served.predict(frame), predict_table(served.pyfunc, frame), check_exact=True)
     with pytest.raises(DataError, match="column 'tenure_months' needs numbers"):
         served.predict(serving_frame(holdout.head(1)).assign(tenure_months="soon"))
+
+
+@pytest.mark.slow
+def test_the_api_its_metrics_and_poise_show_say_which_path_serves_each_champion_and_why(
+        tmp_path, make_table, serve_app, monkeypatch):
+    import httpx
+    import lightgbm.basic
+
+    from agents.deployment import autogluon_internals
+    from agents.deployment.serving import describe_serving_path
+    from pipelines.api.main import create_app
+    from registry.keys import create_key
+
+    settings = Settings(home=tmp_path / "home")
+    settings.ensure_home()
+    table = make_table(n_rows=800, seed=3).drop(columns=["customer_id"])
+    fast, holdout = _register(settings, "trees", table, num_bag_folds=2, hyperparameters={"GBM": {}})
+    slow, _ = _register(settings, "forest", table, hyperparameters={"RF": {"n_estimators": 20}})
+    assert fast.scoring.path == "fast_trees" and fast.scoring.reason is None, fast.scoring
+    assert slow.scoring.path == "autogluon" and slow.scoring.cause == "unsupported_model"
+    client = tracking.configure(settings.tracking_uri, settings.registry_uri)
+    for name in ("trees", "forest"):
+        tracking.promote(client, name, "1")
+    key = create_key(settings.db_url, "test", ["read", "predict"])[1]
+    records = json.loads(serving_frame(holdout.head(1)).to_json(orient="records"))
+    with serve_app(create_app(settings)) as url, httpx.Client(base_url=url, timeout=120,
+                                                              headers={"X-API-Key": key}) as api:
+        models = {model["name"]: model for model in api.get("/api/v1/models").json()}
+        assert models["trees"]["serving"] is None  # not loaded by this process yet
+        for name in ("trees", "forest"):
+            assert api.post(f"/api/v1/models/{name}/predict", json={"records": records}).status_code == 200
+        models = {model["name"]: model for model in api.get("/api/v1/models").json()}
+        metrics = api.get("/metrics").text
+    assert models["trees"]["serving"] == {"version": "1", "path": "fast_trees", "fallback": None, "reason": None}
+    assert models["forest"]["serving"]["path"] == "autogluon"
+    assert models["forest"]["serving"]["fallback"] == "unsupported_model"
+    assert "not a first-level bagged model" in models["forest"]["serving"]["reason"]
+    assert 'poise_model_serving_path{fallback="",model="trees",path="fast_trees",version="1"} 1.0' in metrics
+    assert ('poise_model_serving_path{fallback="unsupported_model",model="forest",path="autogluon",version="1"} 1.0'
+            in metrics)
+    assert describe_serving_path(settings, "trees", "1").startswith("serving path: fast_trees")
+    assert "not a first-level bagged model" in describe_serving_path(settings, "forest", "1")  # `poise show`'s line
+
+    # a library version other than the pinned one, or a private attribute gone: AutoGluon's path, saying so
+    with monkeypatch.context() as patch:
+        patch.setitem(autogluon_internals.PINNED, "lightgbm", "4.6.0")
+        mismatch = ServedModel("1", fast.pyfunc).scoring
+    assert mismatch.path == "autogluon" and mismatch.cause == "version_mismatch"
+    assert mismatch.reason.startswith("lightgbm 4.7.0 is installed; the fast scorer is verified with lightgbm==4.6.0")
+    with monkeypatch.context() as patch:
+        patch.delattr(lightgbm.basic, "_data_from_pandas")
+        missing = ServedModel("1", fast.pyfunc).scoring
+    assert missing.path == "autogluon" and missing.cause == "private_attribute_missing"
+    assert missing.reason == "private attribute `lightgbm.basic._data_from_pandas` is missing"
+    pd.testing.assert_frame_equal(ServedModel("1", fast.pyfunc).predict(serving_frame(holdout)),
+                                  fast.predict(serving_frame(holdout)), check_exact=True)
+
+
+def test_the_fast_scorer_is_verified_with_exactly_the_versions_pyproject_pins():
+    import importlib.metadata
+    import re
+    import tomllib
+
+    from agents.deployment.autogluon_internals import PINNED
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    pins = {}
+    for requirement in pyproject["project"]["dependencies"]:
+        name, version = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?==([^;\s]+).*", requirement).groups()
+        pins[name] = version
+    for package, version in PINNED.items():
+        pinned = pins["autogluon.tabular"] if package == "autogluon.core" else pins[package]
+        assert version == pinned == importlib.metadata.version(package), package
 
 
 def test_the_input_example_has_a_value_in_every_column_that_has_one():

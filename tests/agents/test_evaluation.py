@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from agents.deployment import ChampionEvidence, quality_gate
+from agents.deployment.gate import ChampionEvidence, quality_gate
 from agents.evaluation import baseline_metrics, classification_metrics
 
 POLICY = {"problem_type": "binary", "objective": "f1", "positive_class": "bad", "minority_class": "bad",

@@ -16,7 +16,7 @@ import pytest
 from mlflow.types import ColSpec, Schema
 from sqlalchemy import select
 
-from agents.deployment import conform_to_signature
+from agents.deployment.signature import conform_to_signature
 from pipelines import runner
 from pipelines.api.main import create_app
 from pipelines.api.routes.models import PredictionLog, _csv_table, _json_records, prediction_log

@@ -122,6 +122,7 @@ def test_killed_job_resumes_without_retraining_or_duplicate_version(poise_home, 
 
     shown = poise("show", job_id[:10])
     assert shown.returncode == 0 and "demo-hypothyroid v1" in shown.stdout
+    assert "serving path: " in shown.stdout  # fast_trees, or autogluon with the reason why not
 
 
 def test_mlflow_ui_serves_the_store_read_only_and_stops_with_its_process_group(poise_home, settings):

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from agents import deployment
+from agents.deployment.signature import predict_table
 from pipelines import runner
 from pipelines.api.main import create_app
 from pipelines.cli import app
@@ -76,7 +76,7 @@ def _serve(settings, rows: pd.DataFrame, labelled: bool = True) -> None:
     """Log predictions of the champion for `rows` as the API does, with feedback labels."""
     version = tracking.champion_version(_client(settings), NAME)
     features = rows.drop(columns=[TARGET])
-    output = deployment.predict_table(tracking.load_model(NAME, version), features)
+    output = predict_table(tracking.load_model(NAME, version), features)
     with session_scope(settings.db_url) as session:
         for (_, row), (_, out), label in zip(features.iterrows(), output.iterrows(), rows[TARGET]):
             session.add(Prediction(id=uuid.uuid4().hex, model_name=NAME, model_version=version,
@@ -198,8 +198,8 @@ def test_a_pure_prior_shift_is_recalibrated_without_a_refit(served):
     config = info.flavors["python_function"]["config"]
     assert config["prior_weights"]["positive"] > 1.5 > 1.0 > config["prior_weights"]["negative"]
     features = batch.drop(columns=[TARGET])
-    old = deployment.predict_table(tracking.load_model(NAME, champion), features)
-    new = deployment.predict_table(tracking.load_model(NAME, result.challenger_version), features)
+    old = predict_table(tracking.load_model(NAME, champion), features)
+    new = predict_table(tracking.load_model(NAME, result.challenger_version), features)
     assert (new["proba_positive"] >= old["proba_positive"] - 1e-9).all()
     check = find_check(settings, result.check_id)
     assert check.results["action"]["evaluated_on"].startswith("reference holdout weighted")

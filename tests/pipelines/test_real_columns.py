@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agents import deployment
+from agents.deployment import batch, signature
 from agents.errors import DataError
 from pipelines.api.main import create_app
 from pipelines.runner import train
@@ -62,8 +62,8 @@ def test_a_messy_parquet_trains_and_serves_from_parquet_csv_and_single_json_rows
     schema = tracking.load_model("stops", result.model_version).metadata.get_input_schema()
     assert {spec.name: spec.type.name for spec in schema.inputs}["rating"] == "string"  # not `Any`: an example has one
 
-    from_parquet = deployment.batch_predict(settings, "stops", parquet, tmp_path / "a.csv")
-    from_csv = deployment.batch_predict(settings, "stops", csv, tmp_path / "b.csv")
+    from_parquet = batch.batch_predict(settings, "stops", parquet, tmp_path / "a.csv")
+    from_csv = batch.batch_predict(settings, "stops", csv, tmp_path / "b.csv")
     assert from_parquet[1] == from_csv[1] == N_ROWS
     scored_parquet, scored_csv = pd.read_csv(from_parquet[0]), pd.read_csv(from_csv[0])
     assert (scored_parquet["predicted_label"] == scored_csv["predicted_label"]).all()
@@ -101,13 +101,13 @@ def test_a_schema_error_names_columns_and_types_never_rows(settings, tmp_path):
     result = train(tmp_path / "t.csv", "outcome", name="types", time_limit=10, settings=settings)
     assert result.status == "succeeded", result.error
     model = tracking.load_model("types", result.model_version)
-    features = deployment.conform_to_signature(frame.drop(columns=["outcome"]), model.metadata.get_input_schema())
+    features = signature.conform_to_signature(frame.drop(columns=["outcome"]), model.metadata.get_input_schema())
 
-    assert deployment.schema_mismatch(features, model.metadata.get_input_schema()).startswith("the model rejected")
+    assert signature.schema_mismatch(features, model.metadata.get_input_schema()).startswith("the model rejected")
     wrong = features.assign(score=features["score"].astype("float32"), seen_at=features["seen_at"].astype(str))
-    message = deployment.schema_mismatch(wrong, model.metadata.get_input_schema())
+    message = signature.schema_mismatch(wrong, model.metadata.get_input_schema())
     assert message == "'score': expected double, got float32; 'seen_at': expected datetime, got object"
 
     words = frame.assign(score="high")
     with pytest.raises(DataError, match=rf"^column 'score' needs numbers; got 'high' in {len(frame)} row\(s\)$"):
-        deployment.predict_table(model, words)
+        signature.predict_table(model, words)

@@ -9,7 +9,7 @@ from autogluon.tabular import TabularPredictor
 from mlflow import MlflowClient
 from sqlalchemy import select
 
-from agents import deployment
+from agents.deployment.signature import serving_frame
 from pipelines import runner
 from pipelines.settings import Settings
 from registry import tracking
@@ -77,7 +77,7 @@ def test_train_registers_gated_champion_that_serves_like_the_predictor(settings,
     champion = mlflow.pyfunc.load_model("models:/churn@champion")
     in_memory = champion.unwrap_python_model()._predictor  # serving never reads a model from disk per request
     assert in_memory.model_names(persisted=False) == [] and in_memory.model_best in in_memory.model_names(persisted=True)
-    served = champion.predict(deployment.serving_frame(features))
+    served = champion.predict(serving_frame(features))
     expected_labels = predictor.predict(features).astype(str)
     assert list(served["label"]) == list(expected_labels)
     expected_proba = predictor.predict_proba(features)
@@ -119,7 +119,7 @@ def test_cost_objective_with_hostile_column_names(settings, tmp_path, make_table
     report = result.report_path.read_text()
     assert "<script>" not in report and "DROP TABLE" not in report.split("## Holdout")[1]
     served = tracking.load_model("churn-cost", result.model_version).predict(
-        deployment.serving_frame(pd.read_parquet(result.holdout_path).drop(columns=["churned"])))
+        serving_frame(pd.read_parquet(result.holdout_path).drop(columns=["churned"])))
     assert len(served) == result.metrics["n_holdout"]
     assert result.gate["metric"] == "expected_cost"
     policy = json.loads((settings.job_dir(result.job_id) / "data_card.json").read_text())  # data card exists

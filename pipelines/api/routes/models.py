@@ -23,7 +23,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from agents.deployment.fast_scorer import FAST_TREES
 from agents.errors import PoiseError
+from pipelines.access import hide_paths
 from pipelines.api.deps import get_db, get_settings, require
 from pipelines.settings import Settings
 from registry import tracking
@@ -59,11 +61,24 @@ class VersionOut(BaseModel):
     promoted_reason: str | None = Field(None, description="Why, as recorded with the promotion.")
 
 
+class ServingOut(BaseModel):
+    version: str = Field(description="The version this API process has loaded (the champion when it was loaded).")
+    path: str = Field(description="What computes its predictions: `fast_trees` (Poise's scorer of AutoGluon's bagged "
+                                  "trees, checked bit-identical when loaded), `autogluon` (AutoGluon's own "
+                                  "`predict_proba`) or `mlflow_pyfunc` (MLflow's pyfunc as it is).")
+    fallback: str | None = Field(None, description="Unless `fast_trees`: the kind of reason why not (e.g. "
+                                                   "`unsupported_model`, `version_mismatch`, "
+                                                   "`private_attribute_missing`, `output_differs`).")
+    reason: str | None = Field(None, description="Unless `fast_trees`: the reason in words.")
+
+
 class ModelOut(BaseModel):
     name: str
     champion: str | None
     previous_champion: str | None
     versions: list[VersionOut]
+    serving: ServingOut | None = Field(None, description="How this API process serves the model; null until a "
+                                                         "prediction has loaded it.")
 
 
 class PredictIn(BaseModel):
@@ -114,7 +129,8 @@ def _client(settings: Settings):
 
 
 @router.get("", response_model=list[ModelOut], summary="Registered models with versions and aliases")
-def list_models(settings: Settings = Depends(get_settings), _=Depends(require("read"))):
+def list_models(request: Request, settings: Settings = Depends(get_settings), _=Depends(require("read"))):
+    serving = request.app.state.model_server.scoring_paths()
     return [ModelOut(
         name=model.name, champion=model.champion, previous_champion=model.previous_champion,
         versions=[VersionOut(
@@ -128,7 +144,15 @@ def list_models(settings: Settings = Depends(get_settings), _=Depends(require("r
             gate=v.tags.get("poise.gate"),
             **{f"promoted_{key}": value for key, value in (tracking.promotion_record(v.tags) or {}).items()},
         ) for v in model.versions],
+        serving=_serving(settings, *serving[model.name]) if model.name in serving else None,
     ) for model in tracking.registered_models(_client(settings))]
+
+
+def _serving(settings: Settings, version: str, scoring) -> ServingOut:
+    """A loaded model's `ScoringPath` (`agents.deployment.fast_scorer`); a reason quoting an error names no server
+    folder."""
+    return ServingOut(version=version, path=scoring.path, fallback=scoring.cause,
+                      reason=hide_paths(scoring.reason, settings))
 
 
 async def _records(request: Request, settings: Settings) -> tuple[pd.DataFrame | None, list[dict[str, Any]] | None]:
@@ -380,7 +404,7 @@ async def predict(name: str, request: Request, settings: Settings = Depends(get_
     server = request.app.state.model_server
     warm = server.warm(name)
     try:
-        if warm is not None and warm.path == "scorer" and rows <= INLINE_ROWS:
+        if warm is not None and warm.scoring.path == FAST_TREES and rows <= INLINE_ROWS:
             # ~2 ms of mostly GIL-bound work: a worker thread would add two wake-ups and no parallelism
             version, output, columns = _serve(server, name, table, records)
         else:  # loading, registry calls, big tables or slower models: off the event loop
