@@ -322,9 +322,9 @@ def batch_predict(settings, name: str, data, out, version: str | None = None) ->
     client = tracking.configure(settings.tracking_uri, settings.registry_uri)
     used = version or tracking.champion_version(client, name)
     if used is None:
-        from agents.summary import no_champion_advice
+        from agents.summary import no_champion_error
 
-        raise SpecError(no_champion_advice(settings, client, name, predict_with=(str(data), str(out)))["message"])
+        raise no_champion_error(settings, client, name, predict_with=(str(data), str(out)))
     try:
         model = tracking.load_model(name, used)
     except MlflowException as error:
@@ -562,10 +562,13 @@ class ModelServer:
         return seen[1]
 
     def model(self, name: str) -> ServedModel:
-        """The current champion, loaded; raises SpecError when there is none."""
+        """The current champion, loaded; raises NoChampion (naming the versions and next steps) when there is none,
+        NotFound when no version of the model is registered."""
         version = self.champion(name)
         if version is None:
-            raise SpecError(f"model '{name}' has no champion version")
+            from agents.summary import no_champion_error
+
+            raise no_champion_error(self.settings, self._client, name)
         loaded = self._loaded.get(name)
         if loaded is None or loaded.version != version:
             with self._lock:

@@ -20,15 +20,16 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 from pydantic import ValidationError
 
-from agents.errors import SpecError
+from agents.errors import Conflict, SpecError
 from pipelines.monitoring.configuration import MonitorContext
 from pipelines.monitoring.graph import AGENT_OF_STEP, build_graph
 from pipelines.monitoring.state import CheckSpec
-from pipelines.runner import AWAITING_APPROVAL, EventHandler, StepEvent, find_row, option_problems
+from pipelines.runner import AWAITING_APPROVAL, EventHandler, StepEvent, option_problems
 from pipelines.settings import Settings
 from registry import tracking
 from registry.db import session_scope
 from registry.models import DriftCheck
+from registry.queries import find_check_by_prefix
 
 
 @dataclass
@@ -72,7 +73,7 @@ def check_now(model_name: str, settings: Settings, on_event: EventHandler | None
 
 def find_check(settings: Settings, check_id: str) -> DriftCheck:
     with session_scope(settings.db_url) as session:
-        found = find_row(session, DriftCheck, check_id, "drift check")
+        found = find_check_by_prefix(session, check_id)
         session.expunge(found)
         return found
 
@@ -82,7 +83,7 @@ def decide_check(check_id: str, approved: bool, settings: Settings, by: str = "u
     """Answer a check waiting for approval of its promotion, and finish it here."""
     check = find_check(settings, check_id)
     if check.status != AWAITING_APPROVAL:
-        raise SpecError(f"drift check {check.id[:12]} is {check.status}, not waiting for approval")
+        raise Conflict(f"drift check {check.id[:12]} is {check.status}, not waiting for approval")
     return run_check(check.id, settings, on_event, resume_value={"approved": approved, "by": by})
 
 
@@ -91,8 +92,8 @@ def queue_check_decision(check_id: str, approved: bool, settings: Settings, by: 
     with session_scope(settings.db_url) as session:
         check = session.get(DriftCheck, check_id)
         if check is None or check.status != AWAITING_APPROVAL:
-            raise SpecError(f"drift check {check_id[:12]} is {check.status if check else 'unknown'}, "
-                            "not waiting for approval")
+            raise Conflict(f"drift check {check_id[:12]} is {check.status if check else 'unknown'}, "
+                           "not waiting for approval")
         check.pending_decision, check.status = {"approved": approved, "by": by}, "queued"
 
 
