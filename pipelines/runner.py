@@ -33,6 +33,7 @@ from pipelines.training.state import JobSpec, served_fit
 from registry import tracking
 from registry.db import session_scope
 from registry.models import Dataset, Job, JobStep, ModelVersion
+from registry import queries
 from registry.queries import find_job_by_prefix
 
 RESUMABLE = {"queued", "running", "interrupted", "failed"}
@@ -296,9 +297,7 @@ def _finish(settings: Settings, job_id: str, status: str, error: str | None, run
 def _record_model_version(settings: Settings, job_id: str, state: dict[str, Any]) -> None:
     spec = state["spec"]
     with session_scope(settings.db_url) as session:
-        exists = session.scalar(select(ModelVersion).where(
-            ModelVersion.registered_name == spec["name"], ModelVersion.version == state["model_version"]))
-        if exists is None:
+        if queries.model_version(session, spec["name"], state["model_version"]) is None:
             session.add(ModelVersion(
                 job_id=job_id, mlflow_run_id=state["mlflow_run_id"], registered_name=spec["name"],
                 version=state["model_version"], metrics=_scalars(state["metrics"]),

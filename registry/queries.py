@@ -84,12 +84,6 @@ def model_version(session: Session, name: str, version: str) -> ModelVersion | N
                                                      ModelVersion.version == str(version)))
 
 
-def model_versions(session: Session, name: str) -> list[ModelVersion]:
-    """The rows of every version of `name` that a job of this database registered, oldest first."""
-    return list(session.scalars(select(ModelVersion).where(ModelVersion.registered_name == name)
-                                .order_by(ModelVersion.id)))
-
-
 # --- drift checks -------------------------------------------------------------------------------------------------
 
 def get_check(session: Session, check_id: str) -> DriftCheck | None:
