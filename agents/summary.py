@@ -350,10 +350,9 @@ def no_champion_advice(settings, client, name: str, predict_with: tuple[str, str
     version exists), `message` (one text naming the versions and the steps), `versions` and `next_steps`.
     `predict_with`: the (table, output) of the `poise predict` that found no champion."""
     from mlflow.exceptions import MlflowException
-    from sqlalchemy import select
 
+    from registry import queries
     from registry.db import session_scope
-    from registry.models import Job, ModelVersion
 
     try:
         versions = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
@@ -367,9 +366,8 @@ def no_champion_advice(settings, client, name: str, predict_with: tuple[str, str
     latest = listed[-1]["version"]
     steps = None
     with session_scope(settings.db_url) as session:
-        row = session.scalar(select(ModelVersion).where(ModelVersion.registered_name == name,
-                                                        ModelVersion.version == latest))
-        job = session.get(Job, row.job_id) if row is not None else None
+        row = queries.model_version(session, name, latest)
+        job = queries.get_job(session, row.job_id) if row is not None else None
         if job is not None and job.spec:
             gate = {"passed": False, "reason": row.gate_reason}
             steps = next_steps(job.spec, gate, row.metrics or {}, latest, None, predict_with)
@@ -379,3 +377,14 @@ def no_champion_advice(settings, client, name: str, predict_with: tuple[str, str
     message = (f"model '{name}' has no champion yet, so there is no default version to predict with. "
                f"Registered: {described}.\n" + steps_text(steps))
     return {"registered": True, "message": message, "versions": listed, "next_steps": steps}
+
+
+def no_champion_error(settings, client, name: str, predict_with: tuple[str, str] | None = None):
+    """The error for `name` having no champion to serve (`no_champion_advice` says why and what to do):
+    `NoChampion` with its versions and next steps, or `NotFound` when no version of it is registered."""
+    from agents.errors import NoChampion, NotFound
+
+    advice = no_champion_advice(settings, client, name, predict_with)
+    if not advice["registered"]:
+        return NotFound(advice["message"])
+    return NoChampion(advice["message"], advice["versions"], advice["next_steps"])

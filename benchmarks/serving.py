@@ -63,7 +63,8 @@ import pandas as pd
 from agents.deployment.serving import ModelServer
 from agents.deployment.signature import serving_frame
 from pipelines import runner
-from pipelines.api.routes.models import PredictionLog, _json_records, _log
+from pipelines.api.prediction_log import PredictionLog, log_now
+from pipelines.api.routes.models import _json_records
 from pipelines.demo import DEMO_TARGET, write_demo_table
 from pipelines.settings import Settings
 from registry import keys
@@ -163,6 +164,7 @@ def serve_api(home: str, port: int) -> None:
 
     from pipelines.api import deps
     from pipelines.api.main import create_app
+    from pipelines.api import prediction_log as log_module
     from pipelines.api.routes import models as routes
 
     timings: contextvars.ContextVar = contextvars.ContextVar("bench_timings", default=None)
@@ -193,7 +195,7 @@ def serve_api(home: str, port: int) -> None:
     deps.recently_verified = timed("auth", deps.recently_verified)  # the check's fast path
     deps.authorize = timed("auth", deps.authorize)  # pipelines.access.authorize, as the API's check calls it
     routes._records = timed_async("parse", routes._records)
-    routes.PredictionLog.add = timed("log", routes.PredictionLog.add)
+    log_module.PredictionLog.add = timed("log", log_module.PredictionLog.add)
     app = create_app(Settings(home=Path(home)))
     app.state.model_server.predict = timed("predict", app.state.model_server.predict)
     app.state.model_server.predict_records = timed("predict", app.state.model_server.predict_records)
@@ -315,7 +317,7 @@ def bench_api_parts(settings: Settings, frames, bodies, key: str, args) -> dict:
         n = args.n_small if rows == 1 else args.n_large
         table = records_of(frame)  # what the API logs for a JSON request: its records as sent
         _, output = server.predict(MODEL_NAME, pd.DataFrame(table))
-        latencies, wall = measure(lambda t=table, o=output: _log(settings, MODEL_NAME, version, t, o),
+        latencies, wall = measure(lambda t=table, o=output: log_now(settings, MODEL_NAME, version, t, o),
                                   n, args.loop_seconds)
         out["log_predictions"][rows] = summarize(latencies, rows, wall)
         latencies, wall = measure(lambda t=table, o=output: log.add(MODEL_NAME, version, t, o), n, args.loop_seconds)

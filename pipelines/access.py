@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.errors import PoiseError
+from agents.errors import NotFound, PoiseError
 from pipelines.settings import Settings
 from registry.keys import KeyInfo, key_by_id, recently_verified, verify_key
 
@@ -44,8 +44,24 @@ class TooManyAttempts(PoiseError):
         self.retry_after = retry_after
 
 
-class NoSuchFile(PoiseError):
+class PathRefused(Forbidden):
+    """A path the caller may not read (outside the data folder and their uploads, a NUL in it): refused as a bad
+    request (400) rather than a missing scope (403)."""
+
+
+class NoSuchFile(NotFound):
     """A path inside what the caller may read, where there is no file."""
+
+
+def local_user() -> str:
+    """Who runs a command on this machine, for the record of what they did (e.g. a promotion by hand)."""
+    import getpass
+    import os
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container user without a passwd entry)
+        return f"uid {os.getuid()}"
 
 
 def check_scope(info: KeyInfo, *scopes: str) -> KeyInfo:
@@ -119,7 +135,7 @@ class DataAccess:
         upload, or an absolute path inside either; anything else is refused without saying what exists there."""
         text = str(raw)
         if "\x00" in text:
-            raise Forbidden("the path contains a NUL character")
+            raise PathRefused("the path contains a NUL character")
         if self.roots is None:
             return Path(text).expanduser()
         data_folder, uploads = self.roots
@@ -127,7 +143,7 @@ class DataAccess:
         base = uploads if parts[:1] == (UPLOADS,) and not (data_folder / text).exists() else data_folder
         candidate = (base / (Path(*parts[1:]) if base is uploads else text)).resolve()  # absolute text replaces base
         if text.startswith("~") or "://" in text or not any(candidate.is_relative_to(root) for root in self.roots):
-            raise Forbidden(f"'{text}' is not inside the data folder or your uploads")
+            raise PathRefused(f"'{text}' is not inside the data folder or your uploads")
         if not candidate.is_file():
             raise NoSuchFile(f"no file '{text}' in the data folder or your uploads")
         return candidate

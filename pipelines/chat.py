@@ -24,6 +24,7 @@ from agents.rule_planner.parsing import parse_message
 from pipelines import runner
 from pipelines.access import DataAccess, Forbidden, hide_paths
 from pipelines.settings import Settings
+from registry import queries
 from registry.db import session_scope
 from registry.keys import KeyInfo
 from registry.models import ChatMessage
@@ -85,7 +86,7 @@ class ChatSession:
         settings.ensure_home()
         owner = caller.id if caller is not None else None
         with session_scope(settings.db_url) as db:
-            row = db.get(ChatSessionRow, session_id) if session_id else None
+            row = queries.get_chat_session(db, session_id) if session_id else None
             if row is not None and caller is not None and row.owner_key_id != owner:
                 raise Forbidden(f"chat session '{session_id}' belongs to another key; start a new one")
             if row is None:
@@ -188,13 +189,8 @@ class ChatSession:
     def _job_records(self) -> list[dict[str, Any]]:
         """This session's jobs (the latest 20) as records an LLM reply may quote: status, options and, for each
         registered version, its metrics and gate verdict."""
-        from sqlalchemy import select
-
-        from registry.models import Job
-
         with session_scope(self.settings.db_url) as db:
-            jobs = db.scalars(select(Job).where(Job.spec["session_id"].as_string() == self.id)
-                              .order_by(Job.created_at.desc()).limit(20))
+            jobs = queries.session_jobs(db, self.id, limit=20)
             return [{"job_id": job.id, "name": job.name, "status": job.status, "error": job.error, "spec": job.spec,
                      "versions": [{"version": v.version, "metrics": v.metrics, "threshold": v.threshold,
                                    "gate": v.gate_reason, "champion_at_registration": v.champion_at_registration}
@@ -285,5 +281,5 @@ class ChatSession:
 
     def _save(self) -> None:
         with session_scope(self.settings.db_url) as db:
-            row = db.get(ChatSessionRow, self.id)
+            row = queries.get_chat_session(db, self.id)
             row.state, row.job_id, row.updated_at = dict(self.state), self.state.get("job_id"), datetime.now(UTC)

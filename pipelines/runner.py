@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from agents.errors import SpecError
+from agents.errors import Conflict, SpecError
 from agents.job_spec import JobSpec
 from pipelines import graph_runner
 from pipelines.graph_runner import AWAITING_APPROVAL, EventHandler, JobKind
@@ -26,7 +26,9 @@ from pipelines.training.configuration import TrainingContext
 from pipelines.training.graph import STEPS, build_graph
 from pipelines.training.state import served_fit
 from registry.db import session_scope
+from registry import queries
 from registry.models import Dataset, Job, ModelVersion
+from registry.queries import find_job_by_prefix
 
 RESUMABLE = {"queued", "running", "interrupted", "failed"}
 
@@ -119,16 +121,16 @@ def decide(job_id: str, approved: bool, settings: Settings | None = None,
     settings = settings or Settings()
     job = find_job(settings, job_id)
     if job.status != AWAITING_APPROVAL:
-        raise SpecError(f"job {job.id[:12]} is {job.status}, not waiting for approval")
+        raise Conflict(f"job {job.id[:12]} is {job.status}, not waiting for approval")
     return run_job(job.id, settings, on_event, resume_value={"approved": approved, "by": by})
 
 
 def queue_decision(job_id: str, approved: bool, settings: Settings, by: str = "user") -> JobResult:
     """Record the answer for a job waiting for approval and queue it for a worker to resume."""
     with session_scope(settings.db_url) as session:
-        job = find_row(session, Job, job_id, "job")
+        job = find_job_by_prefix(session, job_id)
         if job.status != AWAITING_APPROVAL:
-            raise SpecError(f"job {job.id[:12]} is {job.status}, not waiting for approval")
+            raise Conflict(f"job {job.id[:12]} is {job.status}, not waiting for approval")
         job.pending_decision, job.status = {"approved": approved, "by": by}, "queued"
         return JobResult(job_id=job.id, status="queued", name=job.name)
 
@@ -137,25 +139,14 @@ def resume(job_id: str, settings: Settings | None = None, on_event: EventHandler
     """Continue a job from its last checkpointed node."""
     settings = settings or Settings()
     with session_scope(settings.db_url) as session:
-        job = find_row(session, Job, job_id, "job")
+        job = find_job_by_prefix(session, job_id)
         if job.status == AWAITING_APPROVAL:
-            raise SpecError(f"job {job.id[:12]} is waiting for approval of its plan: `poise approve {job.id[:12]}`")
+            raise Conflict(f"job {job.id[:12]} is waiting for approval of its plan: `poise approve {job.id[:12]}`")
         if job.status not in RESUMABLE:
-            raise SpecError(f"job {job.id} is {job.status}; only unfinished jobs can be resumed")
+            raise Conflict(f"job {job.id} is {job.status}; only unfinished jobs can be resumed")
         job.worker_id, job.heartbeat_at = None, None  # resumed here: no worker may requeue it
         job_id = job.id
     return run_job(job_id, settings, on_event)
-
-
-def find_row(session, model, key: str, noun: str):
-    """The row of `model` (a job or a drift check) whose id is `key`, else the only one whose id starts with it."""
-    row = session.get(model, key)
-    if row is not None:
-        return row
-    matches = session.scalars(select(model).where(model.id.startswith(key)).limit(2)).all() if key else []
-    if len(matches) != 1:
-        raise SpecError(f"no {noun} matches '{key}'" if not matches else f"'{key}' matches several {noun}s")
-    return matches[0]
 
 
 def checkpoint_state(settings: Settings, job_id: str) -> tuple[dict[str, Any], list[str]]:
@@ -165,7 +156,7 @@ def checkpoint_state(settings: Settings, job_id: str) -> tuple[dict[str, Any], l
 
 def find_job(settings: Settings, job_id: str) -> Job:
     with session_scope(settings.db_url) as session:
-        job = find_row(session, Job, job_id, "job")
+        job = find_job_by_prefix(session, job_id)
         job.steps, job.model_versions  # load before the session closes  # noqa: B018
         return job
 
@@ -218,9 +209,7 @@ def _finish(settings: Settings, job_id: str, status: str, error: str | None, run
 def _record_model_version(settings: Settings, job_id: str, state: dict[str, Any]) -> None:
     spec = state["spec"]
     with session_scope(settings.db_url) as session:
-        exists = session.scalar(select(ModelVersion).where(
-            ModelVersion.registered_name == spec["name"], ModelVersion.version == state["model_version"]))
-        if exists is None:
+        if queries.model_version(session, spec["name"], state["model_version"]) is None:
             session.add(ModelVersion(
                 job_id=job_id, mlflow_run_id=state["mlflow_run_id"], registered_name=spec["name"],
                 version=state["model_version"], metrics=_scalars(state["metrics"]),

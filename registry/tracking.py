@@ -27,6 +27,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
+from agents.errors import Conflict, NotFound
+
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous-champion"
 JOB_TAG = "poise.job_id"
@@ -220,6 +222,16 @@ def promote(client: MlflowClient, name: str, version: str, *, reason: str | None
     return previous
 
 
+def promote_by_hand(client: MlflowClient, name: str, version: str, *, reason: str | None, by: str) -> str | None:
+    """`promote` a version a person chose (`poise promote`, the API's promote), recording who and why; raises
+    `NotFound` when the model has no such version. Returns the champion it replaced."""
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        raise NotFound(f"model '{name}' has no version {version}") from None
+    return promote(client, name, version, reason=reason, by=by)
+
+
 def promotion_record(tags: dict[str, str]) -> dict[str, str | None] | None:
     """Who promoted a version by hand, when and why, from its tags (`ModelVersion.tags`); None if nobody did."""
     if PROMOTED_BY_TAG not in tags:
@@ -228,10 +240,11 @@ def promotion_record(tags: dict[str, str]) -> dict[str, str | None] | None:
 
 
 def rollback(client: MlflowClient, name: str) -> tuple[str, str | None]:
-    """Swap `champion` and `previous-champion`; returns (new champion, the version it replaced)."""
+    """Swap `champion` and `previous-champion`; returns (new champion, the version it replaced). Raises `Conflict`
+    when there is no previous champion (also for a model that does not exist)."""
     previous = alias_version(client, name, PREVIOUS_CHAMPION)
     if previous is None:
-        raise MlflowException(f"model '{name}' has no previous champion to roll back to")
+        raise Conflict(f"model '{name}' has no previous champion to roll back to")
     current = champion_version(client, name)
     client.set_registered_model_alias(name, CHAMPION, previous)
     if current is not None:

@@ -19,16 +19,15 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 from mlflow import MlflowClient
 from PIL import Image
-from sqlalchemy import func, select
-
 from agents.errors import PoiseError, SpecError
-from agents.summary import job_gate
 from pipelines import runner
 from pipelines.access import hide_paths
+from pipelines.job_view import job_report, shows_promotion, step_seconds
 from pipelines.settings import Settings
 from registry import tracking
+from registry import queries
 from registry.db import session_scope
-from registry.models import DriftCheck, Job
+from registry.models import Job
 
 UPLOAD_SUFFIXES = (".csv", ".tsv", ".parquet")
 HEADLINE_METRICS = ("macro_f1", "balanced_accuracy", "pr_auc", "roc_auc", "minority_recall", "minority_precision")
@@ -80,15 +79,12 @@ def job_view(settings: Settings, job: Job) -> JobView:
     steps = steps_table(job)
     steps["message"] = hide_paths(list(steps["message"]), settings)
     view = JobView(job.id, job.status, _headline(job), steps, plan=[], error=hide_paths(job.error, settings))
-    state: dict = {}
-    if job.status in (runner.AWAITING_APPROVAL, "succeeded"):
-        state, plan = runner.checkpoint_state(settings, job.id)
-        view.plan = hide_paths(plan, settings)
-        view.summary = hide_paths((state.get("summary") or {}).get("text"), settings)
-    if job.status == "succeeded" and job.model_versions:
-        version = job.model_versions[0]
+    report = job_report(settings, job)
+    view.plan, view.summary = hide_paths(report.plan, settings), hide_paths(report.summary, settings)
+    if job.status == "succeeded" and report.version is not None:
+        version = report.version
         view.metrics = metrics_table(version.metrics)
-        view.details = _details(settings, version, job_gate(settings, job.spec, version, state.get("gate")))
+        view.details = _details(settings, version, report.gate)
         plots = settings.job_dir(job.id) / "plots"
         view.confusion_matrix = _image(plots / "confusion_matrix.png")
         view.pr_curve = _image(plots / "pr_curve.png")
@@ -106,9 +102,8 @@ def steps_table(job: Job) -> pd.DataFrame:
 
 
 def _seconds(step) -> str:
-    if step.finished_at is None or step.started_at is None:
-        return ""
-    return f"{(step.finished_at - step.started_at).total_seconds():.1f}"
+    seconds = step_seconds(step)
+    return "" if seconds is None else f"{seconds:.1f}"
 
 
 def metrics_table(metrics: dict) -> pd.DataFrame:
@@ -134,7 +129,7 @@ def _details(settings: Settings, version, gate: dict) -> str:
         f"**Quality gate** {verdict}: {plain(gate['reason'] or version.gate_reason or '')}",
         plain(gate["explanation"]),
     ]
-    if gate["promotion"] and (gate["passed"] or not gate["is_champion"]):  # else the explanation says it
+    if shows_promotion(gate):
         promotion = gate["promotion"]
         lines.append(f"**Promoted by hand** by {plain(promotion['by'])} at {plain(promotion['at'] or '?')}: "
                      f"{plain(promotion['reason'] or '(no reason given)')}")
@@ -188,13 +183,9 @@ def _champion_note(model) -> str:
 
 def drift_status(settings: Settings) -> dict[str, str]:
     """Each checked model's latest drift check in a few words: decision, what it did, when."""
-    newest = (select(DriftCheck.model_name, func.max(DriftCheck.created_at).label("at"))
-              .group_by(DriftCheck.model_name).subquery())
-    latest = select(DriftCheck).join(newest, (DriftCheck.model_name == newest.c.model_name)
-                                     & (DriftCheck.created_at == newest.c.at))
     status = {}
     with session_scope(settings.db_url) as session:
-        for check in session.scalars(latest):
+        for check in queries.latest_checks(session):
             words = (check.decision or check.status).replace("_", " ")
             if check.status == runner.AWAITING_APPROVAL:
                 words += f", v{check.challenger_version} awaits approval"
@@ -211,7 +202,7 @@ def checks_table(settings: Settings, limit: int = 30) -> pd.DataFrame:
                  "" if c.n_rows is None else c.n_rows, c.decision or "",
                  f"v{c.challenger_version}" if c.challenger_version else "", "yes" if c.promoted else "",
                  c.reason or c.error or ""]
-                for c in session.scalars(select(DriftCheck).order_by(DriftCheck.created_at.desc()).limit(limit))]
+                for c in queries.list_checks(session, limit)]
     return pd.DataFrame(rows, columns=CHECK_COLUMNS)
 
 

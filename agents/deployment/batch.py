@@ -23,9 +23,9 @@ def batch_predict(settings, name: str, data, out, version: str | None = None) ->
     client = tracking.configure(settings.tracking_uri, settings.registry_uri)
     used = version or tracking.champion_version(client, name)
     if used is None:
-        from agents.summary import no_champion_advice
+        from agents.summary import no_champion_error
 
-        raise SpecError(no_champion_advice(settings, client, name, predict_with=(str(data), str(out)))["message"])
+        raise no_champion_error(settings, client, name, predict_with=(str(data), str(out)))
     try:
         model = tracking.load_model(name, used)
     except MlflowException as error:

@@ -17,12 +17,7 @@ from typing import Any
 import pandas as pd
 
 from agents.deployment.fast_scorer import ScoringPath, choose_path
-from agents.deployment.signature import (
-    conform_records,
-    conform_to_signature,
-    predict_table,
-)
-from agents.errors import SpecError
+from agents.deployment.signature import conform_records, conform_to_signature, predict_table
 from registry import tracking
 
 
@@ -89,10 +84,13 @@ class ModelServer:
         return seen[1]
 
     def model(self, name: str) -> ServedModel:
-        """The current champion, loaded; raises SpecError when there is none."""
+        """The current champion, loaded; raises NoChampion (naming the versions and next steps) when there is none,
+        NotFound when no version of the model is registered."""
         version = self.champion(name)
         if version is None:
-            raise SpecError(f"model '{name}' has no champion version")
+            from agents.summary import no_champion_error
+
+            raise no_champion_error(self.settings, self._client, name)
         loaded = self._loaded.get(name)
         if loaded is None or loaded.version != version:
             with self._lock:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from pipelines.access import Forbidden, TooManyAttempts, Unauthenticated, authorize
+from pipelines.access import authorize
 from pipelines.settings import Settings
 from registry.db import session_scope
 from registry.keys import KeyInfo, recently_verified
@@ -30,7 +30,8 @@ def get_db(settings: Settings = Depends(get_settings)) -> Iterator[Session]:
 def require(scope: str) -> Callable[..., KeyInfo]:
     """A dependency that admits a valid key holding `scope` (or `admin`), by `pipelines.access.authorize`: the
     rule the web UI and chat go through too. A key verified in the last few seconds is admitted from memory;
-    otherwise the database decides, in a worker thread."""
+    otherwise the database decides, in a worker thread. A refusal is raised as it is (`Unauthenticated` 401,
+    `Forbidden` 403, `TooManyAttempts` 429: `pipelines.api.errors`)."""
 
     async def check(
         request: Request,
@@ -40,15 +41,8 @@ def require(scope: str) -> Callable[..., KeyInfo]:
     ) -> KeyInfo:
         key = header_key or (credentials.credentials if credentials else None)
         source = request.client.host if request.client else "unknown"
-        try:
-            if key and recently_verified(settings.db_url, key):
-                return authorize(settings, key, scope, source=source)
-            return await asyncio.to_thread(authorize, settings, key, scope, source=source)
-        except TooManyAttempts as problem:
-            raise HTTPException(429, str(problem), headers={"Retry-After": str(problem.retry_after)}) from None
-        except Unauthenticated as problem:
-            raise HTTPException(401, str(problem), headers={"WWW-Authenticate": "Bearer"}) from None
-        except Forbidden as problem:
-            raise HTTPException(403, str(problem)) from None
+        if key and recently_verified(settings.db_url, key):
+            return authorize(settings, key, scope, source=source)
+        return await asyncio.to_thread(authorize, settings, key, scope, source=source)
 
     return check

@@ -1,16 +1,12 @@
-"""The FastAPI application: routers per resource, JSON errors, metrics, a warm model server."""
+"""The FastAPI application: routers per resource, JSON errors (`api.errors`), metrics, a warm model server."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException
+from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from agents.deployment.serving import ModelServer
-from agents.errors import PoiseError
-from pipelines.access import hide_paths
+from pipelines.api.errors import add_error_handlers
 from pipelines.api.limits import BodyLimitMiddleware
 from pipelines.api.metrics import ApiMetrics, MetricsMiddleware
 from pipelines.api.routes import chat, checks, health, jobs, models
@@ -41,15 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, jobs.router, chat.router, models.router, checks.router):
         app.include_router(router)
 
-    @app.exception_handler(PoiseError)
-    async def user_error(request: Request, error: PoiseError) -> JSONResponse:
-        return JSONResponse({"detail": hide_paths(str(error), settings)}, status_code=422)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException):
-        """Every error detail names files as the caller would, never by the server's absolute paths."""
-        error.detail = hide_paths(error.detail, settings)
-        return await http_exception_handler(request, error)
+    add_error_handlers(app, settings)  # Poise's errors to HTTP statuses, in one table (pipelines.api.errors)
 
     from ui.app import mount_ui
 

@@ -7,10 +7,8 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import func, select
-
+from registry import queries
 from registry.db import session_scope
-from registry.models import Job
 
 
 class JobsCollector:
@@ -20,7 +18,7 @@ class JobsCollector:
     def collect(self):
         gauge = GaugeMetricFamily("poise_jobs", "Jobs by status", labels=["status"])
         with session_scope(self.db_url) as session:
-            for status, count in session.execute(select(Job.status, func.count()).group_by(Job.status)):
+            for status, count in queries.job_status_counts(session).items():
                 gauge.add_metric([status], count)
         yield gauge
 

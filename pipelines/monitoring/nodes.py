@@ -17,7 +17,6 @@ import pandas as pd
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from mlflow.exceptions import MlflowException
-from sqlalchemy import select
 
 from agents.deployment.signature import example_rows, predict_table, serving_frame
 from agents.drift import adaptation, decision, detection
@@ -28,9 +27,8 @@ from pipelines.monitoring import windows
 from pipelines.monitoring.configuration import MonitorContext
 from pipelines.monitoring.state import MonitorState
 from pipelines.training.nodes import user_errors, write_parquet
-from registry import tracking
+from registry import queries, tracking
 from registry.db import session_scope
-from registry.models import Job, ModelVersion
 
 MIN_WINDOW_ROWS = 30
 DERIVED_FROM_TAG = "poise.derived_from"  # a recalibrated version names the version whose predictor it reuses
@@ -166,10 +164,9 @@ def training_spec(settings, name: str, version: str) -> dict[str, Any]:
     client = tracking.configure(settings.tracking_uri, settings.registry_uri)
     for _ in range(100):
         with session_scope(settings.db_url) as session:
-            job = session.scalar(select(Job).join(ModelVersion, ModelVersion.job_id == Job.id).where(
-                ModelVersion.registered_name == name, ModelVersion.version == version))
-            if job is not None:
-                return dict(job.spec)
+            row = queries.model_version(session, name, version)
+            if row is not None:
+                return dict(row.job.spec)
         version = client.get_model_version(name, version).tags.get(DERIVED_FROM_TAG)
         if version is None:
             break

@@ -15,17 +15,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agents.errors import SpecError
+from agents.errors import Conflict, SpecError
 from agents.job_spec import CheckSpec
 from pipelines import graph_runner
 from pipelines.graph_runner import AWAITING_APPROVAL, EventHandler, JobKind
 from pipelines.monitoring.configuration import MonitorContext
 from pipelines.monitoring.graph import STEPS, build_graph
-from pipelines.runner import find_row, option_problems
+from pipelines.runner import option_problems
 from pipelines.settings import Settings
 from registry import tracking
 from registry.db import session_scope
 from registry.models import DriftCheck
+from registry.queries import find_check_by_prefix
 
 DRIFT_CHECK = JobKind(noun="drift check", steps=STEPS, build_graph=build_graph,
                       make_context=lambda settings, check_id, spec: MonitorContext(settings=settings,
@@ -75,7 +76,7 @@ def check_now(model_name: str, settings: Settings, on_event: EventHandler | None
 
 def find_check(settings: Settings, check_id: str) -> DriftCheck:
     with session_scope(settings.db_url) as session:
-        found = find_row(session, DriftCheck, check_id, "drift check")
+        found = find_check_by_prefix(session, check_id)
         session.expunge(found)
         return found
 
@@ -85,7 +86,7 @@ def decide_check(check_id: str, approved: bool, settings: Settings, by: str = "u
     """Answer a check waiting for approval of its promotion, and finish it here."""
     check = find_check(settings, check_id)
     if check.status != AWAITING_APPROVAL:
-        raise SpecError(f"drift check {check.id[:12]} is {check.status}, not waiting for approval")
+        raise Conflict(f"drift check {check.id[:12]} is {check.status}, not waiting for approval")
     return run_check(check.id, settings, on_event, resume_value={"approved": approved, "by": by})
 
 
@@ -94,8 +95,8 @@ def queue_check_decision(check_id: str, approved: bool, settings: Settings, by: 
     with session_scope(settings.db_url) as session:
         check = session.get(DriftCheck, check_id)
         if check is None or check.status != AWAITING_APPROVAL:
-            raise SpecError(f"drift check {check_id[:12]} is {check.status if check else 'unknown'}, "
-                            "not waiting for approval")
+            raise Conflict(f"drift check {check_id[:12]} is {check.status if check else 'unknown'}, "
+                           "not waiting for approval")
         check.pending_decision, check.status = {"approved": approved, "by": by}, "queued"
 
 

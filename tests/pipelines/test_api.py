@@ -19,7 +19,8 @@ from sqlalchemy import select
 from agents.deployment.signature import conform_to_signature
 from pipelines import runner
 from pipelines.api.main import create_app
-from pipelines.api.routes.models import PredictionLog, _csv_table, _json_records, prediction_log
+from pipelines.api.prediction_log import PredictionLog, prediction_log
+from pipelines.api.routes.models import _csv_table, _json_records
 from pipelines.settings import Settings
 from pipelines.worker import Worker
 from registry.db import session_scope

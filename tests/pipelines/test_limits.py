@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from pipelines.api.main import create_app
-from pipelines.api.routes.models import prediction_log
+from pipelines.api.prediction_log import prediction_log
 from pipelines.settings import Settings
 from registry import tracking
 from registry.db import session_scope

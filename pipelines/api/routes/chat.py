@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from agents.errors import PoiseError
-from pipelines.access import Forbidden
 from pipelines.api.deps import get_settings, require
 from pipelines.chat import ChatSession, QueuedJobs
 from pipelines.settings import Settings
@@ -40,11 +38,6 @@ async def chat(message: ChatIn, settings: Settings = Depends(get_settings),
         session = ChatSession.open(settings, message.session_id, jobs=QueuedJobs(), caller=caller)
         return session.send(message.message, approve=message.approve)
 
-    try:
-        reply = await asyncio.to_thread(turn)
-    except Forbidden as problem:
-        raise HTTPException(403, str(problem)) from None
-    except PoiseError as problem:
-        raise HTTPException(422, str(problem)) from None
+    reply = await asyncio.to_thread(turn)  # a refusal (another key's session: 403, bad input: 422) as raised
     return ChatOut(session_id=reply.session_id, reply=reply.text, planner=reply.planner, fell_back=reply.fell_back,
                    plan=reply.plan, job_id=reply.job_id, status=reply.status)

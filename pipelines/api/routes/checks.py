@@ -10,16 +10,15 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agents.errors import PoiseError
 from agents.job_spec import MODEL_NAME_PATTERN, CheckOptions
 from pipelines.access import hide_paths
 from pipelines.api.deps import get_db, get_settings, require
 from pipelines.api.routes.jobs import Decision, SqlSource, _resolve_data_path
 from pipelines.monitoring.runner import create_check, make_check_spec, queue_check_decision
 from pipelines.settings import Settings
+from registry import queries
 from registry.models import DriftCheck
 
 router = APIRouter(prefix="/api/v1", tags=["drift checks"])
@@ -68,9 +67,8 @@ def _model_name(name: str) -> str:
 @router.get("/models/{name}/checks", response_model=list[CheckOut], summary="A model's drift checks, newest first")
 def list_checks(name: str, limit: int = 50, db: Session = Depends(get_db), settings: Settings = Depends(get_settings),
                 _=Depends(require("read"))):
-    query = select(DriftCheck).where(DriftCheck.model_name == _model_name(name))
-    return [_out(c, detail=False, settings=settings) for c in
-            db.scalars(query.order_by(DriftCheck.created_at.desc()).limit(max(1, min(limit, 500))))]
+    return [_out(c, detail=False, settings=settings)
+            for c in queries.list_checks(db, max(1, min(limit, 500)), model_name=_model_name(name))]
 
 
 @router.post("/models/{name}/checks", status_code=202, response_model=CheckOut, summary="Queue a drift check")
@@ -82,33 +80,23 @@ def submit_check(name: str, request: CheckRequest, settings: Settings = Depends(
     if request.sql is not None and request.sql.source not in settings.sql_sources:
         raise HTTPException(400, f"unknown SQL source '{request.sql.source}'; configured: "
                                  f"{', '.join(settings.sql_sources) or 'none'}")
-    try:
-        spec = make_check_spec(
-            _model_name(name), current=current, sql_source=request.sql.source if request.sql else None,
-            sql_query=request.sql.query if request.sql else None,
-            **request.model_dump(include=set(CheckOptions.model_fields)))
-    except PoiseError as problem:
-        raise HTTPException(422, str(problem)) from None
-    return _out(db.get(DriftCheck, create_check(spec, settings, "api")), detail=False, settings=settings)
-
-
-def _check(db: Session, check_id: str) -> DriftCheck:
-    check = db.get(DriftCheck, check_id)
-    if check is None:
-        raise HTTPException(404, f"no drift check '{check_id}'")
-    return check
+    spec = make_check_spec(
+        _model_name(name), current=current, sql_source=request.sql.source if request.sql else None,
+        sql_query=request.sql.query if request.sql else None,
+        **request.model_dump(include=set(CheckOptions.model_fields)))
+    return _out(queries.get_check(db, create_check(spec, settings, "api")), detail=False, settings=settings)
 
 
 @router.get("/checks/{check_id}", response_model=CheckOut, summary="One drift check with its analysis")
 def get_check(check_id: str, db: Session = Depends(get_db), settings: Settings = Depends(get_settings),
               _=Depends(require("read"))):
-    return _out(_check(db, check_id), detail=True, settings=settings)
+    return _out(queries.find_check_by_prefix(db, check_id), detail=True, settings=settings)
 
 
 @router.get("/checks/{check_id}/report", response_class=FileResponse, summary="The check's Evidently HTML report")
 def check_report(check_id: str, settings: Settings = Depends(get_settings), db: Session = Depends(get_db),
                  _=Depends(require("read"))):
-    check = _check(db, check_id)
+    check = queries.find_check_by_prefix(db, check_id)
     path = settings.home / "checks" / check.id / "drift_report.html"
     if not path.is_file():
         raise HTTPException(404, f"drift check {check.id[:12]} has no report ({check.status})")
@@ -119,10 +107,7 @@ def check_report(check_id: str, settings: Settings = Depends(get_settings), db: 
              summary="Approve or reject the promotion a check waits for (a worker finishes it)")
 def approve_check(check_id: str, body: Decision, settings: Settings = Depends(get_settings),
                   db: Session = Depends(get_db), key=Depends(require("admin"))):
-    check = _check(db, check_id)
-    try:
-        queue_check_decision(check.id, body.approved, settings, by=f"api:{key.name}")
-    except PoiseError as problem:
-        raise HTTPException(409, str(problem)) from None
+    check_id = queries.find_check_by_prefix(db, check_id).id
+    queue_check_decision(check_id, body.approved, settings, by=f"api:{key.name}")  # 409 unless it waits
     db.expire_all()
-    return _out(_check(db, check_id), detail=False, settings=settings)
+    return _out(queries.get_check(db, check_id), detail=False, settings=settings)

@@ -19,21 +19,21 @@ from typing import Any
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agents.data_engineering.loading import load_table
 from agents.data_engineering.sql import read_sql
-from agents.errors import DataError, PoiseError, TooLargeError
+from agents.errors import Conflict, DataError, TooLargeError
 from agents.job_spec import JobOptions
-from agents.summary import job_gate
 from pipelines import runner
-from pipelines.access import DataAccess, Forbidden, NoSuchFile, hide_paths, shown_path
+from pipelines.access import DataAccess, hide_paths, shown_path
 from pipelines.api.deps import get_db, get_settings, require
+from pipelines.job_view import job_report
 from pipelines.settings import Settings
 from pipelines.worker import request_cancel
+from registry import queries
 from registry.db import session_scope
-from registry.models import Job, JobStep
+from registry.models import Job
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
@@ -90,13 +90,10 @@ def _job_out(job: Job, settings: Settings, detail: bool) -> JobOut:
                  mlflow_run_id=job.mlflow_run_id)
     if detail:
         out.steps = [StepOut.model_validate(step, from_attributes=True) for step in job.steps]
-        state: dict[str, Any] = {}
-        if job.status in (runner.AWAITING_APPROVAL, "succeeded"):
-            state, out.plan = runner.checkpoint_state(settings, job.id)
-            out.summary = (state.get("summary") or {}).get("text")
-        if job.model_versions:
-            version = job.model_versions[0]
-            out.gate = job_gate(settings, job.spec, version, state.get("gate"))
+        report = job_report(settings, job)
+        out.plan, out.summary = report.plan, report.summary
+        if report.version is not None:
+            version, out.gate = report.version, report.gate
             out.model_version = {"name": version.registered_name, "version": version.version,
                                  "champion": out.gate["is_champion"],  # now, from the registry's alias
                                  "champion_at_registration": version.champion_at_registration,
@@ -121,31 +118,26 @@ def _bad(message: str, status: int = 400) -> HTTPException:
 
 
 def _check_table(path: Path, options: JobOptions, settings: Settings) -> None:
-    try:
-        table, _ = load_table(path, max_bytes=settings.upload_max_bytes, na_values=options.na_values)
-    except PoiseError as problem:
-        raise _bad(str(problem), 422) from None
+    table, _ = load_table(path, max_bytes=settings.upload_max_bytes, na_values=options.na_values)
     if len(table) > settings.table_max_rows or table.shape[1] > settings.table_max_columns:
-        raise _bad(f"table has {len(table)} rows × {table.shape[1]} columns; the limits are "
-                   f"{settings.table_max_rows} rows and {settings.table_max_columns} columns", 413)
+        raise TooLargeError(f"table has {len(table)} rows × {table.shape[1]} columns; the limits are "
+                            f"{settings.table_max_rows} rows and {settings.table_max_columns} columns")
     if options.target not in table.columns:
         from difflib import get_close_matches
 
         close = get_close_matches(options.target, [str(c) for c in table.columns], n=3)
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise _bad(f"target column '{options.target}' not found{hint}", 422)
+        raise DataError(f"target column '{options.target}' not found{hint}")
 
 
 def _create(path: Path, options: JobOptions, settings: Settings) -> JobOut:
+    """A queued job on the table at `path`, once it loads within the limits and has the target; a problem is
+    raised as its kind (`pipelines.api.errors` answers it) and leaves no job."""
     _check_table(path, options, settings)
-    values = options.model_dump(exclude={"target"})
-    try:
-        spec = runner.make_spec(path, options.target, settings, **values)
-    except PoiseError as problem:
-        raise _bad(str(problem), 422) from None
+    spec = runner.make_spec(path, options.target, settings, **options.model_dump(exclude={"target"}))
     job_id = runner.create_job(spec, settings)
     with session_scope(settings.db_url) as session:
-        return _job_out(session.get(Job, job_id), settings, detail=False)
+        return _job_out(queries.get_job(session, job_id), settings, detail=False)
 
 
 def _upload_dir(settings: Settings) -> Path:
@@ -155,24 +147,15 @@ def _upload_dir(settings: Settings) -> Path:
 
 
 def _resolve_data_path(raw: str, settings: Settings) -> Path:
-    try:
-        return DataAccess.remote(settings).resolve(raw)
-    except Forbidden as problem:
-        raise _bad(str(problem), 400) from None
-    except NoSuchFile as problem:
-        raise _bad(str(problem), 404) from None
+    """The file a remote caller names; a path outside what it may read is a 400, a missing file a 404."""
+    return DataAccess.remote(settings).resolve(raw)
 
 
 def _query_to_file(sql: SqlSource, settings: Settings) -> Path:
     url = settings.sql_sources.get(sql.source)
     if url is None:
         raise _bad(f"unknown SQL source '{sql.source}'; configured: {', '.join(settings.sql_sources) or 'none'}")
-    try:
-        table = read_sql(url, sql.query, max_rows=settings.table_max_rows, timeout=settings.sql_timeout)
-    except TooLargeError as error:
-        raise _bad(str(error), 413) from None
-    except DataError as error:
-        raise _bad(str(error), 422) from None
+    table = read_sql(url, sql.query, max_rows=settings.table_max_rows, timeout=settings.sql_timeout)
     path = _upload_dir(settings) / "query.parquet"
     table.to_parquet(path, index=False)
     return path
@@ -188,7 +171,7 @@ def submit_job(request: JobRequest, settings: Settings = Depends(get_settings), 
     path = _query_to_file(request.sql, settings)
     try:
         return _create(path, options, settings)
-    except HTTPException:
+    except Exception:  # a refused table leaves nothing behind
         shutil.rmtree(path.parent, ignore_errors=True)
         raise
 
@@ -220,7 +203,7 @@ async def upload_job(
             out.write(chunk)
     try:
         return await asyncio.to_thread(_create, path, parsed, settings)
-    except HTTPException:
+    except Exception:  # a refused upload leaves nothing behind
         shutil.rmtree(folder, ignore_errors=True)
         raise
 
@@ -228,57 +211,43 @@ async def upload_job(
 @router.get("", response_model=list[JobOut], summary="List jobs, newest first")
 def list_jobs(status: str | None = Query(None, max_length=30), limit: int = Query(50, ge=1, le=500),
               db: Session = Depends(get_db), settings: Settings = Depends(get_settings), _=Depends(require("read"))):
-    query = select(Job).order_by(Job.created_at.desc()).limit(limit)
-    if status:
-        query = query.where(Job.status == status)
-    return [_job_out(job, settings, detail=False) for job in db.scalars(query)]
-
-
-def _get(db: Session, job_id: str) -> Job:
-    job = db.get(Job, job_id)
-    if job is None:
-        raise _bad(f"no job '{job_id}'", 404)
-    return job
+    return [_job_out(job, settings, detail=False) for job in queries.list_jobs(db, limit, status)]
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="A job with its steps, plan, metrics and summary")
 def get_job(job_id: str, db: Session = Depends(get_db), settings: Settings = Depends(get_settings),
             _=Depends(require("read"))):
-    return _job_out(_get(db, job_id), settings, detail=True)
+    return _job_out(queries.find_job_by_prefix(db, job_id), settings, detail=True)
 
 
 @router.post("/{job_id}/approve", response_model=JobOut, summary="Approve or reject the plan of a waiting job")
 def approve_job(job_id: str, decision: Decision, db: Session = Depends(get_db),
                 settings: Settings = Depends(get_settings), key=Depends(require("submit"))):
-    _get(db, job_id)
-    try:
-        runner.queue_decision(job_id, decision.approved, settings, by=f"api:{key.name}")
-    except PoiseError as problem:
-        raise _bad(str(problem), 409) from None
+    job_id = queries.find_job_by_prefix(db, job_id).id
+    runner.queue_decision(job_id, decision.approved, settings, by=f"api:{key.name}")  # 409 unless it waits
     db.expire_all()
-    return _job_out(_get(db, job_id), settings, detail=False)
+    return _job_out(queries.get_job(db, job_id), settings, detail=False)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a queued, waiting or running job")
 def cancel_job(job_id: str, db: Session = Depends(get_db), settings: Settings = Depends(get_settings),
                _=Depends(require("submit"))):
-    job = _get(db, job_id)
+    job = queries.find_job_by_prefix(db, job_id)
     if job.status in FINAL - {runner.AWAITING_APPROVAL}:
-        raise _bad(f"job {job_id} is already {job.status}", 409)
-    request_cancel(settings.db_url, job_id)
+        raise Conflict(f"job {job_id} is already {job.status}")
+    request_cancel(settings.db_url, job.id)
     db.expire_all()
-    return _job_out(_get(db, job_id), settings, detail=False)
+    return _job_out(queries.get_job(db, job.id), settings, detail=False)
 
 
 @router.get("/{job_id}/events", summary="Server-sent events of step progress until the job stops")
 async def job_events(job_id: str, settings: Settings = Depends(get_settings), _=Depends(require("read"))):
     with session_scope(settings.db_url) as session:
-        _get(session, job_id)
+        job_id = queries.find_job_by_prefix(session, job_id).id
 
     def snapshot() -> tuple[str, list[dict[str, Any]]]:
         with session_scope(settings.db_url) as session:
-            job = session.get(Job, job_id)
-            steps = session.scalars(select(JobStep).where(JobStep.job_id == job_id).order_by(JobStep.id))
+            job, steps = queries.get_job(session, job_id), queries.job_steps(session, job_id)
             return job.status, [{"id": s.id, "node": s.node, "status": s.status, "message": s.message}
                                 for s in steps]
 
