@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from agents.errors import AmbiguousId, NotFound
-from registry.models import ChatSession, DriftCheck, Job, JobStep, ModelVersion, Prediction
+from registry.models import ChatSession, DriftCheck, Job, JobStep, LLMCall, ModelVersion, Prediction
 
 Row = TypeVar("Row", Job, DriftCheck)
 AMBIGUOUS_LISTED = 10  # ids an AmbiguousId names at most
@@ -112,11 +112,38 @@ def latest_checks(session: Session) -> list[DriftCheck]:
                                                         & (DriftCheck.created_at == newest.c.at))))
 
 
+def clean_checks(session: Session, model_name: str, champion: str, reference_run: str, besides: str) -> list[str]:
+    """Ids of the finished checks of `champion` against the same reference that found no drift (other than
+    `besides`), newest first: the windows whose labelled rows count as clean feedback."""
+    return list(session.scalars(
+        select(DriftCheck.id).where(
+            DriftCheck.model_name == model_name, DriftCheck.champion_version == champion,
+            DriftCheck.results["reference_run"].as_string() == reference_run,
+            DriftCheck.status == "succeeded", DriftCheck.decision == "no_drift", DriftCheck.id != besides)
+        .order_by(DriftCheck.finished_at.desc())))
+
+
+def last_window_end(session: Session, model_name: str, besides: str):
+    """Where the last finished check of `model_name` (other than `besides`) ended its window, or None."""
+    return session.scalar(select(func.max(DriftCheck.window_end)).where(
+        DriftCheck.model_name == model_name, DriftCheck.status == "succeeded", DriftCheck.id != besides))
+
+
 # --- chat sessions ------------------------------------------------------------------------------------------------
 
 def get_chat_session(session: Session, chat_session_id: str) -> ChatSession | None:
     """The chat session with this id, or None."""
     return session.get(ChatSession, chat_session_id)
+
+
+# --- LLM calls ----------------------------------------------------------------------------------------------------
+
+def llm_calls(session: Session, job_id: str, chat_session_id: str | None = None) -> list[LLMCall]:
+    """Every LLM call made for a job, and for the chat session that planned it, oldest first."""
+    condition = LLMCall.job_id == job_id
+    if chat_session_id:
+        condition = or_(condition, LLMCall.session_id == chat_session_id)
+    return list(session.scalars(select(LLMCall).where(condition).order_by(LLMCall.id)))
 
 
 # --- predictions --------------------------------------------------------------------------------------------------
@@ -130,3 +157,14 @@ def predictions_of(session: Session, model_name: str, prediction_ids: Iterable[s
     """The predictions of `model_name` among `prediction_ids` (unknown ids, or another model's, are left out)."""
     return list(session.scalars(select(Prediction).where(Prediction.id.in_(list(prediction_ids)),
                                                           Prediction.model_name == model_name)))
+
+
+def served_since(session: Session, model_name: str, since, limit: int) -> tuple[int, Any, list]:
+    """Predictions served for `model_name` after `since` (all when None): how many, when the last was, and the
+    `limit` most recent (inputs, outputs, feedback label, time), oldest first."""
+    where = [Prediction.model_name == model_name] + ([Prediction.created_at > since] if since else [])
+    n_rows, end = session.execute(select(func.count(), func.max(Prediction.created_at)).where(*where)).one()
+    rows = session.execute(
+        select(Prediction.inputs, Prediction.outputs, Prediction.feedback_label, Prediction.created_at)
+        .where(*where).order_by(Prediction.created_at.desc()).limit(limit)).all()
+    return n_rows, end, rows[::-1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,6 +11,7 @@ from mlflow import MlflowClient
 
 from pipelines.settings import Settings
 from registry import tracking
+from registry.db import session_scope
 
 
 @dataclass
@@ -26,3 +29,10 @@ class MonitorContext:
         if self._client is None:
             self._client = tracking.configure(self.settings.tracking_uri, self.settings.registry_uri)
         return self._client
+
+    @contextmanager
+    def session(self) -> Iterator:
+        """A database session for the queries of `registry.queries` (committed on leaving, rolled back on an
+        error): the nodes' one way to the database."""
+        with session_scope(self.settings.db_url) as session:
+            yield session

@@ -28,7 +28,6 @@ from pipelines.monitoring.configuration import MonitorContext
 from pipelines.monitoring.state import MonitorState
 from pipelines.training.nodes import user_errors, write_parquet
 from registry import queries, tracking
-from registry.db import session_scope
 
 MIN_WINDOW_ROWS = 30
 DERIVED_FROM_TAG = "poise.derived_from"  # a recalibrated version names the version whose predictor it reuses
@@ -159,15 +158,14 @@ def _register_recalibrated(ctx: MonitorContext, name: str, champion: str, recali
         tags={DERIVED_FROM_TAG: champion, "poise.kind": "recalibrated"})
 
 
-def training_spec(settings, name: str, version: str) -> dict[str, Any]:
+def training_spec(ctx: MonitorContext, name: str, version: str) -> dict[str, Any]:
     """The training spec behind a version (following recalibrated versions to the one they reuse)."""
-    client = tracking.configure(settings.tracking_uri, settings.registry_uri)
     for _ in range(100):
-        with session_scope(settings.db_url) as session:
+        with ctx.session() as session:
             row = queries.model_version(session, name, version)
             if row is not None:
                 return dict(row.job.spec)
-        version = client.get_model_version(name, version).tags.get(DERIVED_FROM_TAG)
+        version = ctx.mlflow.get_model_version(name, version).tags.get(DERIVED_FROM_TAG)
         if version is None:
             break
     raise SpecError(f"no training job recorded for '{name}' v{version}; cannot retrain it")
@@ -180,7 +178,7 @@ def _retrain(ctx: MonitorContext, spec: CheckSpec, champion: str, table: pd.Data
     than holding out a fifth of the few new rows it has to learn from."""
     from pipelines import runner
 
-    base = training_spec(ctx.settings, spec.model_name, champion)
+    base = training_spec(ctx, spec.model_name, champion)
     path = write_parquet(table, ctx.check_dir / "retraining.parquet")
     job_spec = JobSpec.model_validate({
         **base, "data": str(path), "weight_column": WEIGHT, "promote": False, "require_approval": False,

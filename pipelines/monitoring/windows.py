@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, select
 
 from agents.data_engineering import column_types, loading, sql
 from agents.deployment.signature import predict_table
@@ -21,9 +20,7 @@ from agents.errors import DataError, SpecError
 from agents.job_spec import CheckSpec
 from pipelines.monitoring.configuration import MonitorContext
 from pipelines.training.nodes import write_parquet
-from registry import tracking
-from registry.db import session_scope
-from registry.models import DriftCheck, Prediction
+from registry import queries, tracking
 
 
 def _row_keys(features: pd.DataFrame, columns: list[str]) -> np.ndarray:
@@ -46,13 +43,8 @@ def clean_feedback(ctx: MonitorContext, name: str, champion: str, reference_run:
     already gave is not counted again, and a row of the window being judged never counts (it would be compared
     with itself); repeats within one window are kept, as real tables have them."""
     columns, target = list(meta["features"]), meta["target"]
-    with session_scope(ctx.settings.db_url) as session:
-        checks = session.scalars(
-            select(DriftCheck.id).where(
-                DriftCheck.model_name == name, DriftCheck.champion_version == champion,
-                DriftCheck.results["reference_run"].as_string() == reference_run,
-                DriftCheck.status == "succeeded", DriftCheck.decision == "no_drift", DriftCheck.id != ctx.check_id)
-            .order_by(DriftCheck.finished_at.desc())).all()
+    with ctx.session() as session:
+        checks = queries.clean_checks(session, name, champion, reference_run, besides=ctx.check_id)
     seen = set(_row_keys(window_features, columns).tolist())
     parts, kept = [], 0
     for check_id in checks:
@@ -116,15 +108,9 @@ def from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: dict) 
 def from_log(ctx: MonitorContext, name: str, types: dict[str, str]) -> dict[str, Any]:
     """The predictions served for `name` since the end of its last finished check (the most recent ones
     when there are more than `PREDICTION_ROWS`), with their feedback labels."""
-    with session_scope(ctx.settings.db_url) as session:
-        since = session.scalar(select(func.max(DriftCheck.window_end)).where(
-            DriftCheck.model_name == name, DriftCheck.status == "succeeded", DriftCheck.id != ctx.check_id))
-        where = [Prediction.model_name == name] + ([Prediction.created_at > since] if since else [])
-        n_rows, end = session.execute(select(func.count(), func.max(Prediction.created_at)).where(*where)).one()
-        rows = session.execute(
-            select(Prediction.inputs, Prediction.outputs, Prediction.feedback_label, Prediction.created_at)
-            .where(*where).order_by(Prediction.created_at.desc()).limit(PREDICTION_ROWS)).all()
-    rows = rows[::-1]
+    with ctx.session() as session:
+        since = queries.last_window_end(session, name, besides=ctx.check_id)
+        n_rows, end, rows = queries.served_since(session, name, since, PREDICTION_ROWS)
     features = pd.DataFrame([r.inputs for r in rows])
     predictions = pd.DataFrame([r.outputs for r in rows])
     labels = pd.Series([r.feedback_label for r in rows], dtype="string")

@@ -30,7 +30,7 @@ from agents.plan import describe
 from pipelines.training.configuration import TrainingContext
 from pipelines.training.report import write_report
 from pipelines.training.state import TrainingState, served_fit
-from registry import tracking
+from registry import queries, tracking
 
 Node = Callable[[TrainingState, Runtime[TrainingContext]], dict[str, Any]]
 
@@ -369,28 +369,20 @@ def report(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str,
     ctx = runtime.context
     path = write_report(state, ctx.job_dir / "report.md")
     ctx.mlflow.log_artifact(state["mlflow_run_id"], str(path))
-    trace = llm_trace(ctx.settings.db_url, ctx.job_id, state["spec"].get("session_id"))
+    trace = llm_trace(ctx, state["spec"].get("session_id"))
     if trace:
         ctx.mlflow.log_text(state["mlflow_run_id"], trace, "llm_trace.jsonl")
     tracking.finish_run(ctx.mlflow, state["mlflow_run_id"], "FINISHED")
     return {"report_path": str(path)}
 
 
-def llm_trace(db_url: str, job_id: str, session_id: str | None) -> str:
+def llm_trace(ctx: TrainingContext, session_id: str | None) -> str:
     """Every LLM call made for this job (planning in its chat session included), as JSON lines."""
-    from sqlalchemy import or_, select
-
-    from registry.db import session_scope
-    from registry.models import LLMCall
-
-    with session_scope(db_url) as session:
-        condition = LLMCall.job_id == job_id
-        if session_id:
-            condition = or_(condition, LLMCall.session_id == session_id)
-        calls = session.scalars(select(LLMCall).where(condition).order_by(LLMCall.id)).all()
+    with ctx.session() as session:
         return "".join(json.dumps({
             "id": c.id, "session_id": c.session_id, "job_id": c.job_id, "purpose": c.purpose, "model": c.model,
             "request": c.request, "response": c.response, "tool_calls": c.tool_calls,
             "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
             "latency_ms": c.latency_ms, "outcome": c.outcome, "error": c.error,
-            "created_at": c.created_at.isoformat()}, default=str) + "\n" for c in calls)
+            "created_at": c.created_at.isoformat()}, default=str) + "\n"
+            for c in queries.llm_calls(session, ctx.job_id, session_id))
