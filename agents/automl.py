@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agents.imbalance_policy import autogluon_metric
+from poise.agents.imbalance_policy import autogluon_metric
 
 DEGENERATE_POSITIVE_RATE = 0.5  # a threshold flagging more rows than this found no signal
 FIT_SHARE_OF_BUDGET = 0.8  # the rest of the job budget goes to profiling, evaluation and registration

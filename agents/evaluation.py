@@ -25,7 +25,7 @@ from sklearn.metrics import (  # noqa: E402
     roc_curve,
 )
 
-from agents.metrics import codes, confusion, from_confusion, lower_is_better, per_class  # noqa: E402
+from poise.agents.metrics import codes, confusion, from_confusion, lower_is_better, per_class  # noqa: E402
 
 
 def classification_metrics(

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from agents.errors import SpecError
-from agents.job_spec import MODEL_TYPES
-from agents.metrics import lower_is_better
+from poise.agents.errors import SpecError
+from poise.agents.job_spec import MODEL_TYPES
+from poise.agents.metrics import lower_is_better
 
 OBJECTIVES = ("f1", "balanced_accuracy", "cost")
 FEW_MINORITY_ROWS = 200  # below this, a validation split holds too few positives to place a threshold

@@ -36,8 +36,8 @@ from typing import Any
 
 import openai
 
-from registry.db import session_scope
-from registry.models import LLMCall
+from poise.registry.db import session_scope
+from poise.registry.models import LLMCall
 
 MAX_ERROR_CHARS = 2_000
 FAULT = "fault"  # the outcome of a call whose reply was received but could not be used or shown

@@ -20,11 +20,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents import prompts
-from agents.llm import LLM, LLMUnavailable
-from agents.rule_planner.parsing import parse_message
-from agents.summary import claims_results, ground_text, unsupported_numbers, with_next_steps
-from agents.tools import TOOL_SPECS, PlannerTools, ToolError, as_data, tool_message
+from poise.agents import prompts
+from poise.agents.llm import LLM, LLMUnavailable
+from poise.agents.rule_planner.parsing import parse_message
+from poise.agents.summary import claims_results, ground_text, unsupported_numbers, with_next_steps
+from poise.agents.tools import TOOL_SPECS, PlannerTools, ToolError, as_data, tool_message
 
 MAX_ROUNDS = 6
 MAX_REPAIRS = 1

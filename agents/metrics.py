@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agents.errors import DataError
+from poise.agents.errors import DataError
 
 # Every metric Poise reports, logs or decides on, by direction. `accuracy`, `precision` and `recall` also name the
 # per-class table's entries; `log_loss` is what early-stopping models stop on; `brier` is the drift agent's

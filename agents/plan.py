@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from agents.errors import PoiseError
-from agents.job_spec import (ColumnName, Cost, JobOptions, MissingToken, ModelName, ModelType, Objective, Presets,
+from poise.agents.errors import PoiseError
+from poise.agents.job_spec import (ColumnName, Cost, JobOptions, MissingToken, ModelName, ModelType, Objective, Presets,
                               ThresholdPolicy, TimeLimit)
 
 

@@ -25,7 +25,7 @@ import re
 import shlex
 from typing import Any
 
-from agents.job_spec import MAX_TIME_LIMIT, job_options, train_arguments
+from poise.agents.job_spec import MAX_TIME_LIMIT, job_options, train_arguments
 
 NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)?(?:\s?%)?")
 
@@ -331,7 +331,7 @@ def job_gate(settings, spec: dict[str, Any], version_row, gate: dict[str, Any] |
     (a version the job was allowed to promote was promoted exactly when it passed)."""
     from mlflow.exceptions import MlflowException
 
-    from registry import tracking
+    from poise.registry import tracking
 
     name, version = version_row.registered_name, str(version_row.version)
     if not gate:
@@ -351,8 +351,8 @@ def no_champion_advice(settings, client, name: str, predict_with: tuple[str, str
     `predict_with`: the (table, output) of the `poise predict` that found no champion."""
     from mlflow.exceptions import MlflowException
 
-    from registry import queries
-    from registry.db import session_scope
+    from poise.registry import queries
+    from poise.registry.db import session_scope
 
     try:
         versions = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
@@ -382,7 +382,7 @@ def no_champion_advice(settings, client, name: str, predict_with: tuple[str, str
 def no_champion_error(settings, client, name: str, predict_with: tuple[str, str] | None = None):
     """The error for `name` having no champion to serve (`no_champion_advice` says why and what to do):
     `NoChampion` with its versions and next steps, or `NotFound` when no version of it is registered."""
-    from agents.errors import NoChampion, NotFound
+    from poise.agents.errors import NoChampion, NotFound
 
     advice = no_champion_advice(settings, client, name, predict_with)
     if not advice["registered"]:

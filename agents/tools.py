@@ -14,12 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import select
 
-from agents.data_engineering.loading import load_table
-from agents.data_engineering.profiling import profile_table
-from agents.errors import PoiseError
-from agents.plan import (
+from poise.agents.data_engineering.loading import load_table
+from poise.agents.data_engineering.profiling import profile_table
+from poise.agents.errors import AmbiguousId, NotFound, PoiseError
+from poise.agents.plan import (
     JobPlan,
     PlanError,
     check_against_data,
@@ -27,10 +26,9 @@ from agents.plan import (
     parse_plan,
     plan_options,
 )
-from agents.summary import job_gate, record_steps
-from registry import tracking
-from registry.db import session_scope
-from registry.models import Job
+from poise.agents.summary import job_gate, record_steps
+from poise.registry import queries, tracking
+from poise.registry.db import session_scope
 
 
 class ToolError(Exception):
@@ -180,10 +178,10 @@ class PlannerTools:
     def job_status(self, payload: dict[str, Any]) -> dict[str, Any]:
         job_id = self._validated(JobStatusArgs, payload).job_id
         with session_scope(self.settings.db_url) as session:
-            job = session.get(Job, job_id) or session.scalars(
-                select(Job).where(Job.id.startswith(job_id)).limit(1)).first()
-            if job is None:
-                raise ToolError(f"no job '{job_id}'")
+            try:
+                job = queries.find_job_by_prefix(session, job_id)
+            except (NotFound, AmbiguousId) as problem:  # a prefix of several jobs names them; none is picked
+                raise ToolError(str(problem)) from None
             result = {"job_id": job.id, "name": job.name, "status": job.status, "error": job.error,
                       "steps": [{"node": s.node, "status": s.status, "message": s.message} for s in job.steps],
                       "metrics": job.model_versions[0].metrics if job.model_versions else None}

@@ -37,8 +37,8 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from agents.rule_planner.intent import ChatIntent, next_missing
-from agents.rule_planner.parsing import parse_message
+from poise.agents.rule_planner.intent import ChatIntent, next_missing
+from poise.agents.rule_planner.parsing import parse_message
 
 Planner = Callable[[str, Sequence[str] | None], ChatIntent]
 
@@ -90,7 +90,7 @@ class LLMPlanner:
     """The chat LLM planner as a `message, columns -> ChatIntent` callable, with usage totals."""
 
     def __init__(self, settings):
-        from agents.llm import LLM, CallTracer
+        from poise.agents.llm import LLM, CallTracer
 
         self.settings = settings
         self.tracer = CallTracer(settings.db_url)
@@ -98,10 +98,10 @@ class LLMPlanner:
         self.failures = 0
 
     def __call__(self, message: str, columns: Sequence[str] | None) -> ChatIntent:
-        from agents.llm_planner import PlannerFailed, plan_turn
-        from agents.tools import PlannerTools
-        from pipelines import runner
-        from pipelines.access import DataAccess
+        from poise.agents.llm_planner import PlannerFailed, plan_turn
+        from poise.agents.tools import PlannerTools
+        from poise.pipelines import runner
+        from poise.pipelines.access import DataAccess
 
         rules = parse_message(message, columns)
         plans: dict[str, dict] = {}
@@ -160,7 +160,7 @@ def main() -> int:
 
     cases = load_cases()
     results = {name: evaluate(planner, cases) for name, planner in PLANNERS.items()}
-    from pipelines.settings import Settings
+    from poise.pipelines.settings import Settings
 
     settings = Settings(home=Path(tempfile.mkdtemp(prefix="poise-bench-home-")))
     if settings.llm_configured:

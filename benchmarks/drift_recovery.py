@@ -55,12 +55,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
-from agents.deployment.signature import predict_table  # noqa: E402
-from pipelines import runner  # noqa: E402
-from pipelines.datasets import TARGET, load  # noqa: E402
-from pipelines.monitoring.runner import check_now  # noqa: E402
-from pipelines.settings import Settings  # noqa: E402
-from registry import tracking  # noqa: E402
+from poise.agents.deployment.signature import predict_table  # noqa: E402
+from poise.pipelines import runner  # noqa: E402
+from poise.pipelines.datasets import TARGET, load  # noqa: E402
+from poise.pipelines.monitoring.runner import check_now  # noqa: E402
+from poise.pipelines.settings import Settings  # noqa: E402
+from poise.registry import tracking  # noqa: E402
 
 SCENARIOS = ("covariate", "prior", "concept")
 

@@ -99,11 +99,11 @@ from mlflow import MlflowClient  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
 from benchmarks.imbalance import machine_info  # noqa: E402
-from pipelines import runner  # noqa: E402
-from pipelines.settings import Settings  # noqa: E402
-from pipelines.training.graph import STEPS  # noqa: E402
-from registry.db import dispose_engine, session_scope  # noqa: E402
-from registry.models import Job, JobStep, LLMCall, ModelVersion  # noqa: E402
+from poise.pipelines import runner  # noqa: E402
+from poise.pipelines.settings import Settings  # noqa: E402
+from poise.pipelines.training.graph import STEPS  # noqa: E402
+from poise.registry.db import dispose_engine, session_scope  # noqa: E402
+from poise.registry.models import Job, JobStep, LLMCall, ModelVersion  # noqa: E402
 
 SCENARIOS = ("kill_worker", "kill_registering", "mlflow_fit", "mlflow_register", "postgres_restart", "llm_slow", "llm_down", "llm_garbage",
              "llm_invented", "disk_full", "worker_race", "serve_sigterm")

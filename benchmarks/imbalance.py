@@ -67,8 +67,8 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import train_test_split
 
-from agents.imbalance_policy import excluded_model_types_without_torch
-from pipelines.datasets import TABLES, TARGET, load
+from poise.agents.imbalance_policy import excluded_model_types_without_torch
+from poise.pipelines.datasets import TABLES, TARGET, load
 
 METHODS = ("poise", "autogluon_default", "autogluon_balanced", "smote_lightgbm", "balanced_logreg")
 METRICS = ("macro_f1", "balanced_accuracy", "pr_auc", "minority_recall")
@@ -282,8 +282,8 @@ def main() -> None:
     args = parse_args()
     use_poise = "poise" in args.methods
     if use_poise:  # imported up front so its import time is not charged to the first run
-        from pipelines.runner import train as poise_train
-        from pipelines.settings import Settings
+        from poise.pipelines.runner import train as poise_train
+        from poise.pipelines.settings import Settings
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {

@@ -264,11 +264,11 @@ class Poise:
     """Poise's entry points, imported once (so import time is charged to no run), on one home."""
 
     def __init__(self, home: Path):
-        from agents.data_engineering.profiling import profile_table
-        from agents.deployment.batch import batch_predict
-        from pipelines.runner import find_job, train
-        from pipelines.settings import Settings
-        from registry import tracking
+        from poise.agents.data_engineering.profiling import profile_table
+        from poise.agents.deployment.batch import batch_predict
+        from poise.pipelines.runner import find_job, train
+        from poise.pipelines.settings import Settings
+        from poise.registry import tracking
 
         self.home, self.train, self.batch_predict, self.find_job = home, train, batch_predict, find_job
         self.profile_table, self.settings_cls, self.tracking = profile_table, Settings, tracking
@@ -280,7 +280,7 @@ class Poise:
     def keys(self) -> dict[str, str]:
         """A `predict` and an `admin` key in this home, made once."""
         if self._keys is None:
-            from registry.keys import create_key
+            from poise.registry.keys import create_key
 
             db_url = self.settings().db_url
             self._keys = {scope: create_key(db_url, f"real-tables-{scope}", [scope])[1]
@@ -375,7 +375,7 @@ def api_server(settings):
     """Poise's API on a free port of 127.0.0.1 (real uvicorn, in a thread); yields its base URL."""
     import uvicorn
 
-    from pipelines.api.main import create_app
+    from poise.pipelines.api.main import create_app
 
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, name="real-tables-api", daemon=True)

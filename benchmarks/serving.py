@@ -60,14 +60,14 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from agents.deployment.serving import ModelServer
-from agents.deployment.signature import serving_frame
-from pipelines import runner
-from pipelines.api.prediction_log import PredictionLog, log_now
-from pipelines.api.routes.models import _json_records
-from pipelines.demo import DEMO_TARGET, write_demo_table
-from pipelines.settings import Settings
-from registry import keys
+from poise.agents.deployment.serving import ModelServer
+from poise.agents.deployment.signature import serving_frame
+from poise.pipelines import runner
+from poise.pipelines.api.prediction_log import PredictionLog, log_now
+from poise.pipelines.api.routes.models import _json_records
+from poise.pipelines.demo import DEMO_TARGET, write_demo_table
+from poise.pipelines.settings import Settings
+from poise.registry import keys
 
 MODEL_NAME = "bench-serving"
 PINNED = ["numpy", "pandas", "scikit-learn", "pyarrow", "fastapi", "starlette", "uvicorn", "pydantic", "mlflow",
@@ -162,10 +162,10 @@ def serve_api(home: str, port: int) -> None:
 
     import uvicorn
 
-    from pipelines.api import deps
-    from pipelines.api.main import create_app
-    from pipelines.api import prediction_log as log_module
-    from pipelines.api.routes import models as routes
+    from poise.pipelines.api import deps
+    from poise.pipelines.api.main import create_app
+    from poise.pipelines.api import prediction_log as log_module
+    from poise.pipelines.api.routes import models as routes
 
     timings: contextvars.ContextVar = contextvars.ContextVar("bench_timings", default=None)
 

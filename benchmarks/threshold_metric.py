@@ -33,7 +33,7 @@ from sklearn.metrics import f1_score, recall_score  # noqa: E402
 
 from benchmarks import real_tables  # noqa: E402
 from benchmarks.imbalance import machine_info  # noqa: E402
-from pipelines import datasets  # noqa: E402
+from poise.pipelines import datasets  # noqa: E402
 
 SUITES = {"real": real_tables.TABLES, "keel": datasets.TABLES}
 
@@ -47,7 +47,7 @@ def load(suite: str, table: str) -> tuple[pd.DataFrame, dict]:
 
 def macro_f1_threshold(predictor) -> float:
     """The served predictor's threshold, recalibrated for macro-F1 the way `agents.automl.fit` calibrates."""
-    from agents.automl import middle_of_ties
+    from poise.agents.automl import middle_of_ties
 
     threshold = float(predictor.calibrate_decision_threshold(metric="f1_macro", verbose=False))
     if predictor._trainer.bagged_mode:  # out-of-fold predictions of every training row: the middle of ties

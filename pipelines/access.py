@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.errors import NotFound, PoiseError
-from pipelines.settings import Settings
-from registry.keys import KeyInfo, key_by_id, recently_verified, verify_key
+from poise.agents.errors import NotFound, PoiseError
+from poise.pipelines.settings import Settings
+from poise.registry.keys import KeyInfo, key_by_id, recently_verified, verify_key
 
 UPLOADS = "uploads"  # how a caller names the folder of its uploads
 FAILED_ATTEMPTS = 20  # wrong keys from one address within FAILED_WINDOW seconds before it is told to wait

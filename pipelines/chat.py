@@ -16,19 +16,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.data_engineering.loading import load_table
-from agents.errors import PoiseError, SpecError
-from agents.plan import check_against_data, describe
-from agents.rule_planner.intent import ChatIntent, merge, missing_question
-from agents.rule_planner.parsing import parse_message
-from pipelines import runner
-from pipelines.access import DataAccess, Forbidden, hide_paths
-from pipelines.settings import Settings
-from registry import queries
-from registry.db import session_scope
-from registry.keys import KeyInfo
-from registry.models import ChatMessage
-from registry.models import ChatSession as ChatSessionRow
+from poise.agents.data_engineering.loading import load_table
+from poise.agents.errors import PoiseError, SpecError
+from poise.agents.plan import check_against_data, describe
+from poise.agents.rule_planner.intent import ChatIntent, merge, missing_question
+from poise.agents.rule_planner.parsing import parse_message
+from poise.pipelines import runner
+from poise.pipelines.access import DataAccess, Forbidden, hide_paths
+from poise.pipelines.settings import Settings
+from poise.registry import queries
+from poise.registry.db import session_scope
+from poise.registry.keys import KeyInfo
+from poise.registry.models import ChatMessage
+from poise.registry.models import ChatSession as ChatSessionRow
 
 MAX_MESSAGE_CHARS = 4000
 
@@ -161,9 +161,9 @@ class ChatSession:
         return reply
 
     def _llm_turn(self, text: str, approve: bool, on_event) -> ChatReply:
-        from agents.llm import LLM, CallTracer
-        from agents.llm_planner import PlannerFailed, ground_turn, plan_turn
-        from agents.tools import PlannerTools
+        from poise.agents.llm import LLM, CallTracer
+        from poise.agents.llm_planner import PlannerFailed, ground_turn, plan_turn
+        from poise.agents.tools import PlannerTools
 
         plans = self.state.setdefault("plans", {})
         tools = PlannerTools(self.settings, plans, self.access, validate_spec=self._validate_options)
@@ -257,7 +257,7 @@ class ChatSession:
     def _with_gate_steps(self, result: runner.JobResult, text: str) -> str:
         """The reply for a finished job: its summary (the built-in planner's or the LLM's), followed by why the
         gate refused the version and the exact next steps whenever the summary does not already carry them."""
-        from agents.summary import facts_steps
+        from poise.agents.summary import facts_steps
 
         if not result.gate or result.gate.get("passed") or result.is_champion:
             return text

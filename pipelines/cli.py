@@ -14,11 +14,11 @@ from typing import Annotated
 
 import typer
 
-from pipelines.console import (chat_loop, console, escape, fail, finish, finish_check, print_checks, print_job,
+from poise.pipelines.console import (chat_loop, console, escape, fail, finish, finish_check, print_checks, print_job,
                                print_jobs, print_keys, print_reply, print_schedules, progress, user_errors)
-from agents.job_spec import TRAIN_FLAGS, CheckOptions, JobOptions
-from pipelines.cli_options import with_options
-from pipelines.settings import Settings
+from poise.agents.job_spec import TRAIN_FLAGS, CheckOptions, JobOptions
+from poise.pipelines.cli_options import with_options
+from poise.pipelines.settings import Settings
 
 # A process that has run a job holds ~400k objects of MLflow, LangGraph, scikit-learn and AutoGluon, and tearing
 # the interpreter down walks them through the garbage collector again and again: 1.2-1.7 s of every `poise train`
@@ -32,7 +32,7 @@ app = typer.Typer(help="Poise: imbalance-aware AutoML with MLflow tracking.", no
 
 
 def _run_training(settings: Settings, **kwargs) -> None:
-    from pipelines import runner
+    from poise.pipelines import runner
 
     with user_errors():
         result = runner.train(settings=settings, on_event=progress, **kwargs)
@@ -53,7 +53,7 @@ def demo(
     time_limit: Annotated[int, typer.Option(help="AutoGluon time budget (seconds).")] = 60,
 ) -> None:
     """Train on a real imbalanced table shipped by an installed package (hypothyroid, KEEL)."""
-    from pipelines.demo import DEMO_TARGET, write_demo_table
+    from poise.pipelines.demo import DEMO_TARGET, write_demo_table
 
     settings = Settings()
     settings.ensure_home()
@@ -66,7 +66,7 @@ def demo(
 @app.command()
 def resume(job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix).")]) -> None:
     """Continue an interrupted job from its last finished step."""
-    from pipelines import runner
+    from poise.pipelines import runner
 
     settings = Settings()
     with user_errors():
@@ -81,7 +81,7 @@ def chat(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve the proposed plan (auto-approve).")] = False,
 ) -> None:
     """Describe the model you want in plain words; Poise plans it, asks what it must, and runs it."""
-    from pipelines.chat import ChatSession
+    from poise.pipelines.chat import ChatSession
 
     settings = Settings()
     with user_errors():
@@ -99,9 +99,9 @@ def approve(
     reject: Annotated[bool, typer.Option("--reject", help="Reject the plan (or promotion) instead.")] = False,
 ) -> None:
     """Approve (or reject) the plan of a waiting job, or the promotion of a waiting drift check, and finish it."""
-    from agents.errors import NotFound
-    from pipelines import runner
-    from pipelines.monitoring.runner import decide_check, find_check
+    from poise.agents.errors import NotFound
+    from poise.pipelines import runner
+    from poise.pipelines.monitoring.runner import decide_check, find_check
 
     settings = Settings()
     with user_errors():
@@ -118,8 +118,8 @@ def approve(
 @app.command()
 def jobs(limit: Annotated[int, typer.Option(help="How many recent jobs.")] = 20) -> None:
     """List recent jobs."""
-    from registry import queries
-    from registry.db import session_scope
+    from poise.registry import queries
+    from poise.registry.db import session_scope
 
     with session_scope(Settings().db_url) as session:
         print_jobs(queries.list_jobs(session, limit))
@@ -128,7 +128,7 @@ def jobs(limit: Annotated[int, typer.Option(help="How many recent jobs.")] = 20)
 @app.command()
 def show(job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix).")]) -> None:
     """Show a job's steps, model version and metrics."""
-    from pipelines import runner
+    from poise.pipelines import runner
 
     settings = Settings()
     with user_errors():
@@ -144,7 +144,7 @@ def predict(
     version: Annotated[str | None, typer.Option(help="Version to use; default the champion.")] = None,
 ) -> None:
     """Batch predictions from the champion (or a given version)."""
-    from agents.deployment.batch import batch_predict
+    from poise.agents.deployment.batch import batch_predict
 
     with user_errors():
         written, rows, used = batch_predict(Settings(), name, data, out, version)
@@ -160,8 +160,8 @@ def promote(
 ) -> None:
     """Make a version the champion by hand, with a recorded reason (an admin action; the replaced champion keeps
     `previous-champion`, so `poise rollback` undoes it)."""
-    from pipelines.access import local_user
-    from registry import tracking
+    from poise.pipelines.access import local_user
+    from poise.registry import tracking
 
     reason = reason.strip()
     if not reason:
@@ -194,7 +194,7 @@ def worker(
 
     First SIGTERM/Ctrl-C: finish the current job, then exit; a second one: exit now (the job is requeued when stale).
     """
-    from pipelines.service import run_worker
+    from poise.pipelines.service import run_worker
 
     settings = Settings()
     settings.ensure_home()
@@ -213,7 +213,7 @@ def monitor(
     sql_query: Annotated[str | None, typer.Option(help="Query giving the batch (with --sql-source).")] = None,
 ) -> None:
     """Run one drift check now: analyse, decide, recalibrate or retrain, compare, promote or keep."""
-    from pipelines.monitoring.runner import check_now
+    from poise.pipelines.monitoring.runner import check_now
 
     settings = Settings()
     with user_errors():
@@ -228,8 +228,8 @@ def checks(
     limit: Annotated[int, typer.Option(help="How many recent checks.")] = 20,
 ) -> None:
     """List recent drift checks."""
-    from registry import queries
-    from registry.db import session_scope
+    from poise.registry import queries
+    from poise.registry.db import session_scope
 
     settings = Settings()
     settings.ensure_home()
@@ -246,7 +246,7 @@ def schedule(
     remove: Annotated[bool, typer.Option("--remove", help="Delete the model's schedule instead.")] = False,
 ) -> None:
     """Schedule drift checks of a model's champion (run by `poise scheduler`, which `poise serve` starts)."""
-    from pipelines.scheduler import add_schedule, remove_schedule
+    from poise.pipelines.scheduler import add_schedule, remove_schedule
 
     settings = Settings()
     settings.ensure_home()
@@ -264,7 +264,7 @@ def schedule(
 @app.command()
 def schedules() -> None:
     """List drift-check schedules."""
-    from pipelines.scheduler import list_schedules
+    from poise.pipelines.scheduler import list_schedules
 
     settings = Settings()
     settings.ensure_home()
@@ -274,7 +274,7 @@ def schedules() -> None:
 @app.command()
 def scheduler() -> None:
     """Fire scheduled drift checks (queued for workers) until stopped; several schedulers never double a check."""
-    from pipelines.service import run_scheduler_until_stopped
+    from poise.pipelines.service import run_scheduler_until_stopped
 
     settings = Settings()
     settings.ensure_home()
@@ -284,7 +284,7 @@ def scheduler() -> None:
 @app.command()
 def rollback(name: Annotated[str, typer.Argument(help="Registered model.")]) -> None:
     """Make the previous champion the champion again (the current one becomes `previous-champion`)."""
-    from registry import tracking
+    from poise.registry import tracking
 
     settings = Settings()
     with user_errors():
@@ -297,7 +297,7 @@ def mlflow_ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
 ) -> None:
     """Open the MLflow UI on Poise's store (127.0.0.1)."""
-    from pipelines.service import run_mlflow_ui
+    from poise.pipelines.service import run_mlflow_ui
 
     settings = Settings()
     settings.ensure_home()
@@ -315,7 +315,7 @@ def keys_create(
     name: Annotated[str, typer.Option(help="A label for the key.")] = "key",
 ) -> None:
     """Create an API key and print it once."""
-    from registry.keys import create_key
+    from poise.registry.keys import create_key
 
     try:
         info, key = create_key(Settings().db_url, name, scope)
@@ -328,7 +328,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """List API keys (never the keys themselves)."""
-    from registry.keys import list_keys
+    from poise.registry.keys import list_keys
 
     print_keys(list_keys(Settings().db_url))
 
@@ -336,7 +336,7 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[int, typer.Argument(help="Key id from `poise keys list`.")]) -> None:
     """Revoke an API key."""
-    from registry.keys import revoke_key
+    from poise.registry.keys import revoke_key
 
     if not revoke_key(Settings().db_url, key_id):
         fail(f"no active key {key_id}")
@@ -354,8 +354,8 @@ def serve(
     mlflow_port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
 ) -> None:
     """Start the API (with OpenAPI docs at /docs), job workers, the drift-check scheduler and optionally the MLflow UI."""
-    from pipelines import service
-    from pipelines.api.main import create_app
+    from poise.pipelines import service
+    from poise.pipelines.api.main import create_app
 
     settings = Settings()
     if settings.ui_open and not service.is_loopback(host):

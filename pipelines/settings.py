@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
-    from agents.llm import LLMConfig
+    from poise.agents.llm import LLMConfig
 
 
 class Settings(BaseSettings):
@@ -74,7 +74,7 @@ class Settings(BaseSettings):
         """The LLM endpoint as `agents.llm` takes it, or None when no model is set."""
         if not self.llm_configured:
             return None
-        from agents.llm import LLMConfig  # the OpenAI client's import is paid only when an LLM is used
+        from poise.agents.llm import LLMConfig  # the OpenAI client's import is paid only when an LLM is used
 
         return LLMConfig(model=self.llm_model, base_url=self.llm_base_url, api_key=self.llm_api_key,
                          timeout=self.llm_timeout, max_retries=self.llm_max_retries)

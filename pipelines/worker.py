@@ -37,11 +37,11 @@ from datetime import timedelta
 
 from sqlalchemy import or_, select, update
 
-from agents.errors import SpecError
-from pipelines import runner
-from pipelines.settings import Settings
-from registry.db import session_scope
-from registry.models import DriftCheck, Job, JobStep, utcnow
+from poise.agents.errors import SpecError
+from poise.pipelines import runner
+from poise.pipelines.settings import Settings
+from poise.registry.db import session_scope
+from poise.registry.models import DriftCheck, Job, JobStep, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def run_claimed(job_id: str, settings: Settings, worker_id: str) -> str:
 
 def run_claimed_check(check_id: str, settings: Settings, worker_id: str) -> str:
     """Run (or finish, with its pending approval answer) a drift check this worker claimed; its final status."""
-    from pipelines.monitoring.runner import run_check
+    from poise.pipelines.monitoring.runner import run_check
 
     try:
         with session_scope(settings.db_url) as session:

@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from registry.db import session_scope
-from registry.models import ApiKey
+from poise.registry.db import session_scope
+from poise.registry.models import ApiKey
 
 SCOPES = ("read", "submit", "predict", "admin")
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # write `last_used_at` at most this often per key

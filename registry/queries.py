@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 from sqlalchemy import func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from agents.errors import AmbiguousId, NotFound
-from registry.models import ChatSession, DriftCheck, Job, JobStep, LLMCall, ModelVersion, Prediction
+from poise.agents.errors import AmbiguousId, NotFound
+from poise.registry.models import ChatSession, DriftCheck, Job, JobStep, LLMCall, ModelVersion, Prediction
 
 Row = TypeVar("Row", Job, DriftCheck)
 AMBIGUOUS_LISTED = 10  # ids an AmbiguousId names at most

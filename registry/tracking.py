@@ -27,7 +27,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
-from agents.errors import Conflict, NotFound
+from poise.agents.errors import Conflict, NotFound
 
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous-champion"

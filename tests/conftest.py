@@ -16,8 +16,8 @@ from sqlalchemy import create_engine, make_url  # noqa: E402
 from sqlalchemy.exc import OperationalError  # noqa: E402
 from sqlalchemy.pool import NullPool  # noqa: E402
 
-from pipelines.settings import Settings  # noqa: E402
-from registry.db import dispose_engine  # noqa: E402
+from poise.pipelines.settings import Settings  # noqa: E402
+from poise.registry.db import dispose_engine  # noqa: E402
 
 PG_ADMIN_URLS = (
     "postgresql+psycopg://postgres@127.0.0.1:5432/test",

@@ -25,13 +25,13 @@ from pathlib import Path
 import gradio as gr
 from fastapi import FastAPI
 
-from agents.errors import PoiseError
-from pipelines import runner
-from pipelines.access import shown_path
-from pipelines.chat import ChatSession, QueuedJobs
-from pipelines.settings import Settings
-from ui import views
-from ui.signin import UiSessions, add_signin_routes
+from poise.agents.errors import PoiseError
+from poise.pipelines import runner
+from poise.pipelines.access import shown_path
+from poise.pipelines.chat import ChatSession, QueuedJobs
+from poise.pipelines.settings import Settings
+from poise.ui import views
+from poise.ui.signin import UiSessions, add_signin_routes
 
 POLL_SECONDS = 2.0
 CSS = """

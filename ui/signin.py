@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from pipelines.access import Forbidden, TooManyAttempts, Unauthenticated, authorize, caller_by_id
-from pipelines.settings import Settings
-from registry.keys import KeyInfo
+from poise.pipelines.access import Forbidden, TooManyAttempts, Unauthenticated, authorize, caller_by_id
+from poise.pipelines.settings import Settings
+from poise.registry.keys import KeyInfo
 
 COOKIE = "poise_ui_session"
 SESSION_HOURS = 12

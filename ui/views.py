@@ -19,15 +19,15 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 from mlflow import MlflowClient
 from PIL import Image
-from agents.errors import PoiseError, SpecError
-from pipelines import runner
-from pipelines.access import hide_paths
-from pipelines.job_view import job_report, shows_promotion, step_seconds
-from pipelines.settings import Settings
-from registry import tracking
-from registry import queries
-from registry.db import session_scope
-from registry.models import Job
+from poise.agents.errors import PoiseError, SpecError
+from poise.pipelines import runner
+from poise.pipelines.access import hide_paths
+from poise.pipelines.job_view import job_report, shows_promotion, step_seconds
+from poise.pipelines.settings import Settings
+from poise.registry import tracking
+from poise.registry import queries
+from poise.registry.db import session_scope
+from poise.registry.models import Job
 
 UPLOAD_SUFFIXES = (".csv", ".tsv", ".parquet")
 HEADLINE_METRICS = ("macro_f1", "balanced_accuracy", "pr_auc", "roc_auc", "minority_recall", "minority_precision")
@@ -208,7 +208,7 @@ def checks_table(settings: Settings, limit: int = 30) -> pd.DataFrame:
 
 def answer_check(settings: Settings, check_id: str, approved: bool) -> str:
     """Approve or reject the promotion a drift check waits for; a worker finishes the check."""
-    from pipelines.monitoring.runner import find_check, queue_check_decision
+    from poise.pipelines.monitoring.runner import find_check, queue_check_decision
 
     try:
         check = find_check(settings, check_id.strip())

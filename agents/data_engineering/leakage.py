@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.tree import DecisionTreeClassifier
 
-from agents.data_engineering.column_types import TRUE_TOKENS, label_strings, value_tokens
+from poise.agents.data_engineering.column_types import TRUE_TOKENS, label_strings, value_tokens
 
 LEAK_SAMPLE_ROWS = 20_000
 LEAK_FOLDS = 3

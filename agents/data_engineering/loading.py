@@ -16,7 +16,7 @@ from pathlib import Path
 import charset_normalizer
 import pandas as pd
 
-from agents.errors import DataError
+from poise.agents.errors import DataError
 
 CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from agents.data_engineering.column_types import class_counts, infer_type, is_integer_valued, label_strings
-from agents.data_engineering.leakage import LEAK_AUC, leak_sample, single_column_auc
-from agents.errors import DataError
+from poise.agents.data_engineering.column_types import class_counts, infer_type, is_integer_valued, label_strings
+from poise.agents.data_engineering.leakage import LEAK_AUC, leak_sample, single_column_auc
+from poise.agents.errors import DataError
 
 ID_NAME = re.compile(r"^(id|uuid|guid|key|index|idx)$|[_\-\s.](id|uuid|guid|key|index|idx)$", re.IGNORECASE)
 CAMEL_ID_NAME = re.compile(r"[a-z0-9](Id|ID|Uuid|UUID|Key)$")

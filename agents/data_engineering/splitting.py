@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from agents.data_engineering.column_types import cast_columns, class_counts, label_strings
-from agents.data_engineering.loading import first_line
-from agents.data_engineering.profiling import feature_types
-from agents.errors import DataError
+from poise.agents.data_engineering.column_types import cast_columns, class_counts, label_strings
+from poise.agents.data_engineering.loading import first_line
+from poise.agents.data_engineering.profiling import feature_types
+from poise.agents.errors import DataError
 
 
 def prepare_split(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from agents.errors import DataError, TooLargeError
+from poise.agents.errors import DataError, TooLargeError
 
 SQL_TIMEOUT_SECONDS = 300.0  # Settings.sql_timeout's default
 _SQLITE_READ_ACTIONS = {20, 21, 22, 31, 33}  # SQLITE_READ, _SELECT, _TRANSACTION, _FUNCTION, _RECURSIVE (sqlite3.h)

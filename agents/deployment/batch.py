@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from agents.data_engineering.loading import load_table
-from agents.deployment.signature import predict_table
-from agents.errors import SpecError
-from registry import tracking
+from poise.agents.data_engineering.loading import load_table
+from poise.agents.deployment.signature import predict_table
+from poise.agents.errors import SpecError
+from poise.registry import tracking
 
 
 def batch_predict(settings, name: str, data, out, version: str | None = None) -> tuple[Path, int, str]:
@@ -23,7 +23,7 @@ def batch_predict(settings, name: str, data, out, version: str | None = None) ->
     client = tracking.configure(settings.tracking_uri, settings.registry_uri)
     used = version or tracking.champion_version(client, name)
     if used is None:
-        from agents.summary import no_champion_error
+        from poise.agents.summary import no_champion_error
 
         raise no_champion_error(settings, client, name, predict_with=(str(data), str(out)))
     try:

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from agents.deployment import autogluon_internals as internals
-from agents.deployment.signature import conform_to_signature
+from poise.agents.deployment import autogluon_internals as internals
+from poise.agents.deployment.signature import conform_to_signature
 
 FAST_TREES = "fast_trees"  # `BaggedTreeScorer`, checked bit-identical to AutoGluon on the model's input example
 AUTOGLUON = "autogluon"  # the Poise pyfunc's own code, with AutoGluon's `predict_proba`

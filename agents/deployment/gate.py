@@ -21,12 +21,12 @@ from typing import Any
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from agents.deployment.signature import serving_frame
-from agents.drift.adaptation import compare
-from agents.drift.reference import LABEL, Reference
-from agents.evaluation import best_baseline, classification_metrics
-from agents.metrics import is_better, lower_is_better, primary_metric_name
-from registry import tracking
+from poise.agents.deployment.signature import serving_frame
+from poise.agents.drift.adaptation import compare
+from poise.agents.drift.reference import LABEL, Reference
+from poise.agents.evaluation import best_baseline, classification_metrics
+from poise.agents.metrics import is_better, lower_is_better, primary_metric_name
+from poise.registry import tracking
 
 
 def score_champion(name: str, version: str, holdout: pd.DataFrame, label: str, policy: dict[str, Any]) -> dict:

@@ -16,9 +16,9 @@ from typing import Any
 
 import pandas as pd
 
-from agents.deployment.fast_scorer import ScoringPath, choose_path
-from agents.deployment.signature import conform_records, conform_to_signature, predict_table
-from registry import tracking
+from poise.agents.deployment.fast_scorer import ScoringPath, choose_path
+from poise.agents.deployment.signature import conform_records, conform_to_signature, predict_table
+from poise.registry import tracking
 
 
 def _settle_heap() -> None:
@@ -88,7 +88,7 @@ class ModelServer:
         NotFound when no version of the model is registered."""
         version = self.champion(name)
         if version is None:
-            from agents.summary import no_champion_error
+            from poise.agents.summary import no_champion_error
 
             raise no_champion_error(self.settings, self._client, name)
         loaded = self._loaded.get(name)

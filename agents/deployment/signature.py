@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from agents.data_engineering.column_types import to_utc_naive
-from agents.errors import DataError
+from poise.agents.data_engineering.column_types import to_utc_naive
+from poise.agents.errors import DataError
 
 
 def serving_frame(features: pd.DataFrame) -> pd.DataFrame:

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from agents.drift.detection import ANALYSIS_ROWS, classifier, encode
-from agents.drift.reference import (
+from poise.agents.drift.detection import ANALYSIS_ROWS, classifier, encode
+from poise.agents.drift.reference import (
     MIN_LABELLED,
     PROBA,
     WEIGHT,
@@ -27,7 +27,7 @@ from agents.drift.reference import (
     weighted_rows,
     with_class_shares,
 )
-from agents.metrics import codes, confusion, from_confusion, lower_is_better, metric_value
+from poise.agents.metrics import codes, confusion, from_confusion, lower_is_better, metric_value
 
 # How sure the paired bootstrap must be that a challenger is better before it is promoted: a refit may
 # fail where the window had no data; a recalibration is the same model moved to a new prior by Bayes' rule.

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.drift.detection import DRIFT_SHARE
-from agents.metrics import lower_is_better
+from poise.agents.drift.detection import DRIFT_SHARE
+from poise.agents.metrics import lower_is_better
 
 # Every decision a check can reach, and the action it calls for.
 ACTION_OF = {"no_drift": "none", "prior_shift": "recalibrate", "covariate_drift": "retrain",

@@ -30,8 +30,8 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from agents.drift.performance import performance
-from agents.drift.reference import (
+from poise.agents.drift.performance import performance
+from poise.agents.drift.reference import (
     LABEL,
     MIN_LABELLED,
     PROBA,
@@ -41,7 +41,7 @@ from agents.drift.reference import (
     prior_matched,
     sample,
 )
-from agents.errors import DataError
+from poise.agents.errors import DataError
 
 ANALYSIS_ROWS = 5_000  # rows per side for the per-column and multivariate checks
 DRIFT_SHARE = 0.5  # dataset drift: importance-weighted share of drifted columns at or above this

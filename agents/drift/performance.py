@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agents.drift.reference import (
+from poise.agents.drift.reference import (
     LABEL,
     MIN_LABELLED,
     Reference,
@@ -21,7 +21,7 @@ from agents.drift.reference import (
     class_weights,
     labelled_baseline,
 )
-from agents.metrics import brier_scores, codes, confusion, from_confusion, lower_is_better, metric_value
+from poise.agents.metrics import brier_scores, codes, confusion, from_confusion, lower_is_better, metric_value
 
 # How often a clean window may read as a performance drop: each window is judged on two measures (primary metric,
 # Brier score), each one-sided at half this. At 1 % each, 2 of 20 clean satimage windows were called on the drift

@@ -11,7 +11,7 @@ import difflib
 import re
 from collections.abc import Sequence
 
-from agents.rule_planner.phrases import (
+from poise.agents.rule_planner.phrases import (
     STOPWORDS,
     VALUE,
     close_column,

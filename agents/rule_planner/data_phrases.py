@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from agents.rule_planner.phrases import mask
+from poise.agents.rule_planner.phrases import mask
 
 _SUFFIX = r"\.(?:csv|tsv|txt|parquet|pq)"
 _QUOTED_PATH = re.compile(rf"(?<!\w)([\"'`])([^\"'`\n]*?{_SUFFIX})\1", re.I)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from agents.rule_planner.phrases import NUMBER, mask, number
+from poise.agents.rule_planner.phrases import NUMBER, mask, number
 
 _SENTENCE = re.compile(r"(?:[^.;!?\n]|\.(?=\S))+")
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from agents.rule_planner.column_phrases import POSITIVE_PATTERNS, extract_drops, extract_target
-from agents.rule_planner.data_phrases import extract_data, extract_na_values
-from agents.rule_planner.intent import ChatIntent
-from agents.rule_planner.objective_phrases import extract_costs, extract_objective, extract_time
-from agents.rule_planner.phrases import VALUE, extract_by_patterns
+from poise.agents.rule_planner.column_phrases import POSITIVE_PATTERNS, extract_drops, extract_target
+from poise.agents.rule_planner.data_phrases import extract_data, extract_na_values
+from poise.agents.rule_planner.intent import ChatIntent
+from poise.agents.rule_planner.objective_phrases import extract_costs, extract_objective, extract_time
+from poise.agents.rule_planner.phrases import VALUE, extract_by_patterns
 
 _NAME_PATTERNS = [
     re.compile(rf"\b(?:call|name)\s+(?:it|this(?:\s+model)?|the\s+model|the\s+run)\s+(?:as\s+)?{VALUE}", re.I),

@@ -9,10 +9,10 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from pipelines.access import authorize
-from pipelines.settings import Settings
-from registry.db import session_scope
-from registry.keys import KeyInfo, recently_verified
+from poise.pipelines.access import authorize
+from poise.pipelines.settings import Settings
+from poise.registry.db import session_scope
+from poise.registry.keys import KeyInfo, recently_verified
 
 bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")

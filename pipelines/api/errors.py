@@ -13,9 +13,9 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from agents.errors import AmbiguousId, Conflict, DataError, NoChampion, NotFound, PoiseError, SpecError, TooLargeError
-from pipelines.access import Forbidden, NoSuchFile, PathRefused, TooManyAttempts, Unauthenticated, hide_paths
-from pipelines.settings import Settings
+from poise.agents.errors import AmbiguousId, Conflict, DataError, NoChampion, NotFound, PoiseError, SpecError, TooLargeError
+from poise.pipelines.access import Forbidden, NoSuchFile, PathRefused, TooManyAttempts, Unauthenticated, hide_paths
+from poise.pipelines.settings import Settings
 
 STATUS: dict[type[PoiseError], int] = {
     PoiseError: 422,  # any other problem with the input

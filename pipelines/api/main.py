@@ -5,13 +5,13 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from agents.deployment.serving import ModelServer
-from pipelines.api.errors import add_error_handlers
-from pipelines.api.limits import BodyLimitMiddleware
-from pipelines.api.metrics import ApiMetrics, MetricsMiddleware
-from pipelines.api.routes import chat, checks, health, jobs, models
-from pipelines.settings import Settings
-from registry.db import get_engine
+from poise.agents.deployment.serving import ModelServer
+from poise.pipelines.api.errors import add_error_handlers
+from poise.pipelines.api.limits import BodyLimitMiddleware
+from poise.pipelines.api.metrics import ApiMetrics, MetricsMiddleware
+from poise.pipelines.api.routes import chat, checks, health, jobs, models
+from poise.pipelines.settings import Settings
+from poise.registry.db import get_engine
 
 UPLOAD_FORM_BYTES = 1 << 20  # an upload's multipart framing and its form fields (the job options)
 
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     add_error_handlers(app, settings)  # Poise's errors to HTTP statuses, in one table (pipelines.api.errors)
 
-    from ui.app import mount_ui
+    from poise.ui.app import mount_ui
 
     mount_ui(app, settings)
     return app

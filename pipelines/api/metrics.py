@@ -7,8 +7,8 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
-from registry import queries
-from registry.db import session_scope
+from poise.registry import queries
+from poise.registry.db import session_scope
 
 
 class JobsCollector:

@@ -18,9 +18,9 @@ from typing import Any
 import pandas as pd
 from fastapi import FastAPI
 
-from pipelines.settings import Settings
-from registry import queries
-from registry.db import session_scope
+from poise.pipelines.settings import Settings
+from poise.registry import queries
+from poise.registry.db import session_scope
 
 logger = logging.getLogger(__name__)
 

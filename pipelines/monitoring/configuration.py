@@ -9,9 +9,9 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from pipelines.settings import Settings
-from registry import tracking
-from registry.db import session_scope
+from poise.pipelines.settings import Settings
+from poise.registry import tracking
+from poise.registry.db import session_scope
 
 
 @dataclass

@@ -8,10 +8,10 @@ check (a LangGraph interrupt) before a promotion when the check asks for approva
 
 from langgraph.graph import END, START, StateGraph
 
-from pipelines.graph_runner import Step, continue_unless_error
-from pipelines.monitoring import nodes
-from pipelines.monitoring.configuration import MonitorContext
-from pipelines.monitoring.state import MonitorState
+from poise.pipelines.graph_runner import Step, continue_unless_error
+from poise.pipelines.monitoring import nodes
+from poise.pipelines.monitoring.configuration import MonitorContext
+from poise.pipelines.monitoring.state import MonitorState
 
 STEPS = (
     Step("collect", nodes.collect, "drift"),

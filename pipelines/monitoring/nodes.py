@@ -18,16 +18,16 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from mlflow.exceptions import MlflowException
 
-from agents.deployment.signature import example_rows, predict_table, serving_frame
-from agents.drift import adaptation, decision, detection
-from agents.drift.reference import LABEL, WEIGHT, Reference, Window, class_weights
-from agents.errors import DataError, SpecError
-from agents.job_spec import CheckSpec, JobSpec
-from pipelines.monitoring import windows
-from pipelines.monitoring.configuration import MonitorContext
-from pipelines.monitoring.state import MonitorState
-from pipelines.training.nodes import user_errors, write_parquet
-from registry import queries, tracking
+from poise.agents.deployment.signature import example_rows, predict_table, serving_frame
+from poise.agents.drift import adaptation, decision, detection
+from poise.agents.drift.reference import LABEL, WEIGHT, Reference, Window, class_weights
+from poise.agents.errors import DataError, SpecError
+from poise.agents.job_spec import CheckSpec, JobSpec
+from poise.pipelines.monitoring import windows
+from poise.pipelines.monitoring.configuration import MonitorContext
+from poise.pipelines.monitoring.state import MonitorState
+from poise.pipelines.training.nodes import user_errors, write_parquet
+from poise.registry import queries, tracking
 
 MIN_WINDOW_ROWS = 30
 DERIVED_FROM_TAG = "poise.derived_from"  # a recalibrated version names the version whose predictor it reuses
@@ -176,7 +176,7 @@ def _retrain(ctx: MonitorContext, spec: CheckSpec, champion: str, table: pd.Data
     """The training pipeline on the weighted retraining table. With a fresh labelled holdout from the window
     the job trains on all of the table and is scored on that holdout (the rows the comparison uses), rather
     than holding out a fifth of the few new rows it has to learn from."""
-    from pipelines import runner
+    from poise.pipelines import runner
 
     base = training_spec(ctx, spec.model_name, champion)
     path = write_parquet(table, ctx.check_dir / "retraining.parquet")

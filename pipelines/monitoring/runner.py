@@ -15,18 +15,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agents.errors import Conflict, SpecError
-from agents.job_spec import CheckSpec
-from pipelines import graph_runner
-from pipelines.graph_runner import AWAITING_APPROVAL, EventHandler, JobKind
-from pipelines.monitoring.configuration import MonitorContext
-from pipelines.monitoring.graph import STEPS, build_graph
-from pipelines.runner import option_problems
-from pipelines.settings import Settings
-from registry import tracking
-from registry.db import session_scope
-from registry.models import DriftCheck
-from registry.queries import find_check_by_prefix
+from poise.agents.errors import Conflict, SpecError
+from poise.agents.job_spec import CheckSpec
+from poise.pipelines import graph_runner
+from poise.pipelines.graph_runner import AWAITING_APPROVAL, EventHandler, JobKind
+from poise.pipelines.monitoring.configuration import MonitorContext
+from poise.pipelines.monitoring.graph import STEPS, build_graph
+from poise.pipelines.runner import option_problems
+from poise.pipelines.settings import Settings
+from poise.registry import tracking
+from poise.registry.db import session_scope
+from poise.registry.models import DriftCheck
+from poise.registry.queries import find_check_by_prefix
 
 DRIFT_CHECK = JobKind(noun="drift check", steps=STEPS, build_graph=build_graph,
                       make_context=lambda settings, check_id, spec: MonitorContext(settings=settings,

@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agents.data_engineering import column_types, loading, sql
-from agents.deployment.signature import predict_table
-from agents.drift.reference import FEEDBACK_ROWS, PREDICTION_ROWS, sample
-from agents.errors import DataError, SpecError
-from agents.job_spec import CheckSpec
-from pipelines.monitoring.configuration import MonitorContext
-from pipelines.training.nodes import write_parquet
-from registry import queries, tracking
+from poise.agents.data_engineering import column_types, loading, sql
+from poise.agents.deployment.signature import predict_table
+from poise.agents.drift.reference import FEEDBACK_ROWS, PREDICTION_ROWS, sample
+from poise.agents.errors import DataError, SpecError
+from poise.agents.job_spec import CheckSpec
+from poise.pipelines.monitoring.configuration import MonitorContext
+from poise.pipelines.training.nodes import write_parquet
+from poise.registry import queries, tracking
 
 
 def _row_keys(features: pd.DataFrame, columns: list[str]) -> np.ndarray:

@@ -14,9 +14,9 @@ from typing import Any
 
 from mlflow import MlflowClient
 
-from pipelines.settings import Settings
-from registry import tracking
-from registry.db import session_scope
+from poise.pipelines.settings import Settings
+from poise.registry import tracking
+from poise.registry.db import session_scope
 
 
 @dataclass
@@ -45,7 +45,7 @@ class TrainingContext:
     def llm(self):
         """The traced LLM client when an endpoint is configured, else None (deterministic path)."""
         if self._llm is None and self.settings.llm_configured:
-            from agents.llm import LLM, CallTracer
+            from poise.agents.llm import LLM, CallTracer
 
             self._llm = LLM(self.settings.llm_config, CallTracer(self.settings.db_url, self.session_id, self.job_id))
         return self._llm

@@ -6,10 +6,10 @@ after the step that found it; a failed gate still registers the version (without
 `champion`). `approve` pauses the job (a LangGraph interrupt) unless auto-approve is on.
 """
 
-from pipelines.graph_runner import Step, linear_graph
-from pipelines.training import nodes, step_notes
-from pipelines.training.configuration import TrainingContext
-from pipelines.training.state import TrainingState
+from poise.pipelines.graph_runner import Step, linear_graph
+from poise.pipelines.training import nodes, step_notes
+from poise.pipelines.training.configuration import TrainingContext
+from poise.pipelines.training.state import TrainingState
 
 STEPS = (
     Step("load", nodes.load, "data_engineering", step_notes.load, ends_on_error=True),

@@ -19,18 +19,18 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from mlflow.exceptions import MlflowException
 
-from agents import automl, evaluation, imbalance_policy, summary
-from agents.data_engineering import column_types, data_card, loading, profiling, splitting
-from agents.deployment.gate import ChampionEvidence, quality_gate, reference_scores, schema_changes, score_champion
-from agents.deployment.signature import example_rows, serving_frame
-from agents.drift.reference import REFERENCE_ROWS, Reference, prediction_columns, reference_meta, sample
-from agents.errors import PoiseError
-from agents.job_spec import JobSpec
-from agents.plan import describe
-from pipelines.training.configuration import TrainingContext
-from pipelines.training.report import write_report
-from pipelines.training.state import TrainingState, served_fit
-from registry import queries, tracking
+from poise.agents import automl, evaluation, imbalance_policy, summary
+from poise.agents.data_engineering import column_types, data_card, loading, profiling, splitting
+from poise.agents.deployment.gate import ChampionEvidence, quality_gate, reference_scores, schema_changes, score_champion
+from poise.agents.deployment.signature import example_rows, serving_frame
+from poise.agents.drift.reference import REFERENCE_ROWS, Reference, prediction_columns, reference_meta, sample
+from poise.agents.errors import PoiseError
+from poise.agents.job_spec import JobSpec
+from poise.agents.plan import describe
+from poise.pipelines.training.configuration import TrainingContext
+from poise.pipelines.training.report import write_report
+from poise.pipelines.training.state import TrainingState, served_fit
+from poise.registry import queries, tracking
 
 Node = Callable[[TrainingState, Runtime[TrainingContext]], dict[str, Any]]
 
@@ -86,7 +86,7 @@ def review(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str,
     llm = runtime.context.llm
     if llm is None:
         return {"review": {"by": "deterministic", "changes": None}}
-    from agents.llm_planner import PlannerFailed, review_profile
+    from poise.agents.llm_planner import PlannerFailed, review_profile
 
     try:
         amendment = review_profile(llm, state["profile"])
@@ -355,7 +355,7 @@ def explain(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str
     result = {"text": summary.deterministic_summary(record), "by": "deterministic", "fallback": None}
     llm = runtime.context.llm
     if llm is not None:
-        from agents.llm_planner import PlannerFailed, summarize
+        from poise.agents.llm_planner import PlannerFailed, summarize
 
         try:
             result.update(text=summarize(llm, record), by="llm")

@@ -9,7 +9,7 @@ programmatically and passes an open connection (already inside a transaction) in
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from registry.models import SCHEDULER_TABLE, Base
+from poise.registry.models import SCHEDULER_TABLE, Base
 
 config = context.config
 target_metadata = Base.metadata

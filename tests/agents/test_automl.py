@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from autogluon.tabular import TabularPredictor
 
-from agents.automl import (
+from poise.agents.automl import (
     EXTRA_MODELS_MIN_SECONDS,
     fit,
     frozen_heap,
@@ -19,8 +19,8 @@ from agents.automl import (
     scan_packages_once,
     with_fast_threads,
 )
-from agents.errors import SpecError
-from agents.imbalance_policy import choose_policy, expected_cost
+from poise.agents.errors import SpecError
+from poise.agents.imbalance_policy import choose_policy, expected_cost
 
 
 def _profile(counts: dict[str, int], problem_type: str = "binary") -> dict:

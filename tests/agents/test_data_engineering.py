@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agents.data_engineering.data_card import write_data_card
-from agents.data_engineering.leakage import LEAK_AUC
-from agents.data_engineering.loading import load_table
-from agents.data_engineering.profiling import profile_table
-from agents.data_engineering.splitting import prepare_split
-from agents.errors import DataError
+from poise.agents.data_engineering.data_card import write_data_card
+from poise.agents.data_engineering.leakage import LEAK_AUC
+from poise.agents.data_engineering.loading import load_table
+from poise.agents.data_engineering.profiling import profile_table
+from poise.agents.data_engineering.splitting import prepare_split
+from poise.agents.errors import DataError
 
 
 def make_frame(n_rows: int = 300, seed: int = 0) -> pd.DataFrame:
@@ -320,7 +320,7 @@ def test_leak_column_flagged_and_dropped_unless_kept():
 def test_strong_real_feature_is_not_a_leak_suspect():
     """shuttle_2_vs_5 (KEEL): `A2` and `A7` alone separate the classes on every fold; `A1` is a genuine
     strong sensor reading whose out-of-fold AUC moves around 0.99 with the folds (0.9985 at seed 2)."""
-    from pipelines.datasets import load
+    from poise.pipelines.datasets import load
 
     table, _ = load("shuttle_2_vs_5")
     profile = profile_table(table, "target", seed=2)

@@ -9,17 +9,17 @@ import pandas as pd
 import pytest
 from mlflow.types import ColSpec, Schema
 
-from agents.deployment.serving import ServedModel
-from agents.deployment.signature import (
+from poise.agents.deployment.serving import ServedModel
+from poise.agents.deployment.signature import (
     conform_records,
     conform_to_signature,
     example_rows,
     predict_table,
     serving_frame,
 )
-from agents.errors import DataError
-from pipelines.settings import Settings
-from registry import tracking
+from poise.agents.errors import DataError
+from poise.pipelines.settings import Settings
+from poise.registry import tracking
 
 SCHEMA = Schema([ColSpec("double", "tenure"), ColSpec("string", "plan"), ColSpec("long", "visits")])
 
@@ -176,10 +176,10 @@ def test_the_api_its_metrics_and_poise_show_say_which_path_serves_each_champion_
     import httpx
     import lightgbm.basic
 
-    from agents.deployment import autogluon_internals
-    from agents.deployment.serving import describe_serving_path
-    from pipelines.api.main import create_app
-    from registry.keys import create_key
+    from poise.agents.deployment import autogluon_internals
+    from poise.agents.deployment.serving import describe_serving_path
+    from poise.pipelines.api.main import create_app
+    from poise.registry.keys import create_key
 
     settings = Settings(home=tmp_path / "home")
     settings.ensure_home()
@@ -231,7 +231,7 @@ def test_the_fast_scorer_is_verified_with_exactly_the_versions_pyproject_pins():
     import re
     import tomllib
 
-    from agents.deployment.autogluon_internals import PINNED
+    from poise.agents.deployment.autogluon_internals import PINNED
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
     pins = {}

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from agents.drift.adaptation import adjust_proba, compare, recalibration, retraining_table
-from agents.drift.decision import ACTION_OF, decide
-from agents.drift.detection import analyse, column_drift, domain_auc, domain_threshold, estimate_prior
-from agents.drift.reference import WEIGHT, Reference, Window, reference_meta, sample
-from agents.metrics import metric_value
-from pipelines.datasets import load
+from poise.agents.drift.adaptation import adjust_proba, compare, recalibration, retraining_table
+from poise.agents.drift.decision import ACTION_OF, decide
+from poise.agents.drift.detection import analyse, column_drift, domain_auc, domain_threshold, estimate_prior
+from poise.agents.drift.reference import WEIGHT, Reference, Window, reference_meta, sample
+from poise.agents.metrics import metric_value
+from poise.pipelines.datasets import load
 
 TARGET = "target"
 

@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from agents.deployment.gate import ChampionEvidence, quality_gate
-from agents.evaluation import baseline_metrics, classification_metrics
+from poise.agents.deployment.gate import ChampionEvidence, quality_gate
+from poise.agents.evaluation import baseline_metrics, classification_metrics
 
 POLICY = {"problem_type": "binary", "objective": "f1", "positive_class": "bad", "minority_class": "bad",
           "cost_fn": None, "cost_fp": None}

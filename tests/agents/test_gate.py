@@ -4,8 +4,8 @@ verdict names the data behind every score (the end-to-end runs are in tests/pipe
 import pandas as pd
 import pytest
 
-from agents.deployment.gate import ChampionEvidence, quality_gate, reference_scores, schema_changes
-from agents.drift.reference import Reference
+from poise.agents.deployment.gate import ChampionEvidence, quality_gate, reference_scores, schema_changes
+from poise.agents.drift.reference import Reference
 
 POLICY = {"problem_type": "binary", "objective": "f1", "positive_class": "yes", "minority_class": "yes",
           "cost_fn": None, "cost_fp": None}

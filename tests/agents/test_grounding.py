@@ -3,7 +3,7 @@
 
 import pytest
 
-from agents.summary import claims_results, ground_text
+from poise.agents.summary import claims_results, ground_text
 
 JOB = {"metrics": {"macro_f1": 0.8123, "minority_recall": 0.75, "threshold": 0.31}, "spec": {"time_limit": 20}}
 

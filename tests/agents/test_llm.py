@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from agents.llm import LLM, CallTracer, LLMConfig, LLMUnavailable, make_client
-from pipelines.settings import Settings
-from registry.db import dispose_engine, session_scope
-from registry.models import LLMCall
+from poise.agents.llm import LLM, CallTracer, LLMConfig, LLMUnavailable, make_client
+from poise.pipelines.settings import Settings
+from poise.registry.db import dispose_engine, session_scope
+from poise.registry.models import LLMCall
 
 
 def _load_llm_server():

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agents.drift.performance import performance
-from agents.drift.reference import Reference, Window
-from agents.evaluation import classification_metrics
-from agents.metrics import (
+from poise.agents.drift.performance import performance
+from poise.agents.drift.reference import Reference, Window
+from poise.agents.evaluation import classification_metrics
+from poise.agents.metrics import (
     HIGHER_IS_BETTER,
     LOWER_IS_BETTER,
     PRIMARY_METRICS,

@@ -3,11 +3,11 @@ text, and the LLM tools validating it against a real table."""
 
 import pytest
 
-from agents.errors import PoiseError
-from agents.plan import PlanError, check_against_data, describe, parse_plan, plan_options
-from agents.tools import PlannerTools, ToolError
-from pipelines import runner
-from pipelines.access import DataAccess
+from poise.agents.errors import PoiseError
+from poise.agents.plan import PlanError, check_against_data, describe, parse_plan, plan_options
+from poise.agents.tools import PlannerTools, ToolError
+from poise.pipelines import runner
+from poise.pipelines.access import DataAccess
 
 
 def _plan(*operations):

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
-from agents.data_engineering.sql import read_sql
-from agents.errors import DataError
+from poise.agents.data_engineering.sql import read_sql
+from poise.agents.errors import DataError
 
 WRITES = [
     ("DELETE FROM customers RETURNING plan", "read-only"),

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.rule_planner.intent import ChatIntent, merge, missing_question, next_missing
-from agents.rule_planner.parsing import parse_message
+from poise.agents.rule_planner.intent import ChatIntent, merge, missing_question, next_missing
+from poise.agents.rule_planner.parsing import parse_message
 
 CASES_PATH = Path(__file__).parent / "data" / "chat_phrasings.jsonl"
 CASES = [json.loads(line) for line in CASES_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]

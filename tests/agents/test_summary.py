@@ -3,7 +3,7 @@ from the job's record (pure functions of the record; the end-to-end runs are in 
 
 import shlex
 
-from agents.summary import gate_champion, gate_outcome, next_steps, steps_text, with_next_steps
+from poise.agents.summary import gate_champion, gate_outcome, next_steps, steps_text, with_next_steps
 
 SPEC = {"data": "/data/my customers.csv", "target": "churned", "name": "churn", "objective": "f1", "cost_fn": None,
         "cost_fp": None, "positive_class": None, "time_limit": 60, "presets": "medium_quality",

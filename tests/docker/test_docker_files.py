@@ -22,8 +22,8 @@ import pytest
 import typer.main
 import yaml
 
-from pipelines.cli import app
-from pipelines.settings import Settings
+from poise.pipelines.cli import app
+from poise.pipelines.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -478,12 +478,15 @@ def test_dockerfile_copies_only_existing_unignored_paths():
                 assert not ignored(source), f"COPY source {source} is excluded by .dockerignore"
 
 
-def included_packages() -> set[str]:
-    """Top-level package directories that `pip install .` puts in the wheel."""
+def setuptools_table() -> dict:
     import tomllib
 
-    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
-    return {pattern.rstrip("*").rstrip(".") for pattern in find["include"]}
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def included_packages() -> set[str]:
+    """The folders that `pip install .` puts in the wheel (as poise.<folder>)."""
+    return set(setuptools_table()["package-dir"].values())
 
 
 def copied_sources() -> set[str]:
@@ -502,18 +505,22 @@ def test_dockerfile_copies_every_packaged_package():
 
 
 def test_wheel_contains_every_local_package_the_code_imports():
-    """The image installs Poise non-editable: a repo package imported by the code but
-    missing from [tool.setuptools.packages.find] works in the dev venv and crashes in the image."""
-    local = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
-    packaged = included_packages()
+    """The image installs Poise non-editable: a package imported by the code but missing from [tool.setuptools]
+    works in the dev venv and crashes in the image."""
+    table = setuptools_table()
+    listed = set(table["packages"])
+    folders = {f"poise.{dotted}" for folder in included_packages()
+               for init in (ROOT / folder).rglob("__init__.py")
+               for dotted in [".".join(init.parent.relative_to(ROOT).parts)]}
+    assert folders - listed == set(), "subpackages missing from [tool.setuptools] packages"
     imported: dict[str, str] = {}
-    for package in sorted(packaged & local):
-        for source in (ROOT / package).rglob("*.py"):
-            for match in re.finditer(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", source.read_text(), re.MULTILINE):
-                if match.group(1) in local:
-                    imported.setdefault(match.group(1), str(source.relative_to(ROOT)))
-    missing = {name: where for name, where in imported.items() if name not in packaged}
-    assert not missing, ("imported but not packaged (add to [tool.setuptools.packages.find] include): "
+    for folder in sorted(included_packages()):
+        for source in (ROOT / folder).rglob("*.py"):
+            for match in re.finditer(r"^\s*(?:from|import)\s+(poise\.[\w.]+)", source.read_text(), re.MULTILINE):
+                imported.setdefault(match.group(1), str(source.relative_to(ROOT)))
+    missing = {name: where for name, where in imported.items()
+               if not any(name == package or name.startswith(package + ".") for package in listed)}
+    assert not missing, ("imported but not packaged (add to [tool.setuptools] packages): "
                          + ", ".join(f"{name} (from {where})" for name, where in sorted(missing.items())))
 
 

@@ -16,18 +16,18 @@ import pytest
 from mlflow.types import ColSpec, Schema
 from sqlalchemy import select
 
-from agents.deployment.signature import conform_to_signature
-from pipelines import runner
-from pipelines.api.main import create_app
-from pipelines.api.prediction_log import PredictionLog, prediction_log
-from pipelines.api.routes.models import _csv_table, _json_records
-from pipelines.settings import Settings
-from pipelines.worker import Worker
-from registry.db import session_scope
-from registry.keys import create_key, recently_verified, revoke_key
-from registry import tracking
-from registry.models import Job, ModelVersion, Prediction
-from ui import views as ui_views
+from poise.agents.deployment.signature import conform_to_signature
+from poise.pipelines import runner
+from poise.pipelines.api.main import create_app
+from poise.pipelines.api.prediction_log import PredictionLog, prediction_log
+from poise.pipelines.api.routes.models import _csv_table, _json_records
+from poise.pipelines.settings import Settings
+from poise.pipelines.worker import Worker
+from poise.registry.db import session_scope
+from poise.registry.keys import create_key, recently_verified, revoke_key
+from poise.registry import tracking
+from poise.registry.models import Job, ModelVersion, Prediction
+from poise.ui import views as ui_views
 
 POISE = str(Path(sys.executable).parent / "poise")
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from pipelines import runner
-from pipelines.chat import ChatSession, QueuedJobs
-from registry import tracking
-from registry.db import session_scope
-from registry.models import ChatMessage, Job, JobStep
+from poise.pipelines import runner
+from poise.pipelines.chat import ChatSession, QueuedJobs
+from poise.registry import tracking
+from poise.registry.db import session_scope
+from poise.registry.models import ChatMessage, Job, JobStep
 
 POISE = str(Path(sys.executable).parent / "poise")
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from pipelines import runner
-from pipelines.chat import ChatSession
-from pipelines.settings import Settings
-from registry.db import session_scope
-from registry.models import ChatMessage, ChatSession as ChatSessionRow, Job, JobStep, LLMCall, ModelVersion
+from poise.pipelines import runner
+from poise.pipelines.chat import ChatSession
+from poise.pipelines.settings import Settings
+from poise.registry.db import session_scope
+from poise.registry.models import ChatMessage, ChatSession as ChatSessionRow, Job, JobStep, LLMCall, ModelVersion
 
 POISE = str(Path(sys.executable).parent / "poise")
 INVENTED = "The model reached a macro-F1 of 0.991 with minority recall 0.987"  # the reply seen in the issue

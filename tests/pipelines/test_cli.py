@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from registry import tracking
-from registry.db import session_scope
-from registry.models import Job, JobStep, ModelVersion
+from poise.registry import tracking
+from poise.registry.db import session_scope
+from poise.registry.models import Job, JobStep, ModelVersion
 
 POISE = [str(Path(sys.executable).parent / "poise")]
 

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import runner
-from pipelines.settings import Settings
-from registry import tracking
+from poise.pipelines import runner
+from poise.pipelines.settings import Settings
+from poise.registry import tracking
 
 pytestmark = pytest.mark.slow
 

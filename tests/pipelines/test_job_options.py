@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import typer.main
 
-from agents.job_spec import CheckOptions, JobOptions, train_arguments
-from agents.plan import JobPlan, parse_plan, plan_options
-from pipelines.api.routes.checks import CheckRequest
-from pipelines.api.routes.jobs import JobRequest
-from pipelines.cli import app
+from poise.agents.job_spec import CheckOptions, JobOptions, train_arguments
+from poise.agents.plan import JobPlan, parse_plan, plan_options
+from poise.pipelines.api.routes.checks import CheckRequest
+from poise.pipelines.api.routes.jobs import JobRequest
+from poise.pipelines.cli import app
 
 EVERY_OPTION = {
     "target": "churned", "name": "churn-model", "objective": "cost", "cost_fn": 10.0, "cost_fp": 1.5,

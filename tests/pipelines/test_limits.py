@@ -17,13 +17,13 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
-from pipelines.api.main import create_app
-from pipelines.api.prediction_log import prediction_log
-from pipelines.settings import Settings
-from registry import tracking
-from registry.db import session_scope
-from registry.keys import create_key
-from registry.models import Job, Prediction
+from poise.pipelines.api.main import create_app
+from poise.pipelines.api.prediction_log import prediction_log
+from poise.pipelines.settings import Settings
+from poise.registry import tracking
+from poise.registry.db import session_scope
+from poise.registry.keys import create_key
+from poise.registry.models import Job, Prediction
 
 LIMIT = 100_000
 UPLOAD_LIMIT = 2_000_000

@@ -23,20 +23,20 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from agents.deployment.signature import predict_table
-from pipelines import runner
-from pipelines.api.main import create_app
-from pipelines.cli import app
-from pipelines.datasets import load
-from pipelines.monitoring.runner import check_now, find_check
-from pipelines.scheduler import list_schedules, previous_fire_time, remove_schedule, run_scheduler
-from pipelines.settings import Settings
-from pipelines.worker import Worker
-from registry import tracking
-from registry.db import session_scope
-from registry.keys import create_key
-from registry.models import DriftCheck, Job, Prediction
-from ui import views
+from poise.agents.deployment.signature import predict_table
+from poise.pipelines import runner
+from poise.pipelines.api.main import create_app
+from poise.pipelines.cli import app
+from poise.pipelines.datasets import load
+from poise.pipelines.monitoring.runner import check_now, find_check
+from poise.pipelines.scheduler import list_schedules, previous_fire_time, remove_schedule, run_scheduler
+from poise.pipelines.settings import Settings
+from poise.pipelines.worker import Worker
+from poise.registry import tracking
+from poise.registry.db import session_scope
+from poise.registry.keys import create_key
+from poise.registry.models import DriftCheck, Job, Prediction
+from poise.ui import views
 
 pytestmark = pytest.mark.slow
 

@@ -4,17 +4,24 @@ its wording, decides its status."""
 
 import httpx
 import pytest
+from poise.agents.errors import (
+    AmbiguousId,
+    Conflict,
+    NoChampion,
+    NotFound,
+    PoiseError,
+    SpecError,
+)
+from poise.agents.tools import PlannerTools, ToolError
+from poise.pipelines.access import DataAccess, Forbidden, NoSuchFile, PathRefused
+from poise.pipelines.api.errors import status_of
+from poise.pipelines.api.main import create_app
+from poise.pipelines.cli import app as cli
+from poise.registry import queries
+from poise.registry.db import session_scope
+from poise.registry.keys import create_key
+from poise.registry.models import Job
 from typer.testing import CliRunner
-
-from agents.errors import AmbiguousId, Conflict, NoChampion, NotFound, PoiseError, SpecError
-from pipelines.access import Forbidden, NoSuchFile, PathRefused
-from pipelines.api.errors import status_of
-from pipelines.api.main import create_app
-from pipelines.cli import app as cli
-from registry import queries
-from registry.db import session_scope
-from registry.keys import create_key
-from registry.models import Job
 
 TWINS = ("ab12cd34ef56" + "0" * 20, "ab12cd34ef56" + "1" * 20)  # two job ids sharing their first 12 characters
 
@@ -50,6 +57,14 @@ def test_the_cli_refuses_a_prefix_of_two_jobs_and_lists_both(twins):
         assert "Traceback" not in outcome.output
     shown = CliRunner().invoke(cli, ["show", TWINS[1][:13]])
     assert shown.exit_code == 0 and TWINS[1] in shown.output
+
+
+def test_the_llm_job_status_tool_refuses_a_prefix_of_two_jobs(twins):
+    tools = PlannerTools(twins, {}, DataAccess.local(), lambda spec: None)
+    with pytest.raises(ToolError) as refused:  # it used to answer with whichever job came first
+        tools.job_status({"job_id": TWINS[0][:12]})
+    assert all(job_id in str(refused.value) for job_id in TWINS)
+    assert tools.job_status({"job_id": TWINS[1][:13]})["job_id"] == TWINS[1]
 
 
 def test_the_api_refuses_a_prefix_of_two_jobs_with_both_ids(twins, serve_app):

@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agents.deployment import batch, signature
-from agents.errors import DataError
-from pipelines.api.main import create_app
-from pipelines.runner import train
-from registry import tracking
-from registry.keys import create_key
+from poise.agents.deployment import batch, signature
+from poise.agents.errors import DataError
+from poise.pipelines.api.main import create_app
+from poise.pipelines.runner import train
+from poise.registry import tracking
+from poise.registry.keys import create_key
 
 N_ROWS = 1200
 

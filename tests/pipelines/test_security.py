@@ -18,11 +18,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from pipelines.access import FAILED_ATTEMPTS, FAILED_WINDOW
-from pipelines.settings import Settings
-from registry.db import session_scope
-from registry.keys import create_key, revoke_key
-from registry.models import Job
+from poise.pipelines.access import FAILED_ATTEMPTS, FAILED_WINDOW
+from poise.pipelines.settings import Settings
+from poise.registry.db import session_scope
+from poise.registry.keys import create_key, revoke_key
+from poise.registry.models import Job
 
 SECRET = "hunter2-secret-label"
 

@@ -55,7 +55,7 @@ def test_serve_starts_api_worker_and_mlflow_ui_then_stops_them(poise_home):
     server = _serve(port, mlflow_port)
     try:
         assert _wait_for(f"http://127.0.0.1:{port}/healthz").json()["status"] == "ok"
-        workers = [p for p in _children_of_home(poise_home) if p.cmdline()[-2:] == ["pipelines.cli", "worker"]]
+        workers = [p for p in _children_of_home(poise_home) if p.cmdline()[-2:] == ["poise.pipelines.cli", "worker"]]
         assert len(workers) == 1
         experiments = _wait_for(f"http://127.0.0.1:{mlflow_port}/api/2.0/mlflow/experiments/search?max_results=5")
         assert experiments.status_code == 200
@@ -91,8 +91,8 @@ def test_sigterm_stops_and_reaps_every_child(poise_home):
         started = {p.pid: p for p in _children_of_home(poise_home)} | {
             p.pid: p for p in psutil.Process(server.pid).children(recursive=True)}
         commands = [" ".join(p.cmdline()) for p in started.values()]
-        assert sum(c.endswith("pipelines.cli worker") for c in commands) == 2
-        assert sum(c.endswith("pipelines.cli scheduler") for c in commands) == 1
+        assert sum(c.endswith("poise.pipelines.cli worker") for c in commands) == 2
+        assert sum(c.endswith("poise.pipelines.cli scheduler") for c in commands) == 1
         assert any("mlflow" in c and "server" in c for c in commands)
         server.send_signal(signal.SIGTERM)
         try:  # the children inherited its stdout: the output ends only when they are gone too

@@ -9,12 +9,12 @@ from autogluon.tabular import TabularPredictor
 from mlflow import MlflowClient
 from sqlalchemy import select
 
-from agents.deployment.signature import serving_frame
-from pipelines import runner
-from pipelines.settings import Settings
-from registry import tracking
-from registry.db import session_scope
-from registry.models import Dataset, Job, JobStep, ModelVersion
+from poise.agents.deployment.signature import serving_frame
+from poise.pipelines import runner
+from poise.pipelines.settings import Settings
+from poise.registry import tracking
+from poise.registry.db import session_scope
+from poise.registry.models import Dataset, Job, JobStep, ModelVersion
 
 pytestmark = pytest.mark.slow
 

@@ -14,20 +14,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from agents.errors import SpecError
-from pipelines import runner
-from pipelines.graph_runner import StepEvent
-from pipelines.settings import Settings
-from pipelines.worker import (
+from poise.agents.errors import SpecError
+from poise.pipelines import runner
+from poise.pipelines.graph_runner import StepEvent
+from poise.pipelines.settings import Settings
+from poise.pipelines.worker import (
     Worker,
     claim_next,
     heartbeat,
     request_cancel,
     requeue_stale,
 )
-from registry import tracking
-from registry.db import session_scope
-from registry.models import Job, JobStep, ModelVersion, utcnow
+from poise.registry import tracking
+from poise.registry.db import session_scope
+from poise.registry.models import Job, JobStep, ModelVersion, utcnow
 
 POISE = str(Path(sys.executable).parent / "poise")
 UNFINISHED = {"queued", "running"}

@@ -22,14 +22,14 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from registry.db import (
+from poise.registry.db import (
     alembic_config,
     dispose_engine,
     get_engine,
     run_migrations,
     session_scope,
 )
-from registry.models import Base, Dataset, DriftCheck, Job, JobStep, ModelVersion
+from poise.registry.models import Base, Dataset, DriftCheck, Job, JobStep, ModelVersion
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TABLES = {"jobs", "job_steps", "datasets", "model_versions", "drift_checks", "alembic_version"}
@@ -238,7 +238,7 @@ def test_foreign_keys_and_status_checks_are_enforced(db_url: str) -> None:
 CONCURRENT_SCRIPT = """
 import sys, time
 from sqlalchemy import text
-from registry.db import get_engine
+from poise.registry.db import get_engine
 start = float(sys.argv[2])
 while time.time() < start:
     time.sleep(0.001)

@@ -15,8 +15,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import delete, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from registry.db import alembic_config, get_engine, session_scope
-from registry.models import ChatMessage, ChatSession, LLMCall
+from poise.registry.db import alembic_config, get_engine, session_scope
+from poise.registry.models import ChatMessage, ChatSession, LLMCall
 
 NEW_TABLES = {"llm_calls", "chat_sessions", "chat_messages"}
 HOSTILE = "'; DROP TABLE llm_calls;-- <script>alert(\"x\")</script> \\ \"quoted\" 日本語 ünïcödé 🚀 עברית\n\ttab\u2028"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 import pandas as pd
 
-from registry import tracking
+from poise.registry import tracking
 
 
 class Constant(mlflow.pyfunc.PythonModel):

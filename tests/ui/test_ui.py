@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from pipelines.api.main import create_app
-from pipelines.settings import Settings
-from pipelines.worker import Worker
-from registry.keys import create_key
+from poise.pipelines.api.main import create_app
+from poise.pipelines.settings import Settings
+from poise.pipelines.worker import Worker
+from poise.registry.keys import create_key
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",

@@ -3,9 +3,9 @@ real job: `ui.views` holds everything the page shows, the Gradio wiring adds not
 
 import pytest
 
-from pipelines import runner
-from registry import tracking
-from ui import views
+from poise.pipelines import runner
+from poise.registry import tracking
+from poise.ui import views
 
 
 @pytest.mark.slow

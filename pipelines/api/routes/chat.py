@@ -7,10 +7,10 @@ import asyncio
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from pipelines.api.deps import get_settings, require
-from pipelines.chat import ChatSession, QueuedJobs
-from pipelines.settings import Settings
-from registry.keys import KeyInfo
+from poise.pipelines.api.deps import get_settings, require
+from poise.pipelines.chat import ChatSession, QueuedJobs
+from poise.pipelines.settings import Settings
+from poise.registry.keys import KeyInfo
 
 router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
 

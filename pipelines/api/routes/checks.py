@@ -12,14 +12,14 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from agents.job_spec import MODEL_NAME_PATTERN, CheckOptions
-from pipelines.access import hide_paths
-from pipelines.api.deps import get_db, get_settings, require
-from pipelines.api.routes.jobs import Decision, SqlSource, _resolve_data_path
-from pipelines.monitoring.runner import create_check, make_check_spec, queue_check_decision
-from pipelines.settings import Settings
-from registry import queries
-from registry.models import DriftCheck
+from poise.agents.job_spec import MODEL_NAME_PATTERN, CheckOptions
+from poise.pipelines.access import hide_paths
+from poise.pipelines.api.deps import get_db, get_settings, require
+from poise.pipelines.api.routes.jobs import Decision, SqlSource, _resolve_data_path
+from poise.pipelines.monitoring.runner import create_check, make_check_spec, queue_check_decision
+from poise.pipelines.settings import Settings
+from poise.registry import queries
+from poise.registry.models import DriftCheck
 
 router = APIRouter(prefix="/api/v1", tags=["drift checks"])
 

@@ -4,9 +4,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from pipelines.api.deps import get_settings
-from pipelines.settings import Settings
-from registry.db import session_scope
+from poise.pipelines.api.deps import get_settings
+from poise.pipelines.settings import Settings
+from poise.registry.db import session_scope
 
 router = APIRouter(tags=["health"])
 

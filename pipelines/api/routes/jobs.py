@@ -21,19 +21,19 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import Session
 
-from agents.data_engineering.loading import load_table
-from agents.data_engineering.sql import read_sql
-from agents.errors import Conflict, DataError, TooLargeError
-from agents.job_spec import JobOptions
-from pipelines import runner
-from pipelines.access import DataAccess, hide_paths, shown_path
-from pipelines.api.deps import get_db, get_settings, require
-from pipelines.job_view import job_report
-from pipelines.settings import Settings
-from pipelines.worker import request_cancel
-from registry import queries
-from registry.db import session_scope
-from registry.models import Job
+from poise.agents.data_engineering.loading import load_table
+from poise.agents.data_engineering.sql import read_sql
+from poise.agents.errors import Conflict, DataError, TooLargeError
+from poise.agents.job_spec import JobOptions
+from poise.pipelines import runner
+from poise.pipelines.access import DataAccess, hide_paths, shown_path
+from poise.pipelines.api.deps import get_db, get_settings, require
+from poise.pipelines.job_view import job_report
+from poise.pipelines.settings import Settings
+from poise.pipelines.worker import request_cancel
+from poise.registry import queries
+from poise.registry.db import session_scope
+from poise.registry.models import Job
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")

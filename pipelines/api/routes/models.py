@@ -16,12 +16,12 @@ from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from agents.deployment.fast_scorer import FAST_TREES
-from pipelines.access import hide_paths
-from pipelines.api.deps import get_db, get_settings, require
-from pipelines.api.prediction_log import prediction_log
-from pipelines.settings import Settings
-from registry import queries, tracking
+from poise.agents.deployment.fast_scorer import FAST_TREES
+from poise.pipelines.access import hide_paths
+from poise.pipelines.api.deps import get_db, get_settings, require
+from poise.pipelines.api.prediction_log import prediction_log
+from poise.pipelines.settings import Settings
+from poise.registry import queries, tracking
 
 INLINE_ROWS = 32  # a warm directly scored champion predicts up to this many rows on the event loop
 INLINE_BODY_BYTES = 32 * 1024  # a body up to this size is parsed on the event loop (well under a millisecond)
