@@ -37,7 +37,7 @@ from datetime import timedelta
 
 from sqlalchemy import or_, select, update
 
-from poise.agents.errors import SpecError
+from poise.agents.errors import NotFound
 from poise.pipelines import runner
 from poise.pipelines.settings import Settings
 from poise.registry.db import session_scope
@@ -162,7 +162,7 @@ def request_cancel(db_url: str, job_id: str) -> str:
     """Cancel a job; returns "cancelled" (queued or waiting for approval: done at once), "cancelling"
     (running: it stops after its current step) or, for a job already finished, its status (left alone).
 
-    Raises SpecError when there is no job `job_id`.
+    Raises NotFound when there is no job `job_id`.
     """
     with session_scope(db_url) as session:
         at_once = session.execute(
@@ -180,7 +180,7 @@ def request_cancel(db_url: str, job_id: str) -> str:
             return "cancelling"
         status = session.scalar(select(Job.status).where(Job.id == job_id))
     if status is None:
-        raise SpecError(f"no job '{job_id}'")
+        raise NotFound(f"no job '{job_id}'")
     return status
 
 

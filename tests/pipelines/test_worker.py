@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from poise.agents.errors import SpecError
+from poise.agents.errors import NotFound
 from poise.pipelines import runner
 from poise.pipelines.graph_runner import StepEvent
 from poise.pipelines.settings import Settings
@@ -198,7 +198,7 @@ def test_cancel_queued_waiting_and_finished_jobs(settings, churn_csv):
     assert _steps(settings.db_url, waiting.job_id)[-1] == ("approve", "failed")  # no longer shown as waiting
     assert claim_next(settings.db_url, "w") is None  # nothing left for a worker
     assert request_cancel(settings.db_url, queued) == "cancelled"  # finished: left alone, status returned
-    with pytest.raises(SpecError, match="no job"):
+    with pytest.raises(NotFound, match="no job"):
         request_cancel(settings.db_url, "0" * 32)
 
 
