@@ -4,6 +4,7 @@ venv beside the OpenAI Agents SDK (whose import name is `agents`, the name of Po
 from __future__ import annotations
 
 import importlib.metadata
+import shutil
 import site
 import subprocess
 import sys
@@ -19,8 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_wheel_installs_beside_openai_agents(tmp_path):
     assert importlib.metadata.version("openai-agents")  # a test dependency (pyproject's `test` extra)
+    source = tmp_path / "source"  # built from a copy: setuptools leaves a build/ folder where it builds
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("agents", "pipelines", "registry", "ui"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)],
                    check=True, capture_output=True)
     wheel = next(wheels.glob("poise-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
