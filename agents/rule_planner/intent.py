@@ -12,17 +12,21 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from poise.agents.job_spec import Objective
+
 QuestionKind = Literal["data", "target", "costs"]
 
 MAX_LISTED_COLUMNS = 8
 
 
 class ChatIntent(BaseModel):
-    """What one message (plus, after `merge`, the earlier turns) says about the job."""
+    """What one message (plus, after `merge`, the earlier turns) says about the job: the options of
+    `agents.job_spec.JobOptions` a phrase can set, under the same names, as written (the plan built from them is
+    validated by the spec before anything runs)."""
 
     data: str | None = None  # file path as written (csv/tsv/txt/parquet/pq), quotes stripped
     target: str | None = None  # column to predict
-    objective: Literal["f1", "balanced_accuracy", "cost"] | None = None
+    objective: Objective | None = None
     cost_fn: float | None = None  # cost of a missed positive (false negative)
     cost_fp: float | None = None  # cost of a false alarm (false positive)
     time_limit: int | None = None  # seconds

@@ -104,3 +104,11 @@ def test_plan_operations_refuse_what_the_spec_refuses():
             pass
         else:
             raise AssertionError(f"JobOptions accepted {key}={value!r} that the plan refuses")
+
+
+def test_chat_phrases_set_spec_options_under_their_names():
+    from poise.agents.rule_planner.intent import ChatIntent
+
+    own = {"data", "approve", "reject"}  # the file, and the answers to a proposed plan
+    assert set(ChatIntent.model_fields) - own <= set(JobOptions.model_fields)
+    assert ChatIntent.model_fields["objective"].annotation == JobOptions.model_fields["objective"].annotation | None
