@@ -10,8 +10,9 @@ when a model is loaded, never as an AttributeError in the middle of a request:
 - `learner._post_process_predict_proba`: AutoGluon's own class order and label decoding of probabilities;
 - `LGBModel._requires_remap`: whether AutoGluon renames columns before LightGBM sees them (then no fast path);
 - `CatBoostModel._category_features`: the columns CatBoost encodes itself (then no fast path);
-- `AbstractModel._features_internal`: the columns a fold model's library model sees (a column constant in
-  the fold's training rows is left out; then no fast path);
+- `AbstractModel._is_features_in_same_as_ex` and `AbstractModel._features_internal_to_align`: the columns a
+  fold model's library model sees, in order, as AutoGluon's `_preprocess_align_features` selects them (a column
+  constant in the fold's training rows is left out of that fold's model; the scorer selects the same subset);
 - `lightgbm.basic._data_from_pandas`: the array LightGBM's `Booster.predict(frame)` builds from a frame.
 
 The scorer also relies on public but undocumented parts of AutoGluon's model objects (`load_model`,
@@ -87,8 +88,16 @@ def catboost_category_columns(fold) -> list[str] | None:
 
 
 def fold_input_columns(fold) -> list[str]:
-    """The columns a fitted fold model hands to its library, in order: its `features` less any it left out."""
-    return list(_private(fold, "_features_internal") or [])
+    """The columns a fitted fold model hands to its library, in order: its `features` less any it left out.
+
+    Exactly the selection `AbstractModel._preprocess_align_features` makes: all of `features` when
+    `_is_features_in_same_as_ex`, else `_features_internal_to_align`."""
+    if _private(fold, "_is_features_in_same_as_ex"):
+        return list(fold.features)
+    columns = _private(fold, "_features_internal_to_align")
+    if columns is None:
+        raise MissingInternal(f"{type(fold).__name__}._features_internal_to_align")
+    return list(columns)
 
 
 def lightgbm_input_array():

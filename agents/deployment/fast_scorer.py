@@ -59,12 +59,13 @@ class BaggedTreeScorer:
 
     Covers bagged LightGBM models (one booster per fold), bagged CatBoost models on numeric columns
     (what the default presets fit on tables with few minority rows), and weighted ensembles of such
-    models. This replays AutoGluon's arithmetic step by step (the same input array for each fold model,
-    float32 after each, the fold average, the ensemble's own weighting function, AutoGluon's own feature
-    transform and post-processing), so it can be checked for bit-identical output; `choose_path` uses it
-    only after that check passes on the model's input example. Anything else raises `Unsupported`, a
-    library version other than the pinned one `internals.UnverifiedVersion`, a missing private attribute
-    `internals.MissingInternal`."""
+    models. This replays AutoGluon's arithmetic step by step (each fold model's own input columns in its own
+    order, as AutoGluon selects them, since a fold leaves out a column constant in its training rows; one input
+    array for folds with the same columns, float32 after each, the fold average, the ensemble's own weighting
+    function, AutoGluon's own feature transform and post-processing), so it can be checked for bit-identical
+    output; `choose_path` uses it only after that check passes on the model's input example. Anything else
+    raises `Unsupported`, a library version other than the pinned one `internals.UnverifiedVersion`, a missing
+    private attribute `internals.MissingInternal`."""
 
     def __init__(self, predictor):
         internals.check_versions("autogluon.tabular", "autogluon.core")
@@ -114,11 +115,11 @@ class BaggedTreeScorer:
             kind = "catboost"  # (categories would take CatBoost's own encoding)
         else:
             raise Unsupported(f"{name} is neither bagged LightGBM nor bagged CatBoost on numeric columns")
-        columns, seen = list(fold.features), internals.fold_input_columns(fold)
-        if seen != columns:  # a column constant in a fold's training rows is left out of that fold's model
-            dropped = [column for column in columns if column not in seen]
-            raise Unsupported(f"a fold model of {name} leaves out column(s) {', '.join(map(repr, dropped[:5]))} "
-                              f"(constant in its training rows)")
+        # A column constant in a fold's training rows is left out of that fold's model: each fold model gets
+        # exactly its own columns, in its own order, selected from the transformed frame as AutoGluon does.
+        features, columns = list(fold.features), internals.fold_input_columns(fold)
+        if not columns or not set(columns) <= set(features):
+            raise Unsupported(f"a fold model of {name} reads columns outside its features")
         internals.check_versions(kind)
         if kind == "catboost":
             return "catboost", columns, fold.model, ("catboost", tuple(columns))

@@ -150,11 +150,28 @@ def test_a_bagged_catboost_champion_on_numeric_columns_is_scored_directly_with_e
     served, _ = _register(settings, "bagged-cat-region", with_region, num_bag_folds=3, hyperparameters={"CAT": {}})
     assert served.scoring.path == "autogluon" and served.scoring.cause == "unsupported_model"
     assert "bagged CatBoost on numeric columns" in served.scoring.reason
-    # a column constant in one fold's training rows is left out of that fold's model: AutoGluon's path, saying so
+    # a column constant in one fold's training rows is left out of that fold's model: each fold model is fed
+    # exactly its own columns, still bit-identical to AutoGluon, whatever the left-out column holds
+    from autogluon.tabular import TabularPredictor
+
+    from poise.agents.deployment import autogluon_internals
+
     rare = table.assign(rare=[1.0] + [0.0] * (len(table) - 1))
-    served, _ = _register(settings, "bagged-cat-rare", rare, num_bag_folds=3, hyperparameters={"CAT": {}})
-    assert served.scoring.path == "autogluon" and served.scoring.cause == "unsupported_model"
-    assert "leaves out column(s) 'rare' (constant in its training rows)" in served.scoring.reason
+    served, holdout = _register(settings, "bagged-cat-rare", rare, num_bag_folds=3, hyperparameters={"CAT": {}})
+    predictor = TabularPredictor.load(str(settings.home / "bagged-cat-rare"), verbosity=0)
+    trainer = autogluon_internals.trainer(predictor)
+    bag = trainer.load_model("CatBoost_BAG_L1")
+    seen = [autogluon_internals.fold_input_columns(bag.load_child(child)) for child in bag.models]
+    assert any("rare" not in columns for columns in seen) and any("rare" in columns for columns in seen), seen
+    assert served.scoring.path == "fast_trees" and served.scoring.reason is None, served.scoring
+    variants = holdout.head(8).assign(rare=[0.0, 1.0, 0.5, -3.0, 1e9, None, 1.0, 0.0])
+    for frame in (variants, variants.head(1), variants.iloc[[1]], serving_frame(holdout), gaps.assign(rare=None)):
+        frame = serving_frame(frame)
+        output = served.predict(frame)
+        pd.testing.assert_frame_equal(output, predict_table(served.pyfunc, frame), check_exact=True)
+        own = predictor.predict_proba(frame.astype({"rare": "float64"}))  # AutoGluon's own predict_proba
+        for label in ("no", "yes"):
+            assert output[f"proba_{label}"].tolist() == own[label].astype("float64").tolist(), label
 
 
 @pytest.mark.slow
