@@ -16,7 +16,6 @@ import traceback
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from sqlalchemy import select
 from poise.pipelines.settings import Settings
 from poise.registry import tracking
 from poise.registry.db import session_scope
-from poise.registry.models import JobStep
+from poise.registry.models import JobStep, utcnow
 
 AWAITING_APPROVAL = "awaiting_approval"
 Describe = Callable[[dict[str, Any]], tuple[str | None, dict[str, Any] | None]]
@@ -122,10 +121,6 @@ class GraphRun:
     context: Any = None
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def checkpoint_state(kind: JobKind, settings: Settings, run_id: str) -> tuple[dict[str, Any], list[str]]:
     """A run's checkpointed graph state and, when it waits for approval, the plan it shows."""
     with closing(sqlite3.connect(settings.checkpoint_path, check_same_thread=False)) as connection:
@@ -197,12 +192,12 @@ class StepRecorder:
         with session_scope(self.settings.db_url) as session:
             for step in session.scalars(select(JobStep).where(JobStep.job_id == self.run_id)):
                 if step.status == "running" and step.node in pending:
-                    step.status, step.finished_at, step.message = "failed", _now(), "interrupted"
+                    step.status, step.finished_at, step.message = "failed", utcnow(), "interrupted"
                 elif step.status == "running":
-                    step.status, step.finished_at = "succeeded", _now()
+                    step.status, step.finished_at = "succeeded", utcnow()
                     step.message = "finished; its record was written on resuming (from the checkpoint)"
                 elif step.status == "waiting":
-                    step.status, step.finished_at, step.message = "succeeded", _now(), "answered"
+                    step.status, step.finished_at, step.message = "succeeded", utcnow(), "answered"
 
     def record(self, task: dict[str, Any]) -> None:
         node = task["name"]
@@ -211,7 +206,7 @@ class StepRecorder:
             row_id = None
             if self.kind.records_steps:
                 with session_scope(self.settings.db_url) as session:
-                    row = JobStep(job_id=self.run_id, node=node, agent=agent, status="running", started_at=_now())
+                    row = JobStep(job_id=self.run_id, node=node, agent=agent, status="running", started_at=utcnow())
                     session.add(row)
                     session.flush()
                     row_id = row.id
@@ -241,6 +236,6 @@ class StepRecorder:
         if row_id is not None:
             with session_scope(self.settings.db_url) as session:
                 row = session.get(JobStep, row_id)
-                row.status, row.finished_at, row.message, row.metrics = status, _now(), message, metrics
+                row.status, row.finished_at, row.message, row.metrics = status, utcnow(), message, metrics
         self.notify(StepEvent(self.run_id, node, self.kind.agent(node), status,
                               round(time.perf_counter() - start, 2), message))

@@ -10,7 +10,6 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from poise.pipelines.training.graph import STEPS, build_graph
 from poise.pipelines.training.state import served_fit
 from poise.registry.db import session_scope
 from poise.registry import queries
-from poise.registry.models import Dataset, Job, ModelVersion
+from poise.registry.models import Dataset, Job, ModelVersion, utcnow
 from poise.registry.queries import find_job_by_prefix
 
 RESUMABLE = {"queued", "running", "interrupted", "failed"}
@@ -64,10 +63,6 @@ class JobResult:
     plan: list[str] = field(default_factory=list)
     summary: str | None = None
     seconds: float = 0.0
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def default_model_name(data: str, target: str) -> str:
@@ -167,7 +162,7 @@ def run_job(job_id: str, settings: Settings, on_event: EventHandler | None = Non
     with session_scope(settings.db_url) as session:
         job = session.get(Job, job_id)
         spec = job.spec
-        job.status, job.started_at, job.error = "running", job.started_at or _now(), None
+        job.status, job.started_at, job.error = "running", job.started_at or utcnow(), None
     run = graph_runner.drive(TRAINING, job_id, spec, settings, on_event, resume_value)
     state, seconds = run.state, lambda: time.perf_counter() - started
     if run.status == "interrupted":
@@ -202,7 +197,7 @@ def _finish(settings: Settings, job_id: str, status: str, error: str | None, run
     with session_scope(settings.db_url) as session:
         job = session.get(Job, job_id)
         job.status, job.error = status, error
-        job.finished_at = _now() if finished else None
+        job.finished_at = utcnow() if finished else None
         job.mlflow_run_id = run_id or job.mlflow_run_id
 
 
