@@ -50,11 +50,10 @@ def with_options(model: type[BaseModel], flags: dict[str, tuple[str, ...]] | Non
 def _parameter(name: str, field: FieldInfo, flags: tuple[str, ...] | None) -> inspect.Parameter:
     python_type, choices, repeatable = _cli_type(field.annotation)
     required = field.is_required()
+    declarations = flags or (f"--{name.replace('_', '-')}",)
     if python_type is bool:
-        declarations = flags or (f"--{name.replace('_', '-')}",)
         option = typer.Option(bool(field.default), *declarations, help=field.description)
     else:
-        declarations = flags or (f"--{name.replace('_', '-')}",)
         default = ... if required else None
         option = typer.Option(default, *declarations, help=_help(field, repeatable), show_default=False)
         if choices:  # typer offers the choices of an Enum
