@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import platform
@@ -268,6 +269,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tables", default=",".join(TABLES), help="comma list")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "imbalance.json")
+    parser.add_argument("--workdir", type=Path, help="keep the files of the runs (Poise's jobs) here "
+                        "(default: a temporary folder, removed afterwards)")
     args = parser.parse_args()
     args.tables = args.tables.split(",")
     requested = args.methods.split(",")
@@ -286,6 +289,8 @@ def main() -> None:
         from poise.pipelines.settings import Settings
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     report = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": {
@@ -303,7 +308,8 @@ def main() -> None:
         "runs": [],
     }
     metas = {}
-    with tempfile.TemporaryDirectory(prefix="poise-bench-") as workdir:
+    with (contextlib.nullcontext(str(args.workdir)) if args.workdir
+          else tempfile.TemporaryDirectory(prefix="poise-bench-")) as workdir:
         home = Path(workdir) / "poise-home"
         if use_poise:
             warm_up_poise(poise_train, Settings, args, Path(workdir))
