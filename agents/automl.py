@@ -1,18 +1,12 @@
 """AutoML agent: fits AutoGluon under the imbalance policy (`agents.imbalance_policy`).
 
-The decision threshold is calibrated on validation data, never the holdout. How
-depends on how many minority rows there are (the policy chose weights or bagging):
-
-- enough (>= 200): balanced sample weights, threshold tuned on AutoGluon's
-  validation split;
-- few: 5-fold bagging and no weights, threshold tuned on the out-of-fold
-  predictions of every training row. Weights there only distort the probabilities
-  the threshold is chosen on (measured: hypothyroid 0.908 -> 0.982 and yeast4
-  0.696 -> 0.743 macro-F1 without them). If the F1-optimal threshold flags more
-  than half of all rows, the model found no usable signal for the positive class
-  (F1 is then maximised by flagging everyone); the threshold is re-tuned for
-  macro-F1 instead, which keeps the majority class. Where a range of thresholds
-  scores best, the middle of it is taken (`middle_of_ties`).
+Weights or bagging follow the number of minority rows (the policy chose): with enough
+(>= 200), balanced sample weights and AutoGluon's validation split; with few, 5-fold
+bagging without weights, validated on out-of-fold predictions of every training row.
+Weights there only distort the probabilities the threshold is chosen on (measured:
+hypothyroid 0.908 -> 0.982 and yeast4 0.696 -> 0.743 macro-F1 without them). The
+decision threshold is then tuned on those validation predictions, never the holdout
+(`agents.decision_threshold`).
 
 The default presets (`medium_quality`) fit CatBoost alone: on the benchmark tables
 it scored as well as AutoGluon's whole portfolio in a fraction of the time
@@ -32,12 +26,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from poise.agents import decision_threshold
 from poise.agents.imbalance_policy import autogluon_metric
 
-DEGENERATE_POSITIVE_RATE = 0.5  # a threshold flagging more rows than this found no signal
 FIT_SHARE_OF_BUDGET = 0.8  # the rest of the job budget goes to profiling, evaluation and registration
 # A job that refits its model on every labelled row gives the first fit (the one its holdout scores) this share of the
 # fitting budget; the refit gets the rest, plus whatever the first fit left unused.
@@ -65,30 +58,6 @@ LEAN_MODEL_TYPES = {"medium_quality": ("CAT",)}
 # fit's limit remain after it, the rest of the presets' portfolio is fitted in them and AutoGluon's weighted ensemble,
 # fitted on validation (out-of-fold) predictions, decides how much each model counts: nothing, if they do not help.
 EXTRA_MODELS_MIN_SECONDS = 15
-
-
-def middle_of_ties(threshold: float, positive: np.ndarray, proba: np.ndarray, metric) -> float:
-    """The middle of the run of thresholds around `threshold` that score as well as it does on these rows.
-
-    AutoGluon breaks ties between thresholds by closeness to 0.5. On out-of-fold predictions of a few dozen minority
-    rows the best score is often a plateau (every threshold between two predictions scores the same), and its end
-    nearest 0.5 sits just under the least confident positive: a new positive a little less confident is missed
-    (kddcup, 4 holdout positives: 0.379 missed one at 0.32; the middle of the plateau, 0.25, caught it)."""
-    from autogluon.core.metrics import Scorer, get_metric
-
-    scorer = metric if isinstance(metric, Scorer) else get_metric(metric, problem_type="binary")
-    grid = np.union1d(np.linspace(0.0, 1.0, 201), [threshold])
-
-    def score(i: int) -> float:  # only the plateau and one step past each end are scored
-        return scorer(positive, (proba > grid[i]).astype(int))  # AutoGluon's own rule: positive when p > t
-
-    low = high = int(np.searchsorted(grid, threshold))
-    best = score(low)
-    while low > 0 and np.isclose(score(low - 1), best):
-        low -= 1
-    while high < len(grid) - 1 and np.isclose(score(high + 1), best):
-        high += 1
-    return float((grid[low] + grid[high]) / 2)
 
 
 def presets_portfolio(presets: str) -> dict[str, Any]:
@@ -269,20 +238,7 @@ def fit(
                     "fitted a single LightGBM without a time limit")
     threshold, threshold_note = None, None
     if policy["calibrate_threshold"]:
-        metric = autogluon_metric(policy)
-        threshold = float(predictor.calibrate_decision_threshold(metric=metric, verbose=False))
-        if policy["num_bag_folds"]:
-            oof = predictor.predict_proba_oof()[policy["positive_class"]]
-            if policy["eval_metric"] == "f1":
-                flagged = float((oof >= threshold).mean())
-                if flagged > DEGENERATE_POSITIVE_RATE:
-                    metric = "f1_macro"
-                    threshold = float(predictor.calibrate_decision_threshold(metric=metric, verbose=False))
-                    threshold_note = (f"the F1-optimal threshold flagged {flagged:.0%} of training rows (no usable "
-                                      "signal for the positive class); re-tuned for macro-F1")
-            if not policy.get("weight_evaluation"):  # weighted scores: keep AutoGluon's choice
-                positive = (train.loc[oof.index, label].astype(str) == str(policy["positive_class"])).to_numpy(int)
-                threshold = middle_of_ties(threshold, positive, oof.to_numpy(), metric)
+        threshold, threshold_note = decision_threshold.calibrate(predictor, policy)
         predictor.set_decision_threshold(threshold)
         predictor.save()
     fit_seconds = round(time.perf_counter() - started, 2)

@@ -122,8 +122,13 @@ def choose_policy(
     if problem_type == "binary" and not calibrate:
         reasons.append("decision threshold kept at 0.5, as requested")
     if calibrate:
-        reasons.append("decision threshold calibrated for the metric on validation (out-of-fold) predictions, "
-                       "never on the holdout")
+        reasons.append(
+            "decision threshold tuned for the metric on "
+            + ("out-of-fold predictions" if bag_folds else "the validation split") + ", never on the holdout"
+            + ("" if bag_folds or weight_column else
+               ", and moved from the balanced weights' neutral 0.5 only as far as bootstrap resamples of the "
+               "validation rows show a better score (with few positives the metric's best threshold is mostly noise)")
+        )
     return {
         "problem_type": problem_type,
         "objective": objective,

@@ -6,8 +6,8 @@ seed): the labelled rows are split 75/25 as in `real_tables.py` (stratified, `ra
 Poise trains on a CSV of the 75 % (`pipelines.runner.train`, `--budget` seconds, default presets)
 and scores the 25 % by batch prediction. The predictor Poise serves (the refit, `autogluon_full`
 in the job folder) is then loaded and its threshold recalibrated for macro-F1 on its own
-validation rows, or its out-of-fold predictions taking the middle of the best range as
-`agents.automl.fit` does. Both thresholds, today's and macro-F1's, are applied to the same test
+validation rows, or its out-of-fold predictions, by the rule `agents.decision_threshold` applies
+to the policy's metric. Both thresholds, today's and macro-F1's, are applied to the same test
 probabilities: one fit, two thresholds, so the difference is the threshold's alone.
 
 Run from the repository root (resumable: finished (suite, table, seed) runs are kept in --out):
@@ -46,15 +46,12 @@ def load(suite: str, table: str) -> tuple[pd.DataFrame, dict]:
 
 
 def macro_f1_threshold(predictor) -> float:
-    """The served predictor's threshold, recalibrated for macro-F1 the way `agents.automl.fit` calibrates."""
-    from poise.agents.automl import middle_of_ties
+    """The served predictor's threshold, recalibrated for macro-F1 by Poise's own rule (`agents.decision_threshold`)."""
+    from poise.agents.decision_threshold import calibrate
 
-    threshold = float(predictor.calibrate_decision_threshold(metric="f1_macro", verbose=False))
-    if predictor._trainer.bagged_mode:  # out-of-fold predictions of every training row: the middle of ties
-        oof = predictor.predict_proba_oof()[predictor.positive_class].to_numpy()
-        positive = (np.asarray(predictor._trainer.load_y()) == 1).astype(int)  # AutoGluon encodes the positive as 1
-        threshold = middle_of_ties(threshold, positive, oof, "f1_macro")
-    return threshold
+    policy = {"eval_metric": "f1_macro", "positive_class": predictor.positive_class, "weight_evaluation": False,
+              "num_bag_folds": 5 if predictor._trainer.bagged_mode else 0}
+    return calibrate(predictor, policy)[0]
 
 
 def run(poise: real_tables.Poise, suite: str, table: str, seed: int, budget: int, workdir: Path) -> dict:

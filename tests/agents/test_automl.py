@@ -14,7 +14,6 @@ from poise.agents.automl import (
     EXTRA_MODELS_MIN_SECONDS,
     fit,
     frozen_heap,
-    middle_of_ties,
     model_portfolio,
     scan_packages_once,
     with_fast_threads,
@@ -38,12 +37,14 @@ def test_minority_is_positive_even_when_it_sorts_first():
     assert policy["eval_metric"] == "f1" and policy["sample_weight"] == "balance_weight"
     assert policy["calibrate_threshold"] and policy["num_bag_folds"] == 0
     assert any("minority" in reason for reason in policy["reasons"])
+    assert any("validation split" in reason and "neutral 0.5" in reason for reason in policy["reasons"])
 
 
 def test_few_minority_rows_switch_to_bagging_without_weights():
     policy = choose_policy(_profile({"no": 1400, "yes": 51}))
     assert policy["num_bag_folds"] == 5 and policy["sample_weight"] is None
     assert any("out-of-fold" in reason for reason in policy["reasons"])
+    assert not any("neutral 0.5" in reason for reason in policy["reasons"])
 
 
 @pytest.mark.slow
@@ -115,17 +116,6 @@ def test_expected_cost_counts_each_error_at_its_price():
 def _threads(portfolio: dict, model_type: str) -> set:
     configs = portfolio[model_type] if isinstance(portfolio[model_type], list) else [portfolio[model_type]]
     return {config.get("ag_args_fit", {}).get("num_cpus") for config in configs}
-
-
-def test_a_tied_threshold_moves_to_the_middle_of_its_plateau():
-    positive = np.array([0] * 10 + [1] * 3)
-    proba = np.array([0.01] * 9 + [0.1, 0.3, 0.8, 0.9])
-    # every threshold in [0.1, 0.3) separates the classes (a row is positive when p > t); AutoGluon keeps the end
-    # nearest 0.5, just under the least confident positive
-    assert middle_of_ties(0.29, positive, proba, "f1") == pytest.approx(0.1975)
-    assert middle_of_ties(0.29, positive, proba, "balanced_accuracy") == pytest.approx(0.1975)
-    # a better threshold next to the plateau is not a tie: the run stops before it ([0.3, 0.6) here, F1 0.5)
-    assert middle_of_ties(0.5, np.array([0, 1, 0, 1]), np.array([0.2, 0.3, 0.6, 0.7]), "f1") == pytest.approx(0.4475)
 
 
 def test_the_default_presets_fit_catboost_unless_it_is_excluded():
