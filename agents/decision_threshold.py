@@ -2,8 +2,9 @@
 
 How depends on how the policy fitted (`agents.imbalance_policy`):
 
-- balanced sample weights (>= 200 minority rows): the model's probabilities are those of a balanced prior, so 0.5
-  is their neutral threshold (the one that maximises balanced accuracy). The threshold is tuned on AutoGluon's
+- balanced sample weights (>= 200 minority rows): the weights aim the model's probabilities at a balanced prior,
+  whose neutral threshold is 0.5 (how far they get there varies: early stopping on the unweighted validation log
+  loss can keep a weak model near the natural prior). The threshold is tuned on AutoGluon's
   validation split, and moves away from 0.5 only as far as the validation rows can tell apart: of the thresholds
   that bootstrap resamples of those rows cannot tell from the best one, the one nearest 0.5 is taken
   (`steady_threshold`, the "one standard error" rule of model selection, on paired differences). A few dozen
