@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from poise.agents.imbalance_policy import autogluon_metric
+from poise.agents.metrics import binary_from_counts, lower_is_better
 
 DEGENERATE_POSITIVE_RATE = 0.5  # a threshold flagging more rows than this found no signal
 NEUTRAL_THRESHOLD = 0.5  # of probabilities fitted with balanced weights
@@ -60,18 +61,11 @@ def middle_of_ties(threshold: float, positive: np.ndarray, proba: np.ndarray, me
 
 
 def scores_from_counts(tp, fp, fn, tn, policy: dict[str, Any]) -> np.ndarray:
-    """The policy's metric, higher is better, from confusion counts (arrays of any shape)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f1_positive = np.nan_to_num(2 * tp / (2 * tp + fp + fn))
-        if policy["eval_metric"] == "f1":
-            return f1_positive
-        if policy["eval_metric"] == "f1_macro":
-            return (f1_positive + np.nan_to_num(2 * tn / (2 * tn + fn + fp))) / 2
-        if policy["eval_metric"] == "balanced_accuracy":
-            return (np.nan_to_num(tp / (tp + fn)) + np.nan_to_num(tn / (tn + fp))) / 2
-        if policy["eval_metric"] == "expected_cost":
-            return -(policy["cost_fn"] * fn + policy["cost_fp"] * fp) / (tp + fp + fn + tn)
-    raise ValueError(f"no threshold rule for metric {policy['eval_metric']!r}")
+    """The policy's metric from confusion counts (arrays of any shape), oriented so that higher is better."""
+    metric = {"f1_macro": "macro_f1"}.get(policy["eval_metric"], policy["eval_metric"])
+    cost = (policy["cost_fn"], policy["cost_fp"]) if metric == "expected_cost" else None
+    scores = binary_from_counts(metric, tp, fp, fn, tn, cost)
+    return -scores if lower_is_better(metric) else scores
 
 
 def steady_threshold(positive: np.ndarray, proba: np.ndarray, policy: dict[str, Any], seed: int = 0) -> float:

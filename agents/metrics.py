@@ -86,6 +86,26 @@ def from_confusion(metric: str, matrix: np.ndarray, positive: int, cost: tuple[f
     raise DataError(f"unknown primary metric '{metric}'")
 
 
+def binary_from_counts(metric: str, tp, fp, fn, tn, cost: tuple[float, float] | None = None) -> np.ndarray:
+    """A primary metric from a binary problem's confusion counts, given as arrays of any shape (one value per
+    element): `from_confusion`'s arithmetic for many matrices at once, such as every bootstrap resample of a
+    validation set at every candidate threshold."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1_positive = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+        if metric == "f1":
+            return f1_positive
+        if metric == "macro_f1":
+            return (f1_positive + np.where(2 * tn + fn + fp > 0, 2 * tn / (2 * tn + fn + fp), 0.0)) / 2
+        if metric == "balanced_accuracy":  # classes without true rows do not count
+            has_positive, has_negative = (tp + fn) > 0, (tn + fp) > 0
+            recalls = np.where(has_positive, tp / (tp + fn), 0.0) + np.where(has_negative, tn / (tn + fp), 0.0)
+            return recalls / (has_positive.astype(float) + has_negative)
+        if metric == "expected_cost":
+            cost_fn, cost_fp = cost or (1.0, 1.0)
+            return (cost_fn * fn + cost_fp * fp) / (tp + fp + fn + tn)
+    raise DataError(f"unknown primary metric '{metric}'")
+
+
 def metric_value(metric: str, truth: pd.Series, predicted: pd.Series, positive: str, classes: list[str],
                  weights: np.ndarray | None = None, cost: tuple[float, float] | None = None) -> float:
     """A primary metric (f1 of `positive`, macro_f1, balanced_accuracy or expected_cost), optionally weighted
