@@ -27,7 +27,9 @@ from typing import Any
 
 from poise.agents.job_spec import MAX_TIME_LIMIT, job_options, train_arguments
 
-NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)?(?:\s?%)?")
+# A number standing on its own, not digits inside a name, a path or a date ("pytest-7", "/runs/3/", "-01-01"),
+# so digits in a file path the LLM was shown neither ground nor count as its claims.
+NUMBER = re.compile(r"(?<![\w.\-+/\\])[-+]?\d+(?:[.,]\d+)?(?:\s?%)?")
 
 
 def facts(state: dict[str, Any]) -> dict[str, Any]:
