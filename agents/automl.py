@@ -1,12 +1,13 @@
 """AutoML agent: fits AutoGluon under the imbalance policy (`agents.imbalance_policy`).
 
-Weights or bagging follow the number of minority rows (the policy chose): with enough
-(>= 200), balanced sample weights and AutoGluon's validation split; with few, 5-fold
-bagging without weights, validated on out-of-fold predictions of every training row.
-Weights there only distort the probabilities the threshold is chosen on (measured:
-hypothyroid 0.908 -> 0.982 and yeast4 0.696 -> 0.743 macro-F1 without them). The
-decision threshold is then tuned on those validation predictions, never the holdout
-(`agents.decision_threshold`).
+Tables up to `imbalance_policy.MAX_BAGGED_ROWS` rows are fitted with 5-fold bagging, so models, their
+ensemble and the decision threshold are validated on out-of-fold predictions of every
+training row; bigger ones on AutoGluon's validation split. Weights follow the number of
+minority rows (the policy chose): with enough (>= 200), balanced sample weights; with
+few, none: weights there only distort the out-of-fold probabilities the threshold is
+chosen on (measured: hypothyroid 0.908 -> 0.982 and yeast4 0.696 -> 0.743 macro-F1
+without them). The decision threshold is tuned on those validation predictions, never
+the holdout (`agents.decision_threshold`).
 
 The default presets (`medium_quality`) fit CatBoost alone: on the benchmark tables
 it scored as well as AutoGluon's whole portfolio in a fraction of the time

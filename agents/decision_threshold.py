@@ -4,13 +4,13 @@ How depends on how the policy fitted (`agents.imbalance_policy`):
 
 - balanced sample weights (>= 200 minority rows): the weights aim the model's probabilities at a balanced prior,
   whose neutral threshold is 0.5 (how far they get there varies: early stopping on the unweighted validation log
-  loss can keep a weak model near the natural prior). The threshold is tuned on AutoGluon's
-  validation split, and moves away from 0.5 only as far as the validation rows can tell apart: of the thresholds
-  that bootstrap resamples of those rows cannot tell from the best one, the one nearest 0.5 is taken
-  (`steady_threshold`, the "one standard error" rule of model selection, on paired differences). A few dozen
-  validation positives make the metric's curve flat and noisy on tables with little signal, and its argmax lands
-  anywhere on it: on `taxi` (ROC-AUC ~0.6, 59 validation positives) AutoGluon's F1-optimal threshold was 0.10,
-  flagging half the rows;
+  loss can keep a weak model near the natural prior). The threshold is tuned on the validation predictions
+  (out-of-fold ones of every training row for a bagged fit, else AutoGluon's validation split), and moves away
+  from 0.5 only as far as those rows can tell apart: of the thresholds that bootstrap resamples of them cannot tell
+  from the best one, the one nearest 0.5 is taken (`steady_threshold`, the "one standard error" rule of model
+  selection, on paired differences). On tables with little signal the metric's curve is flat and noisy, and its
+  argmax lands anywhere on it: on `taxi` (ROC-AUC ~0.6, 59 positives in a validation split) AutoGluon's
+  F1-optimal threshold was 0.10, flagging half the rows;
 - few minority rows: 5-fold bagging and no weights, threshold tuned on the out-of-fold predictions of every
   training row. Where a range of thresholds scores best, the middle of it is taken (`middle_of_ties`);
 - a weight column (drift retraining's importance weights): AutoGluon's weighted choice, as it is.
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from poise.agents.imbalance_policy import autogluon_metric
+from poise.agents.imbalance_policy import BALANCED_WEIGHTS, autogluon_metric
 from poise.agents.metrics import binary_from_counts, lower_is_better
 
 DEGENERATE_POSITIVE_RATE = 0.5  # a threshold flagging more rows than this found no signal
@@ -117,7 +117,7 @@ def calibrate(predictor, policy: dict[str, Any]) -> tuple[float, str | None]:
     positive, proba = validation_predictions(predictor, policy["positive_class"])
 
     def tuned(metric_policy: dict[str, Any]) -> float:
-        if not policy["num_bag_folds"]:
+        if policy["sample_weight"] == BALANCED_WEIGHTS:
             return steady_threshold(positive, proba, metric_policy)
         metric = autogluon_metric(metric_policy)
         threshold = float(predictor.calibrate_decision_threshold(metric=metric, verbose=False))

@@ -155,7 +155,7 @@ def train(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, 
     ctx, spec = runtime.context, _spec(state)
     policy = imbalance_policy.choose_policy(state["profile"], spec.objective, spec.cost_fn, spec.cost_fp,
                                             spec.positive_class, spec.threshold_policy, spec.excluded_model_types,
-                                            spec.weight_column)
+                                            spec.weight_column, time_limit=spec.time_limit)
     client = ctx.mlflow
     experiment_id = tracking.ensure_experiment(client, spec.name, ctx.settings.artifact_root)
     run_id = tracking.get_or_create_run(client, experiment_id, ctx.job_id, run_name=f"train-{ctx.job_id[:8]}")

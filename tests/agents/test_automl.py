@@ -19,7 +19,7 @@ from poise.agents.automl import (
     with_fast_threads,
 )
 from poise.agents.errors import SpecError
-from poise.agents.imbalance_policy import choose_policy, expected_cost
+from poise.agents.imbalance_policy import MAX_BAGGED_ROWS, MIN_BAGGED_TIME_LIMIT, choose_policy, expected_cost
 
 
 def _profile(counts: dict[str, int], problem_type: str = "binary") -> dict:
@@ -32,16 +32,32 @@ def _profile(counts: dict[str, int], problem_type: str = "binary") -> dict:
 
 def test_minority_is_positive_even_when_it_sorts_first():
     # AutoGluon would take 'good' (sorts last) as positive and optimise F1 of the majority
-    policy = choose_policy(_profile({"good": 9300, "bad": 490}))
+    policy = choose_policy(_profile({"good": 9300, "bad": 490}), time_limit=120)
     assert policy["positive_class"] == "bad"
     assert policy["eval_metric"] == "f1" and policy["sample_weight"] == "balance_weight"
-    assert policy["calibrate_threshold"] and policy["num_bag_folds"] == 0
+    assert policy["calibrate_threshold"] and policy["num_bag_folds"] == 5
     assert any("minority" in reason for reason in policy["reasons"])
+    assert any("out-of-fold" in reason and "neutral 0.5" in reason for reason in policy["reasons"])
+
+
+def test_tables_beyond_the_bagging_limit_keep_a_validation_split_and_balanced_weights():
+    policy = choose_policy(_profile({"good": MAX_BAGGED_ROWS, "bad": 490}), time_limit=120)
+    assert policy["num_bag_folds"] == 0 and policy["sample_weight"] == "balance_weight"
     assert any("validation split" in reason and "neutral 0.5" in reason for reason in policy["reasons"])
+    within = choose_policy(_profile({"good": MAX_BAGGED_ROWS - 490, "bad": 490}), time_limit=120)
+    assert within["num_bag_folds"] == 5
+
+
+def test_a_short_budget_keeps_a_validation_split_unless_the_minority_is_few():
+    short = choose_policy(_profile({"good": 9300, "bad": 490}), time_limit=MIN_BAGGED_TIME_LIMIT - 1)
+    assert short["num_bag_folds"] == 0 and short["sample_weight"] == "balance_weight"
+    assert any(f"a {MIN_BAGGED_TIME_LIMIT - 1} s budget" in reason for reason in short["reasons"])
+    assert choose_policy(_profile({"good": 9300, "bad": 490}), time_limit=MIN_BAGGED_TIME_LIMIT)["num_bag_folds"] == 5
+    assert choose_policy(_profile({"no": 1400, "yes": 51}), time_limit=10)["num_bag_folds"] == 5
 
 
 def test_few_minority_rows_switch_to_bagging_without_weights():
-    policy = choose_policy(_profile({"no": 1400, "yes": 51}))
+    policy = choose_policy(_profile({"no": 1400, "yes": 51}), time_limit=120)
     assert policy["num_bag_folds"] == 5 and policy["sample_weight"] is None
     assert any("out-of-fold" in reason for reason in policy["reasons"])
     assert not any("neutral 0.5" in reason for reason in policy["reasons"])
@@ -53,7 +69,7 @@ def test_no_signal_does_not_flag_everyone(tmp_path):
     rng = np.random.default_rng(0)
     table = pd.DataFrame({f"x{i}": rng.normal(size=600) for i in range(4)})
     table["y"] = np.where(rng.random(600) < 0.10, "rare", "common")
-    policy = choose_policy(_profile(table["y"].value_counts().to_dict()))
+    policy = choose_policy(_profile(table["y"].value_counts().to_dict()), time_limit=120)
     summary, fitted = fit(table, "y", policy, path=tmp_path / "ag", deploy_path=tmp_path / "deploy", time_limit=15,
                           presets="medium_quality")
     predictor = TabularPredictor.load(summary["predictor_dir"], verbosity=0)
@@ -71,20 +87,23 @@ def test_no_signal_does_not_flag_everyone(tmp_path):
 
 
 def test_user_named_positive_class_and_unknown_label():
-    assert choose_policy(_profile({"a": 900, "b": 100}), positive_class="a")["positive_class"] == "a"
+    named = choose_policy(_profile({"a": 900, "b": 100}), time_limit=120, positive_class="a")
+    assert named["positive_class"] == "a"
     with pytest.raises(SpecError, match="'c' is not a label"):
-        choose_policy(_profile({"a": 900, "b": 100}), positive_class="c")
+        choose_policy(_profile({"a": 900, "b": 100}), time_limit=120, positive_class="c")
 
 
 def test_a_weight_column_weighs_training_validation_and_threshold():
-    policy = choose_policy(_profile({"no": 1400, "yes": 51}), weight_column="poise_weight")
+    policy = choose_policy(_profile({"no": 1400, "yes": 51}), time_limit=120, weight_column="poise_weight")
     assert policy["sample_weight"] == "poise_weight" and policy["weight_evaluation"]
     assert policy["num_bag_folds"] == 5  # few minority rows: still bagged, now with the given weights
-    assert not choose_policy(_profile({"good": 9300, "bad": 490}))["weight_evaluation"]
+    many = choose_policy(_profile({"no": 9300, "yes": 490}), time_limit=120, weight_column="poise_weight")
+    assert many["num_bag_folds"] == 0 and many["sample_weight"] == "poise_weight"  # the weighted validation split
+    assert not choose_policy(_profile({"good": 9300, "bad": 490}), time_limit=120)["weight_evaluation"]
 
 
 def test_multiclass_uses_macro_f1_and_no_threshold():
-    policy = choose_policy(_profile({"a": 500, "b": 300, "c": 40}, "multiclass"))
+    policy = choose_policy(_profile({"a": 500, "b": 300, "c": 40}, "multiclass"), time_limit=120)
     assert policy["eval_metric"] == "f1_macro" and policy["positive_class"] is None
     assert not policy["calibrate_threshold"]
 
@@ -104,7 +123,7 @@ def test_inconsistent_requests_are_refused(objective, kwargs, problem_type, mess
     counts = {"a": 500, "b": 300, "c": 40} if problem_type == "multiclass" else {"a": 900, "b": 100}
     profile = _profile(counts, problem_type)
     with pytest.raises(SpecError, match=message):
-        choose_policy(profile, objective, **kwargs)
+        choose_policy(profile, objective, **kwargs, time_limit=120)
 
 
 def test_expected_cost_counts_each_error_at_its_price():
@@ -163,7 +182,7 @@ def test_a_small_fit_runs_openmp_models_on_one_thread(tmp_path):
     rng = np.random.default_rng(1)
     table = pd.DataFrame({f"x{i}": rng.normal(size=800) for i in range(4)})
     table["y"] = np.where(table["x0"] + rng.normal(scale=0.5, size=800) > 1.3, "rare", "common")
-    policy = choose_policy(_profile(table["y"].value_counts().to_dict()),
+    policy = choose_policy(_profile(table["y"].value_counts().to_dict()), time_limit=120,
                            excluded_model_types=["CAT", "RF", "XT", "KNN"])
     summary, _ = fit(table, "y", policy, path=tmp_path / "ag", deploy_path=tmp_path / "deploy", time_limit=20,
                      presets="medium_quality")
@@ -181,7 +200,8 @@ def test_an_unused_budget_fits_the_rest_of_the_portfolio_and_a_refit_repeats_the
     rng = np.random.default_rng(2)
     table = pd.DataFrame({f"x{i}": rng.normal(size=700) for i in range(4)})
     table["y"] = np.where(table["x0"] + rng.normal(scale=0.7, size=700) > 1.5, "rare", "common")
-    policy = choose_policy(_profile(table["y"].value_counts().to_dict()), excluded_model_types=["KNN", "RF", "XT"])
+    policy = choose_policy(_profile(table["y"].value_counts().to_dict()), time_limit=120,
+                           excluded_model_types=["KNN", "RF", "XT"])
 
     # CatBoost takes a few seconds here: the rest of the limit is over EXTRA_MODELS_MIN_SECONDS
     summary, fitted = fit(table, "y", policy, path=tmp_path / "ag", deploy_path=tmp_path / "deploy",

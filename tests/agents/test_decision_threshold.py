@@ -7,8 +7,13 @@ from autogluon.tabular import TabularPredictor
 from sklearn.metrics import f1_score
 
 from poise.agents.automl import fit
-from poise.agents.decision_threshold import middle_of_ties, scores_from_counts, steady_threshold
-from poise.agents.imbalance_policy import choose_policy
+from poise.agents.decision_threshold import (
+    middle_of_ties,
+    scores_from_counts,
+    steady_threshold,
+    validation_predictions,
+)
+from poise.agents.imbalance_policy import MIN_BAGGED_TIME_LIMIT, choose_policy
 
 F1 = {"eval_metric": "f1"}
 
@@ -70,18 +75,18 @@ def test_the_bootstrap_is_deterministic_and_subsamples_big_validation_sets():
 
 @pytest.mark.slow
 def test_a_weighted_fit_on_noise_does_not_flag_every_row(tmp_path):
-    """>= 200 minority rows: balanced weights, AutoGluon's validation split. On a table without signal AutoGluon's
-    F1-optimal threshold flags every row (F1 is then the minority share's best); Poise's stops where the validation
-    rows can no longer tell thresholds apart, flagging at most half of them."""
+    """>= 200 minority rows and a budget too short for bagging: balanced weights, AutoGluon's validation split. On a
+    table without signal AutoGluon's F1-optimal threshold flags every row (F1 is then the minority share's best);
+    Poise's stops where the validation rows can no longer tell thresholds apart, flagging at most half of them."""
     rng = np.random.default_rng(0)
     table = pd.DataFrame({f"x{i}": rng.normal(size=3000) for i in range(4)})
     table["y"] = np.where(rng.random(3000) < 0.10, "rare", "common")
-    policy = choose_policy(_profile(table["y"].value_counts().to_dict()))
+    policy = choose_policy(_profile(table["y"].value_counts().to_dict()), time_limit=MIN_BAGGED_TIME_LIMIT - 1)
     assert policy["sample_weight"] == "balance_weight" and not policy["num_bag_folds"]
     summary, fitted = fit(table, "y", policy, path=tmp_path / "ag", deploy_path=tmp_path / "deploy", time_limit=10,
                           presets="medium_quality")
-    validation, _ = fitted.load_data_internal(data="val", return_y=True)
-    proba = fitted.predict_proba(validation, transform_features=False)["rare"]
+    positive, proba = validation_predictions(fitted, "rare")
+    assert len(proba) < len(table) / 4 and positive.any()  # AutoGluon's validation split
     autogluon_threshold = fitted.calibrate_decision_threshold(metric="f1", verbose=False)
     assert (proba > autogluon_threshold).mean() > 0.9
     assert (proba > summary["threshold"]).mean() <= 0.5 and summary["threshold"] > autogluon_threshold
