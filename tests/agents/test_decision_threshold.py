@@ -8,6 +8,7 @@ from sklearn.metrics import f1_score
 
 from poise.agents.automl import fit
 from poise.agents.decision_threshold import (
+    bootstrap_best_threshold,
     middle_of_ties,
     scores_from_counts,
     steady_threshold,
@@ -71,6 +72,24 @@ def test_the_bootstrap_is_deterministic_and_subsamples_big_validation_sets():
     positive = rng.random(50_000) < 0.05
     proba = np.clip(positive * 0.3 + rng.random(50_000) * 0.7, 0, 1)
     assert steady_threshold(positive, proba, F1) == steady_threshold(positive, proba, F1)
+
+
+def test_out_of_fold_threshold_is_the_smoothed_best_without_a_pull_to_the_neutral_threshold():
+    rng = np.random.default_rng(3)
+    # a clear optimum well above 0.5: taken, as the one-SE rule would
+    positive = rng.random(5000) < 0.1
+    separated = np.clip(np.where(positive, rng.normal(0.9, 0.05, 5000), rng.normal(0.6, 0.1, 5000)), 0, 1)
+    assert 0.7 <= bootstrap_best_threshold(positive, separated, F1) <= 0.85
+    # a modest signal on many rows: the best mean score sits above 0.5 and the one-SE rule, pulled to 0.5, scores
+    # worse on these rows than the smoothed best does
+    signal = np.clip(rng.normal(0.45, 0.15, 5000) + 0.25 * positive, 0, 1)
+    best, steady = bootstrap_best_threshold(positive, signal, F1), steady_threshold(positive, signal, F1)
+    assert best > steady
+    assert f1_score(positive, signal > best) > f1_score(positive, signal > steady)
+    # classes apart with a gap: every threshold in the gap scores 1 on every resample; the middle of it is taken
+    gap_positive = np.array([False] * 40 + [True] * 10)
+    gap_proba = np.concatenate([np.linspace(0.1, 0.3, 40), np.linspace(0.8, 0.9, 10)])
+    assert bootstrap_best_threshold(gap_positive, gap_proba, F1) == pytest.approx((0.3 + 0.795) / 2)
 
 
 @pytest.mark.slow
