@@ -29,6 +29,7 @@ instead, which keeps the majority class.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -58,8 +59,13 @@ def middle_of_ties(threshold: float, positive: np.ndarray, proba: np.ndarray, me
     def score(i: int) -> float:  # only the plateau and one step past each end are scored
         return scorer(positive, (proba > grid[i]).astype(int))  # AutoGluon's own rule: positive when p > t
 
-    low = high = int(np.searchsorted(grid, threshold))
-    best = score(low)
+    return middle_of_run(score, int(np.searchsorted(grid, threshold)), grid)
+
+
+def middle_of_run(score: Callable[[int], float], start: int, grid: np.ndarray) -> float:
+    """The middle of the run of thresholds of `grid` around `grid[start]` whose `score` (by index) ties with its own."""
+    low = high = start
+    best = score(start)
     while low > 0 and np.isclose(score(low - 1), best):
         low -= 1
     while high < len(grid) - 1 and np.isclose(score(high + 1), best):
@@ -114,12 +120,7 @@ def bootstrap_best_threshold(positive: np.ndarray, proba: np.ndarray, policy: di
     """The threshold with the best mean score over bootstrap resamples of the rows (the argmax of a smoothed curve,
     not of one noisy one), the middle of the run of thresholds around it whose mean scores tie with it."""
     mean = bootstrap_scores(positive, proba, policy, seed).mean(axis=0)
-    low = high = int(np.argmax(mean))
-    while low > 0 and np.isclose(mean[low - 1], mean[high]):
-        low -= 1
-    while high < len(GRID) - 1 and np.isclose(mean[high + 1], mean[low]):
-        high += 1
-    return float((GRID[low] + GRID[high]) / 2)
+    return middle_of_run(mean.__getitem__, int(np.argmax(mean)), GRID)
 
 
 def validation_predictions(predictor, positive_class: str) -> tuple[np.ndarray, np.ndarray]:
@@ -143,7 +144,7 @@ def calibrate(predictor, policy: dict[str, Any]) -> tuple[float, str | None]:
 
     def tuned(metric_policy: dict[str, Any]) -> float:
         if policy["sample_weight"] == BALANCED_WEIGHTS:
-            rule = bootstrap_best_threshold if predictor._trainer.bagged_mode else steady_threshold
+            rule = bootstrap_best_threshold if policy["num_bag_folds"] else steady_threshold
             return rule(positive, proba, metric_policy)
         metric = autogluon_metric(metric_policy)
         threshold = float(predictor.calibrate_decision_threshold(metric=metric, verbose=False))
