@@ -127,6 +127,7 @@ def run_poise(train_fn, settings_cls, csv_path, table, seed, args, home):
     holdout = pd.read_parquet(result.holdout_path)
     row = {
         "status": "ok",
+        "job_id": result.job_id,  # its files are under --workdir's poise-home/jobs/ when --workdir is given
         "seconds": seconds,
         "job_seconds": float(result.seconds),
         # the AutoGluon fit inside the job (threshold calibration included): the rest is what Poise adds

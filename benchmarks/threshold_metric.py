@@ -50,7 +50,7 @@ def macro_f1_threshold(predictor) -> float:
     from poise.agents.decision_threshold import calibrate
 
     policy = {"eval_metric": "f1_macro", "positive_class": predictor.positive_class, "weight_evaluation": False,
-              "num_bag_folds": 5 if predictor._trainer.bagged_mode else 0}
+              "sample_weight": predictor.sample_weight, "num_bag_folds": 5 if predictor._trainer.bagged_mode else 0}
     return calibrate(predictor, policy)[0]
 
 
