@@ -51,6 +51,9 @@ def facts(state: dict[str, Any]) -> dict[str, Any]:
     record["baselines"] = {name: {k: v for k, v in values.items() if isinstance(v, float)}
                            for name, values in state["baselines"].items()}
     record["dropped_columns"] = [d["column"] for d in state["profile"]["dropped"]]
+    if sample := (state.get("load_info") or {}).get("sample"):  # a table larger than memory: the ratio is the table's
+        counts = sample["class_rows"].values()
+        record["table_rows"], record["imbalance_ratio"] = sample["rows"], max(counts) / min(counts)
     refit = state.get("refit") or {}
     if refit.get("done"):
         record["refit_rows"], record["served_threshold"] = refit["rows"], refit["threshold"]
@@ -67,8 +70,11 @@ def deterministic_summary(record: dict[str, Any]) -> str:
     positive = record["positive_class"]
     primary = next(k for k in ("expected_cost", "f1", "macro_f1", "balanced_accuracy") if k in record)
     lines = [
-        f"Model {record['model']} v{record['version']} was trained on {record['train_rows']} rows "
-        f"(imbalance ratio {record['imbalance_ratio']:.1f}) and scored on {record['holdout_rows']} untouched holdout rows.",
+        f"Model {record['model']} v{record['version']} was trained on "
+        + (f"a sample of {record['train_rows']} of the table's {record['table_rows']} rows, weighted back to its "
+           "class prior " if record.get("table_rows") else f"{record['train_rows']} rows ")
+        + f"(imbalance ratio {record['imbalance_ratio']:.1f}) and scored on {record['holdout_rows']} untouched holdout "
+        "rows.",
         f"It finds {record['minority_recall']:.0%} of the minority class with {record['minority_precision']:.0%} precision; "
         f"macro-F1 {record['macro_f1']:.3f}, balanced accuracy {record['balanced_accuracy']:.3f}, "
         f"PR-AUC {record['pr_auc']:.3f} (positive class '{positive}').",

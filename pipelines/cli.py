@@ -41,7 +41,8 @@ def _run_training(settings: Settings, **kwargs) -> None:
 
 @app.command()
 @with_options(JobOptions, flags=TRAIN_FLAGS)
-def train(data: Annotated[Path, typer.Argument(help="CSV, TSV or Parquet file.")], options: dict) -> None:
+def train(data: Annotated[Path, typer.Argument(help="CSV, TSV or Parquet file, or a folder or glob of Parquet parts.")],
+          options: dict) -> None:
     """Train, evaluate, gate and register an imbalance-aware model."""
     settings = Settings()
     console.print(f"Training on [bold]{escape(str(data))}[/], target [bold]{escape(options['target'])}[/]")

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     presets: str = Field("medium_quality", description="Default AutoGluon presets.")
     num_cpus: int | None = Field(None, ge=1, description="CPUs AutoGluon may use; default all.")
     max_file_bytes: int = Field(2_000_000_000, ge=1, description="Largest input file accepted.")
+    memory_budget_bytes: int = Field(2_000_000_000, ge=1, description=(
+        "Memory a job's table may take in pandas; a bigger Parquet table is read out of core and trained on an "
+        "imbalance-aware sample (agents/data_engineering/large_tables.py)."))
     holdout_fraction: float = Field(0.2, gt=0.05, lt=0.5, description="Share of rows kept as untouched holdout.")
     seed: int = 0
     data_dir: Path | None = Field(None, description="Folder the API may read job data from by path; default home/data.")

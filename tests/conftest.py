@@ -119,6 +119,32 @@ def make_noise_table(rows: int = 300, seed: int = 0) -> pd.DataFrame:
                          "c": rng.choice(["x", "y", "z"], rows), "outcome": np.where(positive, "yes", "no")})
 
 
+def write_parquet_parts(folder, parts: int = 3, rows: int = 4_000, seed: int = 0):
+    """A table written as Parquet parts, as Spark or Polars jobs write it: ~2 % positives (a boolean target), a
+    text column with a user's missing-value token, a few unlabelled rows, and a row id to follow rows by."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for part in range(parts):
+        x = rng.normal(size=rows)
+        frame = pd.DataFrame({
+            "row_id": np.arange(part * rows, (part + 1) * rows),
+            "x": x,
+            "z": rng.normal(size=rows).astype("float32"),
+            "colour": rng.choice(["red", "blue", "n.a."], rows),
+            "bad": pd.array(x + rng.normal(scale=0.4, size=rows) > 2.3, dtype="boolean"),
+        })
+        frame.loc[frame.index[:5], "bad"] = pd.NA
+        frame.to_parquet(folder / f"part-{part:05d}.parquet", index=False)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture
+def parquet_parts():
+    return write_parquet_parts
+
+
 @pytest.fixture
 def noise_table():
     return make_noise_table

@@ -68,6 +68,8 @@ def _render_markdown(profile: dict, split: dict, load_info: dict) -> str:
                   f" / minority {_md(target['minority_class'])})", "", "| Class | Rows | Share |", "|---|---:|---:|"]
         lines += [f"| {_md(label)} | {count} | {count / total:.1%} |"
                   for label, count in target["class_counts"].items()]
+    if load_info.get("sample"):
+        lines += _sample_lines(load_info["sample"])
     lines += ["", "## Columns", "",
               "| Column | Type | Missing | Unique | Flags | Action |", "|---|---|---:|---:|---|---|"]
     for column in profile["columns"]:
@@ -91,4 +93,18 @@ def _render_markdown(profile: dict, split: dict, load_info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-
+def _sample_lines(sample: dict) -> list[str]:
+    """How a table larger than the memory budget was read: the figures of every row, then the sample trained on."""
+    total = sum(sample["class_rows"].values())
+    lines = ["", "## Sampled for training (the table is larger than the memory budget)", "",
+             f"- **Every row:** {sample['rows']} rows in {sample['files']} file(s), {sample['unlabelled_rows']} "
+             f"without target; the holdout is {sample['holdout_fraction']:.0%} of each class's rows, scored in full",
+             f"- **Trained on:** {sample['sampled_rows']} rows: every row of the minority classes, a uniform sample of "
+             f"the majority, weighted (column {_md(sample['weight_column'])}) back to the table's class prior", "",
+             "| Class | Rows | Share | Sampling rate | Sampled rows |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {_md(label)} | {count} | {count / total:.2%} | {sample['class_sampling_rate'][label]:.4f} | "
+              f"{sample['sampled_class_rows'][label]} |" for label, count in sample["class_rows"].items()]
+    lines += ["", "| Column | Missing (every row) | Distinct (approx.) |", "|---|---:|---:|"]
+    lines += [f"| {_md(name)} | {column['missing_share']:.2%} | {column['approx_distinct']} |"
+              for name, column in sample["columns"].items()]
+    return lines

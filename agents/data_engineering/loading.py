@@ -7,6 +7,7 @@ for the data card. Every problem a user can fix is raised as `DataError` naming 
 
 import codecs
 import csv
+import glob
 import hashlib
 import io
 from collections import Counter
@@ -36,10 +37,10 @@ def load_table(source: str | Path, *, max_bytes: int = 2_000_000_000,
 
     Cells equal to one of `na_values` are missing, beside pandas' default missing-value tokens."""
     path = Path(source).expanduser().resolve()
+    if is_parquet_set(source):
+        return _read_parquet_set(source, max_bytes, [str(token) for token in na_values])
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, not a data file")
     suffix = path.suffix.lower()
     if suffix not in CSV_SUFFIXES | PARQUET_SUFFIXES:
         supported = ", ".join(sorted(CSV_SUFFIXES | PARQUET_SUFFIXES))
@@ -64,6 +65,74 @@ def load_table(source: str | Path, *, max_bytes: int = 2_000_000_000,
     if df.shape[0] == 0:
         raise DataError(f"{path}: no data rows (only a header)")
     return _uniform_objects(df), info
+
+
+def parquet_files(source: str | Path) -> list[Path]:
+    """The Parquet files a source names (a file, a folder of .parquet files, or a glob), or [] for other sources."""
+    text = str(source)
+    if any(char in text for char in "*?["):
+        matches = (Path(match) for match in glob.glob(str(Path(text).expanduser()), recursive=True))
+    else:
+        path = Path(text).expanduser()
+        matches = path.rglob("*") if path.is_dir() else iter([path])
+    return sorted(match.resolve() for match in matches if match.suffix.lower() in PARQUET_SUFFIXES and match.is_file())
+
+
+def is_parquet_set(source: str | Path) -> bool:
+    """Whether a source names a folder or glob of Parquet files, read as one table, rather than one file."""
+    text = str(source)
+    return any(char in text for char in "*?[") or Path(text).expanduser().is_dir()
+
+
+def _read_parquet_set(source: str | Path, max_bytes: int, na_values: list[str]) -> tuple[pd.DataFrame, dict]:
+    """A folder or glob of Parquet files (the parts a Spark or Polars job writes) read as one table."""
+    import pyarrow.parquet as pq
+
+    files = parquet_files(source)
+    if not files:
+        raise DataError(f"{source}: " + ("is a directory with no Parquet files in it" if Path(source).is_dir()
+                                         else "no Parquet files match this pattern"))
+    check_same_columns(files)
+    size = sum(path.stat().st_size for path in files)
+    if size > max_bytes:
+        raise DataError(f"{source}: files total {size:,} bytes, larger than the limit of {max_bytes:,} bytes")
+    try:
+        df = pq.read_table([str(path) for path in files]).to_pandas()
+    except Exception as error:  # pyarrow raises many types (ArrowInvalid, OSError...) for bad or unlike files
+        raise DataError(f"{source}: cannot read its {len(files)} files as one Parquet table "
+                        f"({first_line(error)})") from None
+    df.columns = clean_column_names([str(name) for name in df.columns], Path(str(source)))
+    if df.shape[1] == 0 or df.shape[0] == 0:
+        raise DataError(f"{source}: no {'columns' if df.shape[1] == 0 else 'data rows'} found")
+    info = {"source": str(source), "format": "parquet", "delimiter": None, "encoding": None, "bytes": size,
+            "files": len(files), "content_hash": files_hash(files), "na_values": na_values}
+    return _uniform_objects(mask_missing(df, na_values)), info
+
+
+def check_same_columns(files: list[Path]) -> None:
+    """Refuse parts whose columns differ: read as one table, a part's missing columns would become empty cells."""
+    import pyarrow.parquet as pq
+
+    try:
+        names = [pq.read_schema(path).names for path in files]
+    except Exception as error:  # pyarrow raises many types (ArrowInvalid, OSError...) for a bad file
+        raise DataError(f"{files[0].parent}: cannot read as Parquet ({first_line(error)})") from None
+    for path, columns in zip(files[1:], names[1:]):
+        if set(columns) != set(names[0]):
+            differ = sorted(set(columns) ^ set(names[0]))
+            raise DataError(f"{path}: its columns differ from {files[0].name}'s ({', '.join(map(repr, differ[:5]))}); "
+                            "the parts of one table must have the same columns")
+
+
+def files_hash(files: list[Path]) -> str:
+    """SHA-256 over the files' names and bytes, in order, a megabyte at a time."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            while chunk := handle.read(READ_CHUNK_BYTES):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _uniform_objects(df: pd.DataFrame) -> pd.DataFrame:
@@ -104,11 +173,11 @@ def _read_parquet(path: Path, na_values: list[str]) -> pd.DataFrame:
         df = pd.read_parquet(path)
     except Exception as error:  # pyarrow raises many types (ArrowInvalid, OSError...) for a bad file
         raise DataError(f"{path}: cannot read as Parquet ({first_line(error)})") from None
-    df.columns = _clean_column_names([str(name) for name in df.columns], path)
-    return _mask_missing(df, na_values)
+    df.columns = clean_column_names([str(name) for name in df.columns], path)
+    return mask_missing(df, na_values)
 
 
-def _mask_missing(df: pd.DataFrame, na_values: Sequence[str]) -> pd.DataFrame:
+def mask_missing(df: pd.DataFrame, na_values: Sequence[str]) -> pd.DataFrame:
     """`df` with cells equal to a user's missing-value token set missing: text cells equal to a token, number
     cells equal to a token that is a number (what `read_csv(na_values=...)` does to a CSV)."""
     if not na_values:
@@ -152,7 +221,7 @@ def _parse_delimited(path: Path, head: bytes, encoding: str, na_values: list[str
     raw_names = header.iloc[0].tolist()
     if len(raw_names) != df.shape[1] or not isinstance(df.index, pd.RangeIndex):
         raise DataError(f"{path}: rows have more fields than the header ({len(raw_names)} columns)")
-    df.columns = _clean_column_names(raw_names, path)
+    df.columns = clean_column_names(raw_names, path)
     return df, delimiter
 
 
@@ -198,7 +267,7 @@ def _sniff_delimiter(sample_text: str, *, truncated: bool, suffix: str) -> str:
     return best_delimiter or ("\t" if suffix == ".tsv" else ",")
 
 
-def _clean_column_names(raw_names: list[str], path: Path) -> list[str]:
+def clean_column_names(raw_names: list[str], path: Path) -> list[str]:
     names = [str(name).strip() for name in raw_names]
     names = [name or f"column_{position}" for position, name in enumerate(names)]
     duplicates = sorted(name for name, count in Counter(names).items() if count > 1)

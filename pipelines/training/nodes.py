@@ -20,11 +20,11 @@ from langgraph.types import interrupt
 from mlflow.exceptions import MlflowException
 
 from poise.agents import automl, evaluation, imbalance_policy, summary
-from poise.agents.data_engineering import column_types, data_card, loading, profiling, splitting
+from poise.agents.data_engineering import column_types, data_card, large_tables, loading, profiling, splitting
 from poise.agents.deployment.gate import ChampionEvidence, quality_gate, reference_scores, schema_changes, score_champion
 from poise.agents.deployment.signature import example_rows, serving_frame
 from poise.agents.drift.reference import REFERENCE_ROWS, Reference, prediction_columns, reference_meta, sample
-from poise.agents.errors import PoiseError
+from poise.agents.errors import DataError, PoiseError
 from poise.agents.job_spec import JobSpec
 from poise.agents.plan import describe
 from poise.pipelines.training.configuration import TrainingContext
@@ -64,10 +64,36 @@ def _spec(state: TrainingState) -> JobSpec:
 def load(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     ctx = runtime.context
     spec = _spec(state)
+    files = loading.parquet_files(spec.data)
+    if files:
+        rows, table_bytes = large_tables.memory_estimate(files)
+        if table_bytes > ctx.settings.memory_budget_bytes:
+            return load_sample(spec, files, rows, table_bytes, ctx)
     table, info = loading.load_table(spec.data, max_bytes=ctx.settings.max_file_bytes,
                                      na_values=spec.na_values)
     raw_path = write_parquet(table, ctx.job_dir / "raw.parquet")
     return {"load_info": info, "raw_path": str(raw_path)}
+
+
+def load_sample(spec: JobSpec, files: list[Path], rows: int, table_bytes: int, ctx: TrainingContext) -> dict[str, Any]:
+    """A table larger than the memory budget: its holdout share of every class written out of core, an
+    imbalance-aware sample of the rest to train on, weighted back to the table's prior (`large_tables`)."""
+    if spec.weight_column or spec.holdout_data:
+        given = "a weight column" if spec.weight_column else "a holdout table"
+        raise DataError(f"{spec.data}: the table (~{table_bytes:,} bytes in memory) is larger than the memory budget "
+                        f"({ctx.settings.memory_budget_bytes:,} bytes), so it is trained on a weighted sample with "
+                        f"a holdout of its own; it cannot take {given} too")
+    max_rows = int(ctx.settings.memory_budget_bytes * large_tables.SAMPLE_SHARE_OF_BUDGET / (table_bytes / rows))
+    sample, record = large_tables.sample_table(
+        files, spec.target, max_rows=max_rows, holdout_fraction=ctx.settings.holdout_fraction,
+        seed=ctx.settings.seed, holdout_path=ctx.job_dir / "holdout_every_row.parquet", na_values=spec.na_values)
+    record |= {"memory_estimate_bytes": table_bytes, "memory_budget_bytes": ctx.settings.memory_budget_bytes}
+    info = {"source": str(spec.data), "format": "parquet", "delimiter": None, "encoding": None,
+            "bytes": sum(path.stat().st_size for path in files), "files": len(files),
+            "content_hash": loading.files_hash(files), "na_values": list(spec.na_values), "sample": record}
+    spec.weight_column, spec.holdout_data = record["weight_column"], record["holdout_path"]
+    raw_path = write_parquet(sample, ctx.job_dir / "raw.parquet")
+    return {"load_info": info, "raw_path": str(raw_path), "spec": spec.model_dump()}
 
 
 @user_errors
@@ -173,6 +199,10 @@ def train(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, 
     for card in state["split"]["data_card"]:
         client.log_artifact(run_id, card, "data")
     client.log_dict(run_id, policy, "policy.json")
+    if sample := state["load_info"].get("sample"):
+        tracking.log_params(client, run_id, {"table_rows": sample["rows"], "sampled_rows": sample["sampled_rows"],
+                                             "class_sampling_rate": sample["class_sampling_rate"]})
+        client.log_dict(run_id, sample, "data/sample.json")
 
     predictor_dir, deploy_dir = ctx.job_dir / "autogluon", ctx.job_dir / "deploy"
     for folder in (predictor_dir, deploy_dir):
@@ -191,6 +221,8 @@ def train(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, 
 
 def refit_skipped(state: TrainingState, spec: JobSpec) -> str | None:
     """Why this job's model is not refitted on its holdout rows too, or None when it is."""
+    if state["load_info"].get("sample"):
+        return "trained on a sample of a table larger than the memory budget; the holdout is scored in full"
     if state["split"]["summary"]["holdout_source"] != "split":
         return "the holdout is a separate table that the model is compared on (drift retraining)"
     if spec.weight_column:

@@ -143,3 +143,31 @@ def test_job_records_on_postgresql(poise_home, postgres_url, churn_csv):
         assert job.status == "succeeded" and job.dataset_id is not None
         assert len(job.steps) == 12 and all(step.status == "succeeded" for step in job.steps)
         assert session.scalars(select(ModelVersion)).one().registered_name == "churn-pg"
+
+
+def test_a_table_larger_than_the_memory_budget_is_trained_on_a_weighted_sample_and_scored_in_full(
+        poise_home, tmp_path, parquet_parts):
+    table = parquet_parts(tmp_path / "parts", parts=3, rows=4_000)
+    # ~40 bytes a row in pandas: a 100 kB budget samples the 12,000 rows down to ~600 to train on
+    settings = Settings(home=poise_home, memory_budget_bytes=100_000)
+    result = runner.train(tmp_path / "parts", "bad", name="parts", time_limit=15, settings=settings)
+
+    assert result.status == "succeeded", result.error
+    job_dir = settings.home / "jobs" / result.job_id
+    card = json.loads((job_dir / "data_card.json").read_text())
+    sample = card["source"]["sample"]
+    assert sample["rows"] == len(table) and sample["files"] == 3
+    assert sample["class_sampling_rate"]["True"] == 1.0 and sample["class_sampling_rate"]["False"] < 0.1
+    # the holdout is every row of its share, and the model was scored on all of them
+    holdout = pd.read_parquet(job_dir / "holdout_every_row.parquet")
+    assert result.metrics["n_holdout"] == len(holdout) > 2_000
+    assert card["split"]["train_rows"] == sample["sampled_rows"] < 1_000
+    assert "Sampled for training" in (job_dir / "data_card.md").read_text()
+    # trained and calibrated with the prior-restoring weights; not refitted (the holdout is not part of the sample)
+    run = _client(settings).get_run(result.mlflow_run_id)
+    assert run.data.params["sample_weight"] == "poise_prior_weight"
+    assert run.data.params["sampled_rows"] == str(sample["sampled_rows"])
+    assert "poise_prior_weight" not in run.data.params["dropped_columns"]
+    assert "data/sample.json" in {a.path for a in _client(settings).list_artifacts(result.mlflow_run_id, "data")}
+    assert "a sample of" in result.summary and f"table's {len(table)} rows" in result.summary
+    assert result.metrics["minority_recall"] > 0.3

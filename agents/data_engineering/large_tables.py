@@ -1,0 +1,128 @@
+"""Tables bigger than the memory budget: read out of core, trained on an imbalance-aware sample.
+
+Every other step reads a job's table into pandas, which holds several times a Parquet file's size. A Parquet
+source (a file, a folder of files or a glob) whose rows would not fit in `memory_budget_bytes` is instead scanned
+with Polars' streaming engine, which reads it in batches: class counts, per-column missingness and distinct counts
+come from every row; the holdout is a stratified share of every row (written batch by batch, and scored in full);
+the training part keeps every row of each minority class and a uniform sample of the majority, each row weighted
+by the inverse of its class's sampling rate, so that weighted training and threshold calibration see the table's
+true class prior. Polars over DuckDB: it reads S3-compatible stores with no extension downloaded at run time, and
+over Ray Data: it needs no cluster for the single-machine case.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from poise.agents.data_engineering.loading import check_same_columns, clean_column_names, first_line, mask_missing
+from poise.agents.errors import DataError
+
+PRIOR_WEIGHT = "poise_prior_weight"  # the training sample's weight column: restores the table's class prior
+ESTIMATE_ROWS = 10_000  # rows read into pandas to estimate a row's in-memory size
+# A sampled job's table may hold this share of the memory budget: AutoGluon holds several copies of its training
+# rows while fitting (its own feature-generated frame, each fold's split), beside the job's other work.
+SAMPLE_SHARE_OF_BUDGET = 0.25
+HASH_BUCKETS = 1 << 32
+
+
+def _scan(files: list[Path]):
+    import polars as pl
+
+    check_same_columns(files)
+    try:
+        lazy = pl.scan_parquet([str(path) for path in files])
+        schema = lazy.collect_schema()
+    except Exception as error:  # Polars raises its own error types for unreadable files
+        raise DataError(f"{files[0].parent}: cannot read as Parquet ({first_line(error)})") from None
+    return lazy, schema
+
+
+def memory_estimate(files: list[Path]) -> tuple[int, int]:
+    """(rows, bytes the whole table would take in pandas), from the row count and a sample of its first rows."""
+    import polars as pl
+
+    lazy, _ = _scan(files)
+    rows = int(lazy.select(pl.len()).collect(engine="streaming").item())
+    head = lazy.head(ESTIMATE_ROWS).collect().to_pandas()
+    per_row = head.memory_usage(deep=True, index=False).sum() / max(len(head), 1)
+    return rows, int(per_row * rows)
+
+
+def sample_table(files: list[Path], target: str, *, max_rows: int, holdout_fraction: float, seed: int,
+                 holdout_path: Path, na_values: list[str] = ()) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Split the table into a holdout (every `holdout_fraction` share of each class, written to `holdout_path`) and
+    the rest, and return an imbalance-aware sample of the rest of at most about `max_rows` rows, with its weights in
+    `PRIOR_WEIGHT`, and a record of what was done (full-table statistics included)."""
+    import polars as pl
+
+    lazy, schema = _scan(files)
+    if target not in schema:
+        raise DataError(f"target column {target!r} not found in {files[0].parent}; columns: "
+                        f"{', '.join(list(schema)[:20])}")
+    label = pl.col(target).cast(pl.String)
+    if schema[target] == pl.Boolean:  # named as pandas names them, and Poise's labels with them: True, False
+        label = label.str.to_titlecase()
+    # two independent uniform draws per row from a hash of its position: which side of the split, and whether sampled
+    lazy = lazy.with_row_index("__row").with_columns(
+        (pl.col("__row").hash(seed) % HASH_BUCKETS / HASH_BUCKETS).alias("__split"),
+        (pl.col("__row").hash(seed + 1) % HASH_BUCKETS / HASH_BUCKETS).alias("__draw"),
+        label.alias("__label"),
+    )
+    labelled = lazy.filter(pl.col(target).is_not_null())
+    counts = labelled.group_by("__label").agg(pl.len().alias("rows")).collect(engine="streaming")
+    class_rows = {label: int(rows) for label, rows in sorted(counts.iter_rows())}
+    if len(class_rows) < 2:
+        raise DataError(f"target column {target!r} has {len(class_rows)} class(es) in {sum(class_rows.values())} "
+                        "labelled rows; at least two are needed")
+    rows, columns = _column_stats(lazy, [name for name in schema if name != target])
+    helpers = ("__row", "__split", "__draw", "__label")
+
+    holdout_path.parent.mkdir(parents=True, exist_ok=True)
+    labelled.filter(pl.col("__split") < holdout_fraction).drop(helpers).sink_parquet(holdout_path)
+
+    train_rows = {label: round(count * (1 - holdout_fraction)) for label, count in class_rows.items()}
+    majority = max(train_rows, key=train_rows.get)
+    room = max(max_rows - (sum(train_rows.values()) - train_rows[majority]), 1)
+    keep = {label: 1.0 for label in train_rows} | {majority: min(1.0, room / max(train_rows[majority], 1))}
+    rate = pl.col("__label").replace_strict(keep, default=1.0, return_dtype=pl.Float64)
+    sample = (labelled.filter(pl.col("__split") >= holdout_fraction)
+              .filter(pl.col("__draw") < rate)
+              .with_columns((1.0 / rate).alias(PRIOR_WEIGHT))
+              .drop("__row", "__split", "__draw")
+              .collect(engine="streaming").to_pandas())
+    sampled = sample.pop("__label").value_counts().to_dict()
+    sample.columns = clean_column_names([str(name) for name in sample.columns], files[0].parent)
+    sample = mask_missing(sample, list(na_values))
+    record = {
+        "files": len(files),
+        "rows": rows,
+        "unlabelled_rows": rows - sum(class_rows.values()),
+        "class_rows": class_rows,
+        "holdout_fraction": holdout_fraction,
+        "holdout_path": str(holdout_path),
+        "sampled_rows": len(sample),
+        "sampled_class_rows": {label: int(sampled.get(label, 0)) for label in class_rows},
+        "class_sampling_rate": {label: round(rate_, 6) for label, rate_ in keep.items()},
+        "weight_column": PRIOR_WEIGHT,
+        "columns": columns,
+    }
+    return sample, record
+
+
+def _column_stats(lazy, features: list[str]) -> tuple[int, dict[str, Any]]:
+    """The table's rows, and per column its missing and (approximately: HyperLogLog) distinct values, in one
+    streaming pass over every row."""
+    import polars as pl
+
+    exprs = [pl.len().alias("__rows")]
+    for position, name in enumerate(features):
+        exprs += [pl.col(name).null_count().alias(f"m{position}"), pl.col(name).approx_n_unique().alias(f"u{position}")]
+    stats = lazy.select(exprs).collect(engine="streaming").row(0, named=True)
+    rows = int(stats["__rows"])
+    return rows, {name: {"missing": int(stats[f"m{position}"]),
+                         "missing_share": round(stats[f"m{position}"] / max(rows, 1), 6),
+                         "approx_distinct": min(int(stats[f"u{position}"]), rows)}
+                  for position, name in enumerate(features)}
