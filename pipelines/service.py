@@ -76,7 +76,10 @@ def run_mlflow_ui(settings: Settings, port: int) -> None:
     process = start_mlflow_ui(settings, port)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops the server too (its own session)
     try:
-        process.wait()
+        # polled, not a blocking wait: MLflow imports Polars when it is installed, and a signal the kernel hands to
+        # one of Polars' threads would never interrupt a `waitpid` in this one; its handler runs after the next sleep
+        while process.poll() is None:
+            time.sleep(0.2)
     except KeyboardInterrupt:
         stop_process_groups([process])
 
