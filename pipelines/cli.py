@@ -140,7 +140,9 @@ def show(job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix)
 @app.command()
 def predict(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
-    data: Annotated[Path, typer.Argument(help="CSV, TSV or Parquet file with the feature columns.")],
+    data: Annotated[Path, typer.Argument(help=(
+        "CSV, TSV or Parquet file with the feature columns, or a folder or glob of Parquet parts (scored in chunks, "
+        "in bounded memory)."))],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write predictions (CSV or Parquet).")],
     version: Annotated[str | None, typer.Option(help="Version to use; default the champion.")] = None,
 ) -> None:

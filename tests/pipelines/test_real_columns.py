@@ -44,7 +44,8 @@ def messy_table(seed: int = 0) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_a_messy_parquet_trains_and_serves_from_parquet_csv_and_single_json_rows(settings, tmp_path, serve_app):
+def test_a_messy_parquet_trains_and_serves_from_parquet_csv_and_single_json_rows(settings, tmp_path, serve_app,
+                                                                                 monkeypatch):
     frame = messy_table()
     parquet, csv = tmp_path / "stops.parquet", tmp_path / "stops.csv"
     frame.to_parquet(parquet, index=False)
@@ -68,6 +69,22 @@ def test_a_messy_parquet_trains_and_serves_from_parquet_csv_and_single_json_rows
     scored_parquet, scored_csv = pd.read_csv(from_parquet[0]), pd.read_csv(from_csv[0])
     assert (scored_parquet["predicted_label"] == scored_csv["predicted_label"]).all()
     assert np.allclose(scored_parquet["predicted_proba_bad"], scored_csv["predicted_proba_bad"], atol=1e-6)
+
+    # a Parquet source is scored a chunk at a time: 100 rows a chunk, from the file or from a folder of parts, to CSV
+    # or to Parquet, gives the same rows as one chunk (even where a chunk of `rating` is all missing)
+    monkeypatch.setattr(batch, "CHUNK_ROWS", 100)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for number, start in enumerate(range(0, N_ROWS, 500)):
+        frame.iloc[start:start + 500].to_parquet(parts / f"part-{number}.parquet", index=False)
+    chunked_csv = batch.batch_predict(settings, "stops", parquet, tmp_path / "c.csv")
+    chunked_parquet = batch.batch_predict(settings, "stops", parts, tmp_path / "c.parquet")
+    assert chunked_csv[1] == chunked_parquet[1] == N_ROWS
+    pd.testing.assert_frame_equal(pd.read_csv(chunked_csv[0]), scored_parquet)
+    from_parts = pd.read_parquet(chunked_parquet[0])
+    assert from_parts["rating"].notna().sum() == frame["rating"].notna().sum()
+    assert (from_parts["predicted_label"] == scored_parquet["predicted_label"]).all()
+    assert np.allclose(from_parts["predicted_proba_bad"], scored_parquet["predicted_proba_bad"], atol=1e-12)
 
     # the file as trained on gives what the refitted predictor itself gives on the typed rows
     from autogluon.tabular import TabularPredictor

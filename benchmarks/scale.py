@@ -1,0 +1,170 @@
+"""Scale: Poise on generated imbalanced Parquet tables of 1M and 10M rows x 50 mixed columns (2 % positives).
+
+Each run is one `poise train` job in a fresh process (`--child`), so its peak RSS is its own: the seconds of each
+step and the process's peak RSS when the step ended (load + profile, prepare, train, evaluate), the whole job's
+seconds, then the macro-F1 of the registered version on a fixed test part of 1M rows from the same generator,
+scored by batch prediction (`agents.deployment.batch.batch_predict`) in the same process, with its rows/s.
+AutoGluon's own worker processes, if any, are not in the peak (CatBoost and LightGBM fit in-process here).
+
+Runs:
+- `full-1M`: the 1M-row table trained in memory (it fits the default memory budget);
+- `sampled-1M`: the same table through the out-of-core path (`agents/data_engineering/large_tables.py`), forced by
+  a memory budget of `--sampled-budget` bytes: the quality of the imbalance-aware sample against the full table;
+- `sampled-10M`: the 10M-row table, over the default 2 GB budget, so sampled.
+
+Not measured here yet: Ray Data scoring and jobs on a Ray cluster (issue 19, parts 2-3).
+
+    .venv/bin/python benchmarks/scale.py [--runs full-1M,sampled-1M,sampled-10M] [--budget 300] [--workdir DIR]
+"""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before any OpenMP library loads (see imbalance.py)
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[0] = str(ROOT)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+PART_ROWS = 500_000
+TARGET = "y"
+RUNS = {"full-1M": (1_000_000, None), "sampled-1M": (1_000_000, "sampled"), "sampled-10M": (10_000_000, "default")}
+TEST_ROWS = 1_000_000
+TEST_SEED = 10_000
+
+
+def generate_part(rows: int, seed: int) -> pd.DataFrame:
+    """50 mixed columns: 30 float64, 5 float32, 5 small integers, 8 categories (3 to 300 levels), a boolean and a
+    timestamp; ~2 % positives, driven by a few numbers, two categories and the boolean, the rest noise."""
+    rng = np.random.default_rng(seed)
+    frame = {f"num_{i}": rng.normal(size=rows) for i in range(30)}
+    frame |= {f"f32_{i}": rng.normal(size=rows).astype("float32") for i in range(5)}
+    frame |= {f"int_{i}": rng.integers(0, 10 ** (i + 1), size=rows) for i in range(5)}
+    levels = [3, 5, 10, 20, 50, 100, 200, 300]
+    codes = {i: rng.integers(0, n, size=rows) for i, n in enumerate(levels)}
+    frame |= {f"cat_{i}": np.char.add(f"c{i}_", codes[i].astype(str)) for i in range(len(levels))}
+    frame["flag"] = rng.random(rows) < 0.3
+    frame["seen_at"] = pd.Timestamp("2025-01-01") + pd.to_timedelta(rng.integers(0, 365 * 86_400, rows), unit="s")
+    logit = (-5.75 + 1.1 * frame["num_0"] + 0.8 * frame["num_1"] - 0.6 * frame["f32_0"] + 0.9 * frame["flag"]
+             + np.where(codes[0] == 0, 0.8, 0.0) + 0.004 * codes[4] + rng.logistic(size=rows) * 0.3)
+    frame[TARGET] = np.where(rng.random(rows) < 1 / (1 + np.exp(-logit)), "yes", "no")
+    return pd.DataFrame(frame)
+
+
+def generate(folder: Path, rows: int, seed: int) -> Path:
+    """The table as Parquet parts of `PART_ROWS` rows (bounded memory), unless already there."""
+    done = folder / "_complete"
+    if done.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in range(0, rows, PART_ROWS):
+        generate_part(min(PART_ROWS, rows - part), seed * 1_000 + part // PART_ROWS).to_parquet(
+            folder / f"part-{part // PART_ROWS:05d}.parquet", index=False)
+    done.touch()
+    return folder
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def child(args) -> None:
+    """One job in this process; prints its record as one JSON line."""
+    from sklearn.metrics import f1_score
+
+    from poise.agents.data_engineering.loading import parquet_files
+    from poise.agents.deployment.batch import batch_predict
+    from poise.pipelines import runner
+    from poise.pipelines.settings import Settings
+
+    rows, budget = RUNS[args.child]
+    data = Path(args.workdir) / f"table-{rows}"
+    values = {"home": Path(args.workdir) / "homes" / args.child}
+    if budget == "sampled":
+        values["memory_budget_bytes"] = args.sampled_budget
+    settings = Settings(**values)
+    steps: dict[str, dict] = {}
+
+    def on_event(event) -> None:
+        if event.status in ("succeeded", "failed"):
+            steps[event.node] = {"seconds": round(event.seconds or 0.0, 2), "peak_rss_mb": round(peak_rss_mb())}
+
+    started = time.perf_counter()
+    result = runner.train(data, TARGET, name=f"scale-{args.child}", time_limit=args.budget, settings=settings,
+                          on_event=on_event)
+    record = {"run": args.child, "rows": rows, "budget": args.budget, "status": result.status, "error": result.error,
+              "job_seconds": round(time.perf_counter() - started, 1), "steps": steps,
+              "job_peak_rss_mb": round(peak_rss_mb()), "holdout_macro_f1": result.metrics.get("macro_f1")}
+    if result.status == "succeeded":
+        card = json.loads((settings.home / "jobs" / result.job_id / "data_card.json").read_text())
+        record["sampled_rows"] = (card["source"].get("sample") or {}).get("sampled_rows")
+        record["train_rows"] = card["split"]["train_rows"]
+        test = Path(args.workdir) / "test"
+        start = time.perf_counter()
+        predictions = Path(args.workdir) / f"pred-{args.child}.parquet"
+        out, scored, _ = batch_predict(settings, f"scale-{args.child}", test, predictions, result.model_version)
+        record["score_rows_per_s"] = round(scored / (time.perf_counter() - start))
+        truth = pd.concat([pd.read_parquet(path, columns=[TARGET])[TARGET] for path in parquet_files(test)],
+                          ignore_index=True)  # in the order batch prediction reads the parts
+        predicted = pd.read_parquet(out, columns=["predicted_label"])["predicted_label"]
+        record["test_macro_f1"] = round(float(f1_score(truth, predicted, average="macro")), 4)
+        record["peak_rss_mb"] = round(peak_rss_mb())
+    print(json.dumps(record))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default=",".join(RUNS))
+    parser.add_argument("--budget", type=int, default=300, help="job time limit, seconds")
+    parser.add_argument("--sampled-budget", type=int, default=250_000_000,
+                        help="memory budget (bytes) that forces the 1M-row table through the sampled path")
+    parser.add_argument("--workdir", default="/tmp/poise-scale")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+
+    workdir = Path(args.workdir)
+    runs = [name for name in args.runs.split(",") if name]
+    for rows in sorted({RUNS[name][0] for name in runs}):
+        generate(workdir / f"table-{rows}", rows, seed=rows // PART_ROWS)
+    generate(workdir / "test", TEST_ROWS, seed=TEST_SEED)
+
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else {"runs": {}}
+    for name in runs:
+        done = subprocess.run([sys.executable, __file__, "--child", name, "--budget", str(args.budget),
+                               "--sampled-budget", str(args.sampled_budget), "--workdir", str(workdir)],
+                              capture_output=True, text=True)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        record = json.loads(lines[-1]) if lines else {"run": name, "status": "crashed",
+                                                      "error": done.stderr[-2000:]}
+        results["runs"][name] = record
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2))
+
+    print(f"\n{'run':12} {'rows':>10} {'trained on':>10} {'profile s':>9} {'profile MB':>10} {'train s':>7} "
+          f"{'train MB':>8} {'job s':>6} {'peak MB':>7} {'score rows/s':>12} {'test macro-F1':>13}")
+    for name, r in results["runs"].items():
+        if r.get("status") != "succeeded":
+            print(f"{name:12} {r.get('status')}: {(r.get('error') or '')[:200]}")
+            continue
+        steps = r["steps"]
+        profile_s = steps["load"]["seconds"] + steps["profile"]["seconds"]
+        print(f"{name:12} {r['rows']:>10,} {r['train_rows']:>10,} {profile_s:>9.1f} "
+              f"{steps['profile']['peak_rss_mb']:>10,} {steps['train']['seconds']:>7.1f} {steps['train']['peak_rss_mb']:>8,} {r['job_seconds']:>6.0f} "
+              f"{r['peak_rss_mb']:>7,} {r['score_rows_per_s']:>12,} {r['test_macro_f1']:>13.4f}")
+    print(f"\nJSON written to {out}")
+
+
+if __name__ == "__main__":
+    main()
