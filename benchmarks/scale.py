@@ -10,7 +10,9 @@ Runs:
 - `full-1M`: the 1M-row table trained in memory (it fits the default memory budget);
 - `sampled-1M`: the same table through the out-of-core path (`agents/data_engineering/large_tables.py`), forced by
   a memory budget of `--sampled-budget` bytes: the quality of the imbalance-aware sample against the full table;
-- `sampled-10M`: the 10M-row table, over the default 2 GB budget, so sampled.
+- `sampled-10M`: the 10M-row table, over the default 2 GB budget, so sampled;
+- `score-10M`: the 10M-row table scored by `poise predict`'s batch path with `sampled-10M`'s version, in a fresh
+  process: seconds, rows/s and peak RSS of scoring alone (run it after `sampled-10M`).
 
 Not measured here yet: Ray Data scoring and jobs on a Ray cluster (issue 19, parts 2-3).
 
@@ -76,6 +78,22 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
+def score_child(args) -> None:
+    """`score-10M`: the 10M-row table scored by batch prediction with the version `sampled-10M` registered, in this
+    fresh process, so the peak RSS is the scoring's own; prints its record as one JSON line."""
+    from poise.agents.deployment.batch import batch_predict
+    from poise.pipelines.settings import Settings
+
+    settings = Settings(home=Path(args.workdir) / "homes" / "sampled-10M")
+    start = time.perf_counter()
+    _, rows, version = batch_predict(settings, "scale-sampled-10M", Path(args.workdir) / "table-10000000",
+                                     Path(args.workdir) / "pred-score-10M.parquet")
+    seconds = time.perf_counter() - start
+    print(json.dumps({"run": "score-10M", "status": "succeeded", "rows": rows, "version": version,
+                      "seconds": round(seconds, 1), "rows_per_s": round(rows / seconds),
+                      "peak_rss_mb": round(peak_rss_mb())}))
+
+
 def child(args) -> None:
     """One job in this process; prints its record as one JSON line."""
     from sklearn.metrics import f1_score
@@ -122,7 +140,7 @@ def child(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=",".join(RUNS))
+    parser.add_argument("--runs", default=",".join([*RUNS, "score-10M"]))
     parser.add_argument("--budget", type=int, default=300, help="job time limit, seconds")
     parser.add_argument("--sampled-budget", type=int, default=250_000_000,
                         help="memory budget (bytes) that forces the 1M-row table through the sampled path")
@@ -130,12 +148,16 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child == "score-10M":
+        return score_child(args)
     if args.child:
         return child(args)
 
     workdir = Path(args.workdir)
     runs = [name for name in args.runs.split(",") if name]
-    for rows in sorted({RUNS[name][0] for name in runs}):
+    if unknown := sorted(set(runs) - {*RUNS, "score-10M"}):
+        parser.error(f"unknown runs: {', '.join(unknown)}; choose from {', '.join([*RUNS, 'score-10M'])}")
+    for rows in sorted({RUNS[name][0] for name in runs if name in RUNS}):
         generate(workdir / f"table-{rows}", rows, seed=rows // PART_ROWS)
     generate(workdir / "test", TEST_ROWS, seed=TEST_SEED)
 
@@ -155,14 +177,20 @@ def main() -> None:
     print(f"\n{'run':12} {'rows':>10} {'trained on':>10} {'profile s':>9} {'profile MB':>10} {'train s':>7} "
           f"{'train MB':>8} {'job s':>6} {'peak MB':>7} {'score rows/s':>12} {'test macro-F1':>13}")
     for name, r in results["runs"].items():
+        if name == "score-10M" and r.get("status") == "succeeded":
+            continue
         if r.get("status") != "succeeded":
             print(f"{name:12} {r.get('status')}: {(r.get('error') or '')[:200]}")
             continue
         steps = r["steps"]
         profile_s = steps["load"]["seconds"] + steps["profile"]["seconds"]
         print(f"{name:12} {r['rows']:>10,} {r['train_rows']:>10,} {profile_s:>9.1f} "
-              f"{steps['profile']['peak_rss_mb']:>10,} {steps['train']['seconds']:>7.1f} {steps['train']['peak_rss_mb']:>8,} {r['job_seconds']:>6.0f} "
+              f"{steps['profile']['peak_rss_mb']:>10,} {steps['train']['seconds']:>7.1f} "
+              f"{steps['train']['peak_rss_mb']:>8,} {r['job_seconds']:>6.0f} "
               f"{r['peak_rss_mb']:>7,} {r['score_rows_per_s']:>12,} {r['test_macro_f1']:>13.4f}")
+    if (scored := results["runs"].get("score-10M", {})).get("status") == "succeeded":
+        print(f"\nbatch prediction of the 10M-row table (sampled-10M's v{scored['version']}, a fresh process): "
+              f"{scored['seconds']:.0f} s, {scored['rows_per_s']:,} rows/s, peak RSS {scored['peak_rss_mb']:,} MB")
     print(f"\nJSON written to {out}")
 
 
