@@ -98,7 +98,8 @@ def _sample_lines(sample: dict) -> list[str]:
     total = sum(sample["class_rows"].values())
     lines = ["", "## Sampled for training (the table is larger than the memory budget)", "",
              f"- **Every row:** {sample['rows']} rows in {sample['files']} file(s), {sample['unlabelled_rows']} "
-             f"without target; the holdout is {sample['holdout_fraction']:.0%} of each class's rows, scored in full",
+             f"without target; each labelled row went to the holdout with probability "
+             f"{sample['holdout_fraction']:.0%} (about that share of every class), scored in full",
              f"- **Trained on:** {sample['sampled_rows']} rows: every row of the minority classes, a uniform sample of "
              f"the majority, weighted (column {_md(sample['weight_column'])}) back to the table's class prior", "",
              "| Class | Rows | Share | Sampling rate | Sampled rows |", "|---|---:|---:|---:|---:|"]

@@ -3,7 +3,8 @@
 Every other step reads a job's table into pandas, which holds several times a Parquet file's size. A Parquet
 source (a file, a folder of files or a glob) whose rows would not fit in `memory_budget_bytes` is instead scanned
 with Polars' streaming engine, which reads it in batches: class counts, per-column missingness and distinct counts
-come from every row; the holdout is a stratified share of every row (written batch by batch, and scored in full);
+come from every row; each labelled row goes to the holdout with the holdout fraction's probability (a hash of its
+position, so about that share of every class; written batch by batch, and scored in full);
 the training part keeps every row of each minority class and a uniform sample of the majority, each row weighted
 by the inverse of its class's sampling rate, so that weighted training and threshold calibration see the table's
 true class prior. Polars over DuckDB: it reads S3-compatible stores with no extension downloaded at run time, and
@@ -55,9 +56,9 @@ def memory_estimate(files: list[Path]) -> tuple[int, int]:
 
 def sample_table(files: list[Path], target: str, *, max_rows: int, holdout_fraction: float, seed: int,
                  holdout_path: Path, na_values: list[str] = ()) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Split the table into a holdout (every `holdout_fraction` share of each class, written to `holdout_path`) and
-    the rest, and return an imbalance-aware sample of the rest of at most about `max_rows` rows, with its weights in
-    `PRIOR_WEIGHT`, and a record of what was done (full-table statistics included)."""
+    """Split the labelled rows into a holdout (each row with probability `holdout_fraction`, written to
+    `holdout_path`) and the rest, and return an imbalance-aware sample of the rest of at most about `max_rows` rows,
+    with its weights in `PRIOR_WEIGHT`, and a record of what was done (full-table statistics included)."""
     import polars as pl
 
     lazy, schema = _scan(files)
