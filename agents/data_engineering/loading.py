@@ -11,7 +11,7 @@ import glob
 import hashlib
 import io
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import charset_normalizer
@@ -67,10 +67,14 @@ def load_table(source: str | Path, *, max_bytes: int = 2_000_000_000,
     return _uniform_objects(df), info
 
 
+def _is_glob(text: str) -> bool:
+    return any(char in text for char in "*?[")
+
+
 def parquet_files(source: str | Path) -> list[Path]:
     """The Parquet files a source names (a file, a folder of .parquet files, or a glob), or [] for other sources."""
     text = str(source)
-    if any(char in text for char in "*?["):
+    if _is_glob(text):
         matches = (Path(match) for match in glob.glob(str(Path(text).expanduser()), recursive=True))
     else:
         path = Path(text).expanduser()
@@ -81,7 +85,7 @@ def parquet_files(source: str | Path) -> list[Path]:
 def is_parquet_set(source: str | Path) -> bool:
     """Whether a source names a folder or glob of Parquet files, read as one table, rather than one file."""
     text = str(source)
-    return any(char in text for char in "*?[") or Path(text).expanduser().is_dir()
+    return _is_glob(text) or Path(text).expanduser().is_dir()
 
 
 def _read_parquet_set(source: str | Path, max_bytes: int, na_values: list[str]) -> tuple[pd.DataFrame, dict]:
@@ -104,9 +108,36 @@ def _read_parquet_set(source: str | Path, max_bytes: int, na_values: list[str]) 
     df.columns = clean_column_names([str(name) for name in df.columns], Path(str(source)))
     if df.shape[1] == 0 or df.shape[0] == 0:
         raise DataError(f"{source}: no {'columns' if df.shape[1] == 0 else 'data rows'} found")
-    info = {"source": str(source), "format": "parquet", "delimiter": None, "encoding": None, "bytes": size,
-            "files": len(files), "content_hash": files_hash(files), "na_values": na_values}
-    return _uniform_objects(mask_missing(df, na_values)), info
+    return _uniform_objects(mask_missing(df, na_values)), parquet_set_info(source, files, na_values)
+
+
+def parquet_set_info(source: str | Path, files: list[Path], na_values: Sequence[str]) -> dict:
+    """How a Parquet source of one or more files was read, for the data card (what `load_table` records of a CSV)."""
+    return {"source": str(source), "format": "parquet", "delimiter": None, "encoding": None,
+            "bytes": sum(path.stat().st_size for path in files), "files": len(files),
+            "content_hash": files_hash(files), "na_values": [str(token) for token in na_values]}
+
+
+def parquet_chunks(files: list[Path], na_values: Sequence[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """A Parquet source (file, folder or glob) as tables of at most `chunk_rows` rows, read as `load_table` reads
+    the whole: the same column names, missing-value tokens and pandas types (each file's pandas metadata applied)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    check_same_columns(files)
+    rows = 0
+    for path in files:
+        try:
+            parquet = pq.ParquetFile(path)
+            for batch in parquet.iter_batches(batch_size=chunk_rows):
+                table = pa.Table.from_batches([batch], schema=parquet.schema_arrow).to_pandas()
+                table.columns = clean_column_names([str(name) for name in table.columns], path)
+                rows += len(table)
+                yield mask_missing(table, na_values)
+        except (OSError, pa.ArrowException) as error:
+            raise DataError(f"{path}: cannot read as Parquet ({first_line(error)})") from None
+    if rows == 0:
+        raise DataError(f"{files[0] if len(files) == 1 else files[0].parent}: no data rows")
 
 
 def check_same_columns(files: list[Path]) -> None:

@@ -14,16 +14,9 @@ from pathlib import Path
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from poise.agents.data_engineering.loading import (
-    check_same_columns,
-    clean_column_names,
-    first_line,
-    load_table,
-    mask_missing,
-    parquet_files,
-)
+from poise.agents.data_engineering.loading import load_table, parquet_chunks, parquet_files
 from poise.agents.deployment.signature import predict_table
-from poise.agents.errors import DataError, SpecError
+from poise.agents.errors import SpecError
 from poise.registry import tracking
 
 CHUNK_ROWS = 100_000  # rows of a Parquet source scored at a time: memory stays bounded whatever the file's size
@@ -51,8 +44,8 @@ def batch_predict(settings, name: str, data, out, version: str | None = None) ->
         if files:
             import pyarrow.parquet as pq
 
-            rows = _write(partial, out.suffix, (_scored(model, chunk) for chunk in parquet_chunks(files, na_values)),
-                          source_schema=pq.read_schema(files[0]))
+            scored = (_scored(model, chunk) for chunk in parquet_chunks(files, na_values, CHUNK_ROWS))
+            rows = _write(partial, out.suffix, scored, source_schema=pq.read_schema(files[0]))
         else:
             table, _ = load_table(data, max_bytes=settings.max_file_bytes, na_values=na_values)
             rows = _write(partial, out.suffix, iter([_scored(model, table)]))
@@ -67,29 +60,6 @@ def _scored(model, table: pd.DataFrame) -> pd.DataFrame:
     """The table with the model's predictions beside it (`predicted_label`, `predicted_proba_<class>`)."""
     output = predict_table(model, table)
     return pd.concat([table.reset_index(drop=True), output.reset_index(drop=True).add_prefix("predicted_")], axis=1)
-
-
-def parquet_chunks(files: list[Path], na_values: list[str]) -> Iterator[pd.DataFrame]:
-    """A Parquet source (file, folder or glob) as tables of at most `CHUNK_ROWS` rows, read as `load_table` reads
-    the whole: the same column names, missing-value tokens and pandas types (each file's pandas metadata applied)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    check_same_columns(files)
-    rows = 0
-    for path in files:
-        try:
-            parquet = pq.ParquetFile(path)
-            batches = parquet.iter_batches(batch_size=CHUNK_ROWS)
-            for batch in batches:
-                table = pa.Table.from_batches([batch], schema=parquet.schema_arrow).to_pandas()
-                table.columns = clean_column_names([str(name) for name in table.columns], path)
-                rows += len(table)
-                yield mask_missing(table, na_values)
-        except (OSError, pa.ArrowException) as error:
-            raise DataError(f"{path}: cannot read as Parquet ({first_line(error)})") from None
-    if rows == 0:
-        raise DataError(f"{files[0] if len(files) == 1 else files[0].parent}: no data rows")
 
 
 def _write(path: Path, suffix: str, chunks: Iterator[pd.DataFrame], source_schema=None) -> int:

@@ -88,9 +88,7 @@ def load_sample(spec: JobSpec, files: list[Path], rows: int, table_bytes: int, c
         files, spec.target, max_rows=max_rows, holdout_fraction=ctx.settings.holdout_fraction,
         seed=ctx.settings.seed, holdout_path=ctx.job_dir / "holdout_every_row.parquet", na_values=spec.na_values)
     record |= {"memory_estimate_bytes": table_bytes, "memory_budget_bytes": ctx.settings.memory_budget_bytes}
-    info = {"source": str(spec.data), "format": "parquet", "delimiter": None, "encoding": None,
-            "bytes": sum(path.stat().st_size for path in files), "files": len(files),
-            "content_hash": loading.files_hash(files), "na_values": list(spec.na_values), "sample": record}
+    info = loading.parquet_set_info(spec.data, files, spec.na_values) | {"sample": record}
     spec.weight_column, spec.holdout_data = record["weight_column"], record["holdout_path"]
     raw_path = write_parquet(sample, ctx.job_dir / "raw.parquet")
     return {"load_info": info, "raw_path": str(raw_path), "spec": spec.model_dump()}
