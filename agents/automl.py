@@ -182,12 +182,15 @@ def fit(
     num_cpus: int | None = None,
     text_columns: list[str] | tuple[str, ...] = (),
     model_types: list[str] | None = None,
+    fold_fitting: str = "sequential_local",
 ) -> tuple[dict[str, Any], Any]:
     """Fit AutoGluon under the policy within `time_limit` seconds (see `fit_time_limit`), in `path`, and copy what the
     best model needs to predict to `deploy_path` (for logging and serving).
 
     `text_columns` are free text: AutoGluon featurises them as word n-grams, whatever its own guess would be.
     `model_types` (a refit) fits exactly those AutoGluon model types, with no extra models afterwards.
+    `fold_fitting` is AutoGluon's fold-fitting strategy for bagged models: one fold after another in this process
+    (how every default here was measured), or `parallel_distributed` on a Ray cluster (pipelines/cluster.py).
     Returns a JSON-able summary, including the calibrated threshold, and the fitted predictor."""
     from autogluon.tabular import TabularPredictor
 
@@ -195,7 +198,8 @@ def fit(
     feature_metadata = text_metadata(train, label, policy, text_columns)
 
     common = {"ag_args_fit": {"stopping_metric": STOPPING_METRIC}, "num_cpus": num_cpus or "auto", "num_gpus": 0,
-              "excluded_model_types": policy["excluded_model_types"] or None}
+              "excluded_model_types": policy["excluded_model_types"] or None,
+              "ag_args_ensemble": {"fold_fitting_strategy": fold_fitting}}
 
     def fit_once(fit_path: Path, hyperparameters: dict[str, Any], **limits: Any):
         predictor = TabularPredictor(

@@ -146,11 +146,16 @@ def predict(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write predictions (CSV or Parquet).")],
     version: Annotated[str | None, typer.Option(help="Version to use; default the champion.")] = None,
 ) -> None:
-    """Batch predictions from the champion (or a given version)."""
+    """Batch predictions from the champion (or a given version); a Parquet source on the Ray cluster when
+    POISE_RAY_ADDRESS is set."""
+    from poise.agents.data_engineering.loading import parquet_files
     from poise.agents.deployment.batch import batch_predict
+    from poise.pipelines import cluster
 
+    settings = Settings()
     with user_errors():
-        written, rows, used = batch_predict(Settings(), name, data, out, version)
+        written, rows, used = batch_predict(settings, name, data, out, version,
+                                            on_cluster=bool(parquet_files(data)) and cluster.connect(settings))
     console.print(f"wrote {rows:,} predictions from {escape(name)} v{used} to {written}")
 
 

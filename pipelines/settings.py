@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     memory_budget_bytes: int = Field(2_000_000_000, ge=1, description=(
         "Memory a job's table may take in pandas; a bigger Parquet table is read out of core and trained on an "
         "imbalance-aware sample (agents/data_engineering/large_tables.py)."))
+    ray_address: str | None = Field(None, description=(
+        "Ray cluster (e.g. ray://head:10001 or head:6379) jobs fit bagged folds on and `poise predict` scores Parquet "
+        "on (pipelines/cluster.py); default none: everything runs in the worker's process."))
+    s3_uri: str | None = Field(None, description=(
+        "s3://bucket/prefix where a job's cluster files go (AutoGluon's fold models, under jobs/<id>/), reached with "
+        "the standard AWS variables (AWS_ENDPOINT_URL for an S3-compatible server); default none: the Ray nodes "
+        "share the Poise home as one filesystem."))
     holdout_fraction: float = Field(0.2, gt=0.05, lt=0.5, description="Share of rows kept as untouched holdout.")
     seed: int = 0
     data_dir: Path | None = Field(None, description="Folder the API may read job data from by path; default home/data.")
@@ -57,11 +64,19 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(1, ge=0, le=5, description="Retries of a failed LLM request.")
 
     @field_validator("llm_base_url", "llm_model", "llm_api_key", "database_url", "mlflow_tracking_uri",
-                     "mlflow_registry_uri", "mlflow_artifact_root", "mlflow_ui_read_only_uri", mode="before")
+                     "mlflow_registry_uri", "mlflow_artifact_root", "mlflow_ui_read_only_uri", "ray_address", "s3_uri",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         """`POISE_LLM_MODEL=` (e.g. an unset compose variable) means "not configured", not ""."""
         return value or None
+
+    @field_validator("s3_uri")
+    @classmethod
+    def _s3_uri(cls, value: str | None) -> str | None:
+        if value and not value.startswith("s3://"):
+            raise ValueError(f"must start with s3:// (got {value[:40]!r})")
+        return value
 
     @field_validator("home")
     @classmethod

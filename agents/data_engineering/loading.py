@@ -130,14 +130,21 @@ def parquet_chunks(files: list[Path], na_values: Sequence[str], chunk_rows: int)
         try:
             parquet = pq.ParquetFile(path)
             for batch in parquet.iter_batches(batch_size=chunk_rows):
-                table = pa.Table.from_batches([batch], schema=parquet.schema_arrow).to_pandas()
-                table.columns = clean_column_names([str(name) for name in table.columns], path)
-                rows += len(table)
-                yield mask_missing(table, na_values)
+                rows += batch.num_rows
+                yield parquet_frame(pa.Table.from_batches([batch]), parquet.schema_arrow.metadata, path, na_values)
         except (OSError, pa.ArrowException) as error:
             raise DataError(f"{path}: cannot read as Parquet ({first_line(error)})") from None
     if rows == 0:
         raise DataError(f"{files[0] if len(files) == 1 else files[0].parent}: no data rows")
+
+
+def parquet_frame(batch, metadata: dict | None, path: Path, na_values: Sequence[str]) -> pd.DataFrame:
+    """One Arrow batch of a Parquet file as `load_table` reads the whole: the file's pandas metadata (`metadata`, its
+    schema's) applied, the column names cleaned, the missing-value tokens masked. Batch prediction's chunks and its
+    Ray Data batches both go through here, so the two paths read every row alike."""
+    table = batch.replace_schema_metadata(metadata).to_pandas()
+    table.columns = clean_column_names([str(name) for name in table.columns], path)
+    return mask_missing(table, na_values)
 
 
 def check_same_columns(files: list[Path]) -> None:

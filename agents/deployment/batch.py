@@ -3,7 +3,10 @@
 What `poise predict NAME DATA --out FILE` runs. Unlike the API it loads the version for one call, reads
 the file with the missing-value tokens the model was trained with, and writes the result atomically
 (a `.partial` file renamed into place), so a failed run never leaves half a file behind. A Parquet source
-(a file, a folder or a glob of parts) is scored `CHUNK_ROWS` rows at a time, in bounded memory whatever its size.
+(a file, a folder or a glob of parts) is scored `CHUNK_ROWS` rows at a time, in bounded memory whatever its size:
+in this process, or, on a Ray cluster (pipelines/cluster.py), as Ray Data `map_batches` tasks whose worker processes load
+the version once, with the batches kept in the source's row order, so both write the same file row for row. The
+cluster's nodes must reach the source's files and the MLflow store at the same addresses as this process.
 """
 
 from __future__ import annotations
@@ -14,7 +17,13 @@ from pathlib import Path
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from poise.agents.data_engineering.loading import load_table, parquet_chunks, parquet_files
+from poise.agents.data_engineering.loading import (
+    check_same_columns,
+    load_table,
+    parquet_chunks,
+    parquet_files,
+    parquet_frame,
+)
 from poise.agents.deployment.signature import predict_table
 from poise.agents.errors import SpecError
 from poise.registry import tracking
@@ -22,8 +31,10 @@ from poise.registry import tracking
 CHUNK_ROWS = 100_000  # rows of a Parquet source scored at a time: memory stays bounded whatever the file's size
 
 
-def batch_predict(settings, name: str, data, out, version: str | None = None) -> tuple[Path, int, str]:
-    """Predict a whole table with the champion (or `version`) and write it next to the predictions."""
+def batch_predict(settings, name: str, data, out, version: str | None = None,
+                  on_cluster: bool = False) -> tuple[Path, int, str]:
+    """Predict a whole table with the champion (or `version`) and write it next to the predictions; a Parquet source
+    on the connected Ray cluster when `on_cluster`."""
     client = tracking.configure(settings.tracking_uri, settings.registry_uri)
     used = version or tracking.champion_version(client, name)
     if used is None:
@@ -44,7 +55,10 @@ def batch_predict(settings, name: str, data, out, version: str | None = None) ->
         if files:
             import pyarrow.parquet as pq
 
-            scored = (_scored(model, chunk) for chunk in parquet_chunks(files, na_values, CHUNK_ROWS))
+            if on_cluster:
+                scored = _scored_on_cluster(settings, name, used, files, na_values)
+            else:
+                scored = (_scored(model, chunk) for chunk in parquet_chunks(files, na_values, CHUNK_ROWS))
             rows = _write(partial, out.suffix, scored, source_schema=pq.read_schema(files[0]))
         else:
             table, _ = load_table(data, max_bytes=settings.max_file_bytes, na_values=na_values)
@@ -60,6 +74,42 @@ def _scored(model, table: pd.DataFrame) -> pd.DataFrame:
     """The table with the model's predictions beside it (`predicted_label`, `predicted_proba_<class>`)."""
     output = predict_table(model, table)
     return pd.concat([table.reset_index(drop=True), output.reset_index(drop=True).add_prefix("predicted_")], axis=1)
+
+
+_loaded_on_node: dict[tuple[str, str, str, str], object] = {}  # per Ray worker process: versions loaded once
+
+
+def score_batch(batch, tracking_uri: str, registry_uri: str, name: str, version: str, source: dict):
+    """A Ray Data task: one Arrow batch read as `parquet_chunks` reads it, then scored by the version, which each
+    Ray worker process loads once and keeps. Arrow out, with the frame's pandas metadata: Ray's own conversion of a
+    returned pandas frame would come back with Arrow-backed dtypes."""
+    import pyarrow as pa
+
+    key = (tracking_uri, registry_uri, name, version)
+    if key not in _loaded_on_node:
+        tracking.configure(tracking_uri, registry_uri)
+        _loaded_on_node[key] = tracking.load_model(name, version)
+    return pa.Table.from_pandas(_scored(_loaded_on_node[key], parquet_frame(batch, **source)), preserve_index=False)
+
+
+def _scored_on_cluster(settings, name: str, version: str, files: list[Path], na_values) -> Iterator[pd.DataFrame]:
+    """The scored batches of a Parquet source from Ray Data tasks on the cluster, in the source's row order.
+
+    Tasks, not an actor pool: Ray Data fuses each with the read of its batch, so no actor holds a CPU that the reads
+    would wait for (an actor per node deadlocked a cluster of one-CPU nodes: measured)."""
+    import pyarrow.parquet as pq
+    import ray
+
+    check_same_columns(files)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    source = {"metadata": pq.read_schema(files[0]).metadata, "path": files[0], "na_values": list(na_values)}
+    scored = ray.data.read_parquet([str(path) for path in files], partitioning=None).map_batches(
+        score_batch, batch_size=CHUNK_ROWS, batch_format="pyarrow",
+        fn_kwargs={"tracking_uri": settings.tracking_uri, "registry_uri": settings.registry_uri, "name": name,
+                   "version": version, "source": source})
+    for table in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+        yield table.to_pandas()
 
 
 def _write(path: Path, suffix: str, chunks: Iterator[pd.DataFrame], source_schema=None) -> int:

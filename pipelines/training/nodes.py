@@ -27,6 +27,7 @@ from poise.agents.drift.reference import REFERENCE_ROWS, Reference, prediction_c
 from poise.agents.errors import DataError, PoiseError
 from poise.agents.job_spec import JobSpec
 from poise.agents.plan import describe
+from poise.pipelines import cluster
 from poise.pipelines.training.configuration import TrainingContext
 from poise.pipelines.training.report import write_report
 from poise.pipelines.training.state import TrainingState, served_fit
@@ -205,12 +206,14 @@ def train(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, 
     predictor_dir, deploy_dir = ctx.job_dir / "autogluon", ctx.job_dir / "deploy"
     for folder in (predictor_dir, deploy_dir):
         shutil.rmtree(folder, ignore_errors=True)  # a resumed job refits from scratch
-    fit, predictor = automl.fit(
-        pd.read_parquet(state["split"]["train_path"]), spec.target, policy, path=predictor_dir,
-        deploy_path=deploy_dir, presets=spec.presets, num_cpus=ctx.settings.num_cpus,
-        time_limit=automl.fit_time_limit(spec.time_limit, refit_follows=refit_skipped(state, spec) is None),
-        text_columns=profiling.features_of_type(state["profile"], "text"),
-    )
+    with cluster.cluster_fit(ctx.settings, ctx.job_id) as where:
+        fit, predictor = automl.fit(
+            pd.read_parquet(state["split"]["train_path"]), spec.target, policy, path=predictor_dir,
+            deploy_path=deploy_dir, presets=spec.presets, num_cpus=ctx.settings.num_cpus,
+            time_limit=automl.fit_time_limit(spec.time_limit, refit_follows=refit_skipped(state, spec) is None),
+            text_columns=profiling.features_of_type(state["profile"], "text"), fold_fitting=where.fold_fitting,
+        )
+    fit |= where.summary(bagged=bool(policy["num_bag_folds"]))
     ctx.fitted_predictors[fit["predictor_dir"]] = predictor
     tracking.log_metrics(client, run_id, {"fit_seconds": fit["fit_seconds"], "decision_threshold": fit["threshold"]})
     client.log_dict(run_id, fit, "fit_summary.json")
@@ -244,12 +247,14 @@ def refit(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, 
     full_dir, deploy_dir = ctx.job_dir / "autogluon_full", ctx.job_dir / "deploy_full"
     for folder in (full_dir, deploy_dir):
         shutil.rmtree(folder, ignore_errors=True)  # a resumed job refits from scratch
-    refitted, predictor = automl.fit(
-        rows, spec.target, state["policy"], path=full_dir, deploy_path=deploy_dir, presets=spec.presets,
-        num_cpus=ctx.settings.num_cpus, text_columns=profiling.features_of_type(state["profile"], "text"),
-        model_types=first["model_types"],
-        time_limit=automl.fit_time_limit(spec.time_limit, used=first["fit_seconds"]),
-    )
+    with cluster.cluster_fit(ctx.settings, ctx.job_id) as where:
+        refitted, predictor = automl.fit(
+            rows, spec.target, state["policy"], path=full_dir, deploy_path=deploy_dir, presets=spec.presets,
+            num_cpus=ctx.settings.num_cpus, text_columns=profiling.features_of_type(state["profile"], "text"),
+            model_types=first["model_types"], fold_fitting=where.fold_fitting,
+            time_limit=automl.fit_time_limit(spec.time_limit, used=first["fit_seconds"]),
+        )
+    refitted |= where.summary(bagged=bool(state["policy"]["num_bag_folds"]))
     ctx.fitted_predictors[refitted["predictor_dir"]] = predictor
     refitted |= {"done": True, "holdout_rows_added": len(rows) - first["rows"]}
     client, run_id = ctx.mlflow, state["mlflow_run_id"]

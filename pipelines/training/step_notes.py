@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from poise.pipelines.cluster import describe as where_fitted
+
 Note = tuple[str | None, dict[str, Any] | None]
 
 
@@ -42,7 +44,8 @@ def prepare(result: dict[str, Any]) -> Note:
 def train(result: dict[str, Any]) -> Note:
     f = result["fit"]
     thr = "" if f["threshold"] is None else f", threshold {f['threshold']:.3f}"
-    notes = "".join(f"; {note}" for note in (f.get("threshold_note"), f.get("fallback")) if note)
+    notes = "".join(f"; {note}" for note in (f.get("threshold_note"), f.get("fallback"), where_fitted(f.get("cluster")))
+                    if note)
     return (f"{result['policy']['eval_metric']}: best {f['best_model']} of {f['n_models']} models{thr}{notes}",
             {"fit_seconds": f["fit_seconds"], "threshold": f["threshold"]})
 
@@ -63,8 +66,9 @@ def refit(result: dict[str, Any]) -> Note:
     if not r["done"]:
         return f"not refitted: {r['reason']}", None
     thr = "" if r["threshold"] is None else f", threshold {r['threshold']:.3f}"
+    where = where_fitted(r.get("cluster"))
     return (f"refitted on all {r['rows']:,} labelled rows (+{r['holdout_rows_added']:,} holdout rows): "
-            f"best {r['best_model']}{thr}", {"fit_seconds": r["fit_seconds"], "threshold": r["threshold"]})
+            f"best {r['best_model']}{thr}{'; ' + where if where else ''}", {"fit_seconds": r["fit_seconds"], "threshold": r["threshold"]})
 
 
 def register(result: dict[str, Any]) -> Note:

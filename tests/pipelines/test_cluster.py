@@ -1,0 +1,170 @@
+"""Jobs and batch predictions on a real two-node Ray cluster started on 127.0.0.1, with a real S3-compatible server
+(moto in server mode) as the bucket AutoGluon syncs fold models through."""
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from sqlalchemy import func, select
+
+from poise.agents.deployment import batch
+from poise.pipelines import runner
+from poise.pipelines.cluster import FOLD_TASK
+from poise.pipelines.settings import Settings
+from poise.registry.db import session_scope
+from poise.registry.models import JobStep, ModelVersion
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+from ray.util.state import list_tasks  # noqa: E402
+
+pytestmark = pytest.mark.slow
+MOTO_SERVER = str(Path(sys.executable).parent / "moto_server")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def bucket(monkeypatch):
+    """An S3-compatible server on 127.0.0.1 with an empty bucket `poise`, reached through the standard AWS variables
+    (the Ray nodes started after this inherit them)."""
+    port = _free_port()
+    server = subprocess.Popen([MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    for name, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+                        "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    try:
+        s3 = boto3.client("s3")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                s3.create_bucket(Bucket="poise")
+                break
+            except Exception:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield s3
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.fixture
+def ray_cluster():
+    """A head node and one worker node, one CPU each, on this machine."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    worker = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        yield cluster, worker
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def _keys(s3) -> list[str]:
+    return [item["Key"] for item in s3.list_objects_v2(Bucket="poise").get("Contents", [])]
+
+
+def _fold_tasks() -> list:
+    return list_tasks(filters=[("func_or_class_name", "=", FOLD_TASK)], limit=10_000, raise_on_missing_output=False)
+
+
+def _train_note(settings: Settings, job_id: str) -> str:
+    with session_scope(settings.db_url) as session:
+        return session.scalars(select(JobStep.message).where(JobStep.job_id == job_id, JobStep.node == "train")).one()
+
+
+def test_a_job_on_the_cluster_fits_folds_on_both_nodes_and_writes_only_under_its_prefix(
+        poise_home, churn_csv, bucket, ray_cluster):
+    cluster, worker = ray_cluster
+    bucket.put_object(Bucket="poise", Key="other-team/keep.txt", Body=b"not Poise's")
+    settings = Settings(home=poise_home, ray_address=cluster.address, s3_uri="s3://poise/team-a")
+    # 800 rows with 64 churners: always bagged (five folds), whatever the budget
+    result = runner.train(churn_csv, "churned", name="on-cluster", time_limit=20, settings=settings)
+
+    assert result.status == "succeeded", result.error
+    finished = {task.node_id for task in _fold_tasks() if task.state == "FINISHED"}
+    assert finished == {cluster.head_node.node_id, worker.node_id}  # folds ran on both nodes
+    note = _train_note(settings, result.job_id)
+    assert "fitted on a Ray cluster of 2 nodes" in note and f"s3://poise/team-a/jobs/{result.job_id}/" in note
+    # folds fitted on the worker node came back through the bucket, under the job's prefix and nowhere else
+    keys = _keys(bucket)
+    assert "other-team/keep.txt" in keys
+    assert bucket.get_object(Bucket="poise", Key="other-team/keep.txt")["Body"].read() == b"not Poise's"
+    written = [key for key in keys if key != "other-team/keep.txt"]
+    assert written and all(key.startswith(f"team-a/jobs/{result.job_id}/autogluon-sync/") for key in written)
+    client = MlflowClient(settings.tracking_uri, settings.registry_uri)
+    assert [str(v.version) for v in client.search_model_versions("name = 'on-cluster'")] == ["1"]
+
+
+def test_a_node_killed_mid_fit_loses_no_job_and_duplicates_no_version(poise_home, tmp_path, make_table, bucket,
+                                                                       ray_cluster):
+    cluster, worker = ray_cluster
+    data = tmp_path / "churn.csv"
+    make_table(2_000).to_csv(data, index=False)  # 160 churners: bagged at any budget
+    settings = Settings(home=poise_home, ray_address=cluster.address, s3_uri="s3://poise/team-a")
+    outcome = {}
+    job = threading.Thread(target=lambda: outcome.setdefault("result", runner.train(
+        data, "churned", name="node-lost", time_limit=40, settings=settings)))
+    job.start()
+    killed = False
+    deadline = time.monotonic() + 300
+    while job.is_alive() and time.monotonic() < deadline and not killed:
+        if ray.is_initialized() and any(task.node_id == worker.node_id and task.state == "RUNNING"
+                                        for task in _fold_tasks()):
+            cluster.remove_node(worker, allow_graceful=False)  # the node dies with a fold on it
+            killed = True
+        time.sleep(0.1)
+    job.join(600)
+
+    assert killed, "no fold ever ran on the worker node"
+    result = outcome["result"]
+    assert result.status == "succeeded", result.error
+    lost = [task for task in _fold_tasks() if task.node_id == worker.node_id and task.state == "FAILED"]
+    assert lost  # Ray saw the fold die with its node ...
+    note = _train_note(settings, result.job_id)
+    assert f"fold tasks failed on node {worker.node_id[:12]}" in note or \
+        f"fold task failed on node {worker.node_id[:12]}" in note  # ... and the job log says so
+    assert "Ray reran them on the nodes still alive" in note
+    with session_scope(settings.db_url) as session:
+        assert session.scalar(select(func.count()).select_from(ModelVersion)) == 1
+    client = MlflowClient(settings.tracking_uri, settings.registry_uri)
+    assert [str(v.version) for v in client.search_model_versions("name = 'node-lost'")] == ["1"]
+
+
+def test_ray_data_scoring_writes_the_same_file_as_in_process_scoring(poise_home, tmp_path, parquet_parts,
+                                                                     ray_cluster):
+    cluster, _ = ray_cluster
+    table = parquet_parts(tmp_path / "parts", parts=3, rows=4_000)
+    settings = Settings(home=poise_home)
+    trained = runner.train(tmp_path / "parts", "bad", name="parts", time_limit=10, settings=settings,
+                           na_values=["n.a."])
+    assert trained.status == "succeeded", trained.error
+
+    local = batch.batch_predict(settings, "parts", tmp_path / "parts", tmp_path / "local.parquet")
+    ray.init(address=cluster.address)
+    distributed = batch.batch_predict(settings, "parts", tmp_path / "parts", tmp_path / "ray.parquet", on_cluster=True)
+
+    assert local[1:] == distributed[1:] == (len(table), "1")
+    expected, got = pd.read_parquet(tmp_path / "local.parquet"), pd.read_parquet(tmp_path / "ray.parquet")
+    pd.testing.assert_frame_equal(got, expected)
+    assert got["row_id"].tolist() == table["row_id"].tolist()  # row for row, in the source's order
+    assert got["colour"].isna().sum() == (table["colour"] == "n.a.").sum() > 0  # the missing-value token applied
+    # the scoring ran in Ray Data tasks on the cluster (fused with the reads), never loading the model here
+    tasks = list_tasks(filters=[("state", "=", "FINISHED")], limit=10_000, raise_on_missing_output=False)
+    assert any(task.name.startswith("ReadFilesParquet") for task in tasks)
+    assert batch._loaded_on_node == {}
