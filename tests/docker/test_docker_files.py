@@ -32,7 +32,7 @@ COMPOSE = DOCKER / "compose.yaml"
 ENV_EXAMPLE = DOCKER / ".env.example"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
-SERVICES = {"postgres", "mlflow", "api", "worker", "scheduler"}
+SERVICES = {"postgres", "mlflow", "api", "worker", "scheduler", "ray-head", "ray-worker"}
 NAMED_VOLUMES = {"pgdata", "mlartifacts", "poise-home"}
 SECRET_NAME = re.compile(r"PASSWORD|KEY|SECRET|TOKEN", re.IGNORECASE)
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}; `$${` is an escaped `$`.
@@ -350,6 +350,29 @@ def test_mlflow_server_command():
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     backend = env.get("MLFLOW_BACKEND_STORE_URI") or value("--backend-store-uri")
     assert backend.startswith("postgresql+psycopg://") and backend.endswith("@postgres:5432/mlflow")
+
+
+def test_ray_nodes_run_only_in_the_cluster_profile_and_start_from_the_same_image():
+    from ray.scripts.scripts import cli as ray_cli
+
+    services = compose()["services"]
+    for name in ("ray-head", "ray-worker"):
+        service = services[name]
+        assert service.get("profiles") == ["cluster"], f"{name}: must start only with --profile cluster"
+        assert service["image"] == services["worker"]["image"]  # Ray, Python and Poise match the drivers
+        argv = [interpolate(part, env_example()) for part in effective_argv(service)]
+        assert argv[:2] == ["ray", "start"] and "--block" in argv  # --block: the container lives as long as Ray
+        check_cli_args(ray_cli, "ray", argv[1:])
+        assert "poise-home:/var/lib/poise" in service["volumes"] and service.get("shm_size")
+        assert environment(service) == environment(services["worker"])  # the same store, bucket and MLflow
+    head = effective_argv(services["ray-head"])
+    assert "--head" in head and head[head.index("--port") + 1] == "6379"
+    worker = effective_argv(services["ray-worker"])
+    assert worker[worker.index("--address") + 1] == "ray-head:6379"
+    assert services["ray-worker"]["depends_on"] == {"ray-head": {"condition": "service_healthy"}}
+    assert all("profiles" not in services[name] for name in SERVICES - {"ray-head", "ray-worker"})
+    # off by default: an empty address keeps every fit in the workers
+    assert interpolate(environment(services["worker"])["POISE_RAY_ADDRESS"], env_example()) == ""
 
 
 def test_api_and_worker_share_settings_and_reach_mlflow():
