@@ -41,7 +41,9 @@ def _run_training(settings: Settings, **kwargs) -> None:
 
 @app.command()
 @with_options(JobOptions, flags=TRAIN_FLAGS)
-def train(data: Annotated[Path, typer.Argument(help="CSV, TSV or Parquet file, or a folder or glob of Parquet parts.")],
+def train(data: Annotated[str, typer.Argument(help=(
+        "CSV, TSV or Parquet file, or a folder or glob of Parquet parts; local, or on S3 (s3://bucket/key, a prefix "
+        "or a glob; reached with the AWS_* variables)."))],
           options: dict) -> None:
     """Train, evaluate, gate and register an imbalance-aware model."""
     settings = Settings()
@@ -140,9 +142,9 @@ def show(job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix)
 @app.command()
 def predict(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
-    data: Annotated[Path, typer.Argument(help=(
+    data: Annotated[str, typer.Argument(help=(
         "CSV, TSV or Parquet file with the feature columns, or a folder or glob of Parquet parts (scored in chunks, "
-        "in bounded memory)."))],
+        "in bounded memory); local, or on S3 (s3://...)."))],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write predictions (CSV or Parquet).")],
     version: Annotated[str | None, typer.Option(help="Version to use; default the champion.")] = None,
 ) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from poise.agents.data_engineering.object_store import is_s3
 from poise.agents.errors import Conflict, SpecError
 from poise.agents.job_spec import JobSpec
 from poise.pipelines import graph_runner
@@ -79,7 +80,8 @@ def make_spec(data: str | Path, target: str, settings: Settings, **options: Any)
     values.setdefault("time_limit", settings.time_limit)
     values.setdefault("presets", settings.presets)
     try:
-        return JobSpec(data=str(Path(data).expanduser().resolve()), target=target, **values)
+        where = str(data) if is_s3(data) else str(Path(data).expanduser().resolve())
+        return JobSpec(data=where, target=target, **values)
     except ValidationError as error:
         raise SpecError(f"invalid job options: {option_problems(error)}") from None
 

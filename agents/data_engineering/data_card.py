@@ -48,7 +48,8 @@ def _render_markdown(profile: dict, split: dict, load_info: dict) -> str:
     target = profile["target"]
     source = load_info["source"]
     lines = [f"# Data card: {_md(Path(source).name)}", "",
-             f"- **Source:** {_md(source)}",
+             f"- **Source:** {_md(source)}"
+             + (f" (copied from {_md(load_info['copied_from'])})" if load_info.get("copied_from") else ""),
              f"- **SHA-256:** {_md(load_info['content_hash'])}",
              f"- **Format:** {_md(load_info['format'])}"
              + (f" (delimiter {_md(repr(load_info['delimiter']))}, encoding {_md(load_info['encoding'])})"

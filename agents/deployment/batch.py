@@ -11,12 +11,14 @@ cluster's nodes must reach the source's files and the MLflow store at the same a
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
+from poise.agents.data_engineering import object_store
 from poise.agents.data_engineering.loading import (
     check_same_columns,
     load_table,
@@ -50,6 +52,17 @@ def batch_predict(settings, name: str, data, out, version: str | None = None,
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
+    with tempfile.TemporaryDirectory(prefix="poise-predict-", dir=out.parent) as copied:
+        if object_store.is_s3(data):  # copied next to the output first, then read as local files
+            data = object_store.local_copy(str(data), Path(copied) / "source")
+        rows = _predict_to(partial, out.suffix, settings, model, name, used, data, na_values, on_cluster)
+    partial.replace(out)
+    return out, rows, used
+
+
+def _predict_to(partial: Path, suffix: str, settings, model, name: str, used: str, data, na_values,
+                on_cluster: bool) -> int:
+    """Score `data` into the file `partial` (removed if anything fails); the rows written."""
     files = parquet_files(data)
     try:
         if files:
@@ -59,15 +72,12 @@ def batch_predict(settings, name: str, data, out, version: str | None = None,
                 scored = _scored_on_cluster(settings, name, used, files, na_values)
             else:
                 scored = (_scored(model, chunk) for chunk in parquet_chunks(files, na_values, CHUNK_ROWS))
-            rows = _write(partial, out.suffix, scored, source_schema=pq.read_schema(files[0]))
-        else:
-            table, _ = load_table(data, max_bytes=settings.max_file_bytes, na_values=na_values)
-            rows = _write(partial, out.suffix, iter([_scored(model, table)]))
+            return _write(partial, suffix, scored, source_schema=pq.read_schema(files[0]))
+        table, _ = load_table(data, max_bytes=settings.max_file_bytes, na_values=na_values)
+        return _write(partial, suffix, iter([_scored(model, table)]))
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    partial.replace(out)
-    return out, rows, used
 
 
 def _scored(model, table: pd.DataFrame) -> pd.DataFrame:

@@ -20,7 +20,15 @@ from langgraph.types import interrupt
 from mlflow.exceptions import MlflowException
 
 from poise.agents import automl, evaluation, imbalance_policy, summary
-from poise.agents.data_engineering import column_types, data_card, large_tables, loading, profiling, splitting
+from poise.agents.data_engineering import (
+    column_types,
+    data_card,
+    large_tables,
+    loading,
+    object_store,
+    profiling,
+    splitting,
+)
 from poise.agents.deployment.gate import ChampionEvidence, quality_gate, reference_scores, schema_changes, score_champion
 from poise.agents.deployment.signature import example_rows, serving_frame
 from poise.agents.drift.reference import REFERENCE_ROWS, Reference, prediction_columns, reference_meta, sample
@@ -65,18 +73,25 @@ def _spec(state: TrainingState) -> JobSpec:
 def load(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     ctx = runtime.context
     spec = _spec(state)
-    files = loading.parquet_files(spec.data)
+    source = spec.data
+    if object_store.is_s3(spec.data):  # copied into the job's folder, then read as local files
+        source = object_store.local_copy(spec.data, ctx.job_dir / "source")
+    files = loading.parquet_files(source)
     if files:
         rows, table_bytes = large_tables.memory_estimate(files)
         if table_bytes > ctx.settings.memory_budget_bytes:
-            return load_sample(spec, files, rows, table_bytes, ctx)
-    table, info = loading.load_table(spec.data, max_bytes=ctx.settings.max_file_bytes,
-                                     na_values=spec.na_values)
+            return load_sample(spec, source, files, rows, table_bytes, ctx)
+    table, info = loading.load_table(source, max_bytes=ctx.settings.max_file_bytes, na_values=spec.na_values)
     raw_path = write_parquet(table, ctx.job_dir / "raw.parquet")
-    return {"load_info": info, "raw_path": str(raw_path)}
+    return {"load_info": info | _copied_from(spec.data), "raw_path": str(raw_path)}
 
 
-def load_sample(spec: JobSpec, files: list[Path], rows: int, table_bytes: int, ctx: TrainingContext) -> dict[str, Any]:
+def _copied_from(data: str) -> dict[str, str]:
+    return {"copied_from": data} if object_store.is_s3(data) else {}
+
+
+def load_sample(spec: JobSpec, source: str | Path, files: list[Path], rows: int, table_bytes: int,
+                ctx: TrainingContext) -> dict[str, Any]:
     """A table larger than the memory budget: its holdout share of every class written out of core, an
     imbalance-aware sample of the rest to train on, weighted back to the table's prior (`large_tables`)."""
     if spec.weight_column or spec.holdout_data:
@@ -89,7 +104,7 @@ def load_sample(spec: JobSpec, files: list[Path], rows: int, table_bytes: int, c
         files, spec.target, max_rows=max_rows, holdout_fraction=ctx.settings.holdout_fraction,
         seed=ctx.settings.seed, holdout_path=ctx.job_dir / "holdout_every_row.parquet", na_values=spec.na_values)
     record |= {"memory_estimate_bytes": table_bytes, "memory_budget_bytes": ctx.settings.memory_budget_bytes}
-    info = loading.parquet_set_info(spec.data, files, spec.na_values) | {"sample": record}
+    info = loading.parquet_set_info(source, files, spec.na_values) | {"sample": record} | _copied_from(spec.data)
     spec.weight_column, spec.holdout_data = record["weight_column"], record["holdout_path"]
     raw_path = write_parquet(sample, ctx.job_dir / "raw.parquet")
     return {"load_info": info, "raw_path": str(raw_path), "spec": spec.model_dump()}

@@ -1,14 +1,9 @@
 """Jobs and batch predictions on a real two-node Ray cluster started on 127.0.0.1, with a real S3-compatible server
 (moto in server mode) as the bucket AutoGluon syncs fold models through."""
 
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
-import boto3
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -26,40 +21,6 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from ray.util.state import list_tasks  # noqa: E402
 
 pytestmark = pytest.mark.slow
-MOTO_SERVER = str(Path(sys.executable).parent / "moto_server")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def bucket(monkeypatch):
-    """An S3-compatible server on 127.0.0.1 with an empty bucket `poise`, reached through the standard AWS variables
-    (the Ray nodes started after this inherit them)."""
-    port = _free_port()
-    server = subprocess.Popen([MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    for name, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-                        "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    try:
-        s3 = boto3.client("s3")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                s3.create_bucket(Bucket="poise")
-                break
-            except Exception:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        yield s3
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 @pytest.fixture
