@@ -3,7 +3,8 @@
 The REST API, the web UI, chat and the LLM planner's tools all admit a caller by API key
 (`authorize`, or `caller_by_id` for a UI session made from a key) and check scopes with the same
 `check_scope`. Files are read through a `DataAccess`: a remote caller (API, UI, chat through
-them) reads only inside the data folder and Poise's own uploads; the local CLI, run by the
+them) reads only inside the data folder and Poise's own uploads (a folder or glob of Parquet parts only when every
+part is inside); the local CLI, run by the
 machine's user in their own shell, reads any path (`DataAccess.local()`). What a remote caller is
 shown names files as they would (relative to the data folder, `uploads/...`), never by the server's
 absolute layout (`hide_paths`, `shown_path`).
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from poise.agents.data_engineering.loading import is_parquet_set, parquet_files
 from poise.agents.errors import NotFound, PoiseError
 from poise.pipelines.settings import Settings
 from poise.registry.keys import KeyInfo, key_by_id, recently_verified, verify_key
@@ -130,9 +132,13 @@ class DataAccess:
     def remote(cls, settings: Settings) -> DataAccess:
         return cls((settings.data_folder, settings.uploads_folder))
 
+    def _inside(self, path: Path) -> bool:
+        return any(path.is_relative_to(root) for root in self.roots)
+
     def resolve(self, raw: str | Path) -> Path:
-        """The file `raw` names. For a remote caller: a path relative to the data folder, `uploads/...` for an
-        upload, or an absolute path inside either; anything else is refused without saying what exists there."""
+        """The table `raw` names: a file, or a folder or glob of Parquet parts. For a remote caller: a path relative
+        to the data folder, `uploads/...` for an upload, or an absolute path inside either, and for a folder or glob
+        every part it holds inside them too; anything else is refused without saying what exists there."""
         text = str(raw)
         if "\x00" in text:
             raise PathRefused("the path contains a NUL character")
@@ -142,8 +148,15 @@ class DataAccess:
         parts = Path(text).parts
         base = uploads if parts[:1] == (UPLOADS,) and not (data_folder / text).exists() else data_folder
         candidate = (base / (Path(*parts[1:]) if base is uploads else text)).resolve()  # absolute text replaces base
-        if text.startswith("~") or "://" in text or not any(candidate.is_relative_to(root) for root in self.roots):
+        if text.startswith("~") or "://" in text or not self._inside(candidate):
             raise PathRefused(f"'{text}' is not inside the data folder or your uploads")
+        if is_parquet_set(candidate):  # a folder or glob of Parquet parts: every part, links followed, inside too
+            parts = parquet_files(candidate)
+            if not parts:
+                raise NoSuchFile(f"no Parquet part in '{text}' in the data folder or your uploads")
+            if not all(self._inside(part) for part in parts):
+                raise PathRefused(f"'{text}' holds parts that are not inside the data folder or your uploads")
+            return candidate
         if not candidate.is_file():
             raise NoSuchFile(f"no file '{text}' in the data folder or your uploads")
         return candidate

@@ -105,6 +105,28 @@ def test_paths_stay_in_the_data_folder_and_sql_sources_are_named(service):
     assert queued.json()["spec"]["data"].endswith("query.parquet")
 
 
+def test_a_folder_or_glob_of_parquet_parts_is_read_only_when_every_part_is_inside(service, tmp_path, parquet_parts):
+    client, keys, settings = service
+    headers = _auth(keys["submit"])
+    parquet_parts(settings.data_folder / "events", parts=2, rows=300)
+    for data_path in ("events", "events/part-*.parquet"):
+        queued = client.post("/api/v1/jobs", json={"target": "bad", "data_path": data_path}, headers=headers)
+        assert queued.status_code == 202, queued.text
+        assert queued.json()["spec"]["data"].endswith(data_path)
+    # a part that links outside the data folder makes the whole folder unreadable, and says so without naming it
+    parquet_parts(tmp_path / "elsewhere", parts=1, rows=300)
+    (settings.data_folder / "events" / "part-00009.parquet").symlink_to(tmp_path / "elsewhere" / "part-00000.parquet")
+    for data_path in ("events", "events/*.parquet"):
+        refused = client.post("/api/v1/jobs", json={"target": "bad", "data_path": data_path}, headers=headers)
+        assert refused.status_code == 400 and "parts that are not inside" in refused.json()["detail"]
+        assert str(tmp_path / "elsewhere") not in refused.text
+    missing = client.post("/api/v1/jobs", json={"target": "bad", "data_path": "events/none-*.parquet"},
+                          headers=headers)
+    assert missing.status_code == 404 and "no Parquet part" in missing.json()["detail"]
+    escaping = client.post("/api/v1/jobs", json={"target": "bad", "data_path": "../*/*.parquet"}, headers=headers)
+    assert escaping.status_code == 400 and "inside the data folder" in escaping.json()["detail"]
+
+
 @pytest.mark.slow
 def test_chat_approval_worker_serving_feedback_promote_and_rollback(service, churn_csv):
     client, keys, settings = service
