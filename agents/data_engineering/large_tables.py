@@ -117,6 +117,23 @@ def sample_table(files: list[Path], target: str, *, max_rows: int, holdout_fract
     return sample, record
 
 
+def window_sample(files: list[Path], rows_wanted: int, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A drift check's window too big for the memory budget: about `rows_wanted` of its rows, each kept with the
+    same probability (a hash of its position, so every class and every part in its share), and per column its
+    missing and distinct values over every row; two streaming passes, the window never in pandas."""
+    import polars as pl
+
+    lazy, schema = _scan(files)
+    rows, columns = _column_stats(lazy, list(schema))
+    rate = min(1.0, rows_wanted / max(rows, 1))
+    sample = (lazy.with_row_index("__row")
+              .filter(pl.col("__row").hash(seed) % HASH_BUCKETS / HASH_BUCKETS < rate).drop("__row")
+              .collect(engine="streaming").to_pandas())
+    sample.columns = clean_column_names([str(name) for name in sample.columns], files[0].parent)
+    return sample, {"files": len(files), "rows": rows, "sampled_rows": len(sample), "sampling_rate": round(rate, 6),
+                    "seed": seed, "columns": columns}
+
+
 def _column_stats(lazy, features: list[str]) -> tuple[int, dict[str, Any]]:
     """The table's rows, and per column its missing and (approximately: HyperLogLog) distinct values, in one
     streaming pass over every row."""

@@ -277,7 +277,10 @@ def _report_text(state: MonitorState) -> str:
     spec, window = state["spec"], state["window"]
     lines = [f"# Drift check of {spec['model_name']} (champion v{state['champion_version']})", "",
              f"- Window: {window['n_rows']:,} rows from {window.get('source')}, {window['sample_rows']:,} sampled, "
-             f"{window['n_labelled']:,} labelled",
+             f"{window['n_labelled']:,} labelled"
+             + (f" (bigger than the memory budget: read out of core, each row kept with probability "
+                f"{window['sample']['sampling_rate']:.4g}; missing and distinct values counted over every row)"
+                if window.get("sample") else ""),
              f"- Decision: **{state['decision']}** — {state['reason']}"]
     action = state.get("action") or {}
     if action.get("challenger_version"):

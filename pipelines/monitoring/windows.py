@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from poise.agents.data_engineering import column_types, loading, sql
+from poise.agents.data_engineering import column_types, large_tables, loading, sql
 from poise.agents.deployment.signature import predict_table
 from poise.agents.drift.reference import FEEDBACK_ROWS, PREDICTION_ROWS, sample
 from poise.agents.errors import DataError, SpecError
@@ -78,7 +78,8 @@ def _save(ctx: MonitorContext, features: pd.DataFrame, predictions: pd.DataFrame
 
 def from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: dict) -> dict[str, Any]:
     """The rows of a batch file or SQL query (a sample of `PREDICTION_ROWS` when larger), scored by the champion,
-    with their labels when the batch has a label column."""
+    with their labels when the batch has a label column. A Parquet batch bigger than the memory budget is sampled
+    out of core (`large_tables.window_sample`: the sample and every row's column statistics are recorded)."""
     settings = ctx.settings
     if spec.sql_source is not None:
         url = settings.sql_sources.get(spec.sql_source)
@@ -89,8 +90,19 @@ def from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: dict) 
                                           timeout=settings.sql_timeout)
         source = "sql"
     else:
-        table, _ = loading.load_table(spec.current, max_bytes=settings.max_file_bytes)
         source = spec.current
+        files = loading.parquet_files(spec.current)
+        if files and large_tables.memory_estimate(files)[1] > settings.memory_budget_bytes:
+            table, record = large_tables.window_sample(files, PREDICTION_ROWS, settings.seed)
+            return _scored_window(ctx, spec, champion, meta, table, record["rows"], source=source, sample=record)
+        table, _ = loading.load_table(spec.current, max_bytes=settings.max_file_bytes)
+    return _scored_window(ctx, spec, champion, meta, table, len(table), source=source)
+
+
+def _scored_window(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: dict, table: pd.DataFrame, n_rows: int,
+                   **info: Any) -> dict[str, Any]:
+    """A batch's rows (a sample of `PREDICTION_ROWS` when more), scored by the champion, with their labels."""
+    settings = ctx.settings
     label_column = spec.label_column or meta["target"]
     if spec.label_column and label_column not in table.columns:
         raise DataError(f"label column '{label_column}' is not in the batch")
@@ -102,7 +114,7 @@ def from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: dict) 
     features = column_types.cast_columns(rows, meta["types"])
     labels = rows[label_column].astype(str).where(rows[label_column].notna()) if label_column in rows else \
         pd.Series([None] * len(rows), dtype="string")
-    return _save(ctx, features, predictions, labels, len(table), source=source)
+    return _save(ctx, features, predictions, labels, n_rows, **info)
 
 
 def from_log(ctx: MonitorContext, name: str, types: dict[str, str]) -> dict[str, Any]:

@@ -73,3 +73,19 @@ def test_a_folder_or_glob_of_parquet_parts_is_read_as_one_table(tmp_path, parque
         loading.load_table(tmp_path / "parts")
     with pytest.raises(DataError, match="its columns differ"):
         large_tables.memory_estimate(loading.parquet_files(tmp_path / "parts"))
+
+
+def test_a_window_is_sampled_uniformly_and_its_columns_counted_over_every_row(tmp_path, parquet_parts):
+    table = parquet_parts(tmp_path / "parts", parts=3, rows=4_000)
+    files = loading.parquet_files(tmp_path / "parts")
+    sample, record = large_tables.window_sample(files, rows_wanted=1_200, seed=0)
+    assert record["rows"] == len(table) and record["sampling_rate"] == 0.1
+    assert 1_000 < record["sampled_rows"] == len(sample) < 1_400
+    assert set(sample["row_id"]) <= set(table["row_id"]) and sample["row_id"].is_unique
+    # every part in its share, and the rare class too
+    part_of = sample["row_id"] // 4_000
+    assert all(250 < (part_of == part).sum() < 550 for part in range(3))
+    assert abs(sample["bad"].mean() - table["bad"].mean()) < 0.02
+    assert record["columns"]["bad"]["missing"] == table["bad"].isna().sum() == 15  # over every row, not the sample
+    again, _ = large_tables.window_sample(files, rows_wanted=1_200, seed=0)
+    assert again["row_id"].tolist() == sample["row_id"].tolist()  # the same seed draws the same rows

@@ -287,6 +287,24 @@ def test_a_batch_from_a_named_sql_source_is_checked(served):
     assert broken.status == "failed" and broken.error.startswith("query failed")
 
 
+def test_a_parquet_batch_bigger_than_the_memory_budget_is_sampled_out_of_core(served):
+    settings, stream, folder = served
+    parts = folder / "big-window"
+    parts.mkdir()
+    for position, part in enumerate(np.array_split(stream, 3)):
+        part.to_parquet(parts / f"part-{position}.parquet", index=False)
+    small = Settings(home=settings.home, memory_budget_bytes=50_000)  # the ~3,300-row window is "too big"
+    result = check_now(NAME, small, current=str(parts), action="none")
+    assert result.status == "succeeded", result.error
+    window = find_check(settings, result.check_id).results["window"]
+    # under PREDICTION_ROWS, so every row is kept (the sampler's rate is tested in tests/agents/test_large_tables.py)
+    assert window["n_rows"] == window["sample"]["rows"] == window["sample_rows"] == len(stream)
+    assert window["sample"]["sampling_rate"] == 1.0 and window["sample"]["files"] == 3
+    assert window["sample"]["columns"][TARGET]["missing"] == 0
+    report = (settings.home / "checks" / result.check_id / "report.md").read_text()
+    assert f"{len(stream):,} rows from" in report and "read out of core" in report
+
+
 def test_the_api_queues_lists_and_reports_checks(served, serve_app):
     settings, stream, folder = served
     settings.data_folder.mkdir(parents=True, exist_ok=True)
