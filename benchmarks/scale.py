@@ -13,8 +13,17 @@ Runs:
 - `sampled-10M`: the 10M-row table, over the default 2 GB budget, so sampled;
 - `score-10M`: the 10M-row table scored by `poise predict`'s batch path with `sampled-10M`'s version, in a fresh
   process: seconds, rows/s and peak RSS of scoring alone (run it after `sampled-10M`).
+- `score-1M`, `score-1M-ray1`, `score-1M-ray2`: the 1M-row test part scored with `sampled-1M`'s version (run it
+  first): in process, and as Ray Data tasks on a local Ray cluster (`ray.cluster_utils.Cluster`) of one node with
+  both CPUs and of two nodes with one CPU each. Seconds, rows/s, the driver's peak RSS, and whether the output
+  equals the in-process file row for row. On one 2-core machine the two-node cluster shares the same two cores, so
+  it shows the per-node overhead, not a speed-up across machines.
+- `check-1M`, `check-1M-sampled`: a drift check (`poise check`, no action) of `sampled-1M`'s version on the 1M-row
+  test part, in a fresh process: read whole into pandas (default budget), and out of core (`--sampled-budget`).
+  Seconds and peak RSS; the check scores a 20,000-row sample of the window either way.
 
-Not measured here yet: Ray Data scoring and jobs on a Ray cluster (issue 19, parts 2-3).
+Jobs on a Ray cluster are not timed here: only bagged fits spread over the nodes (up to 100,000 rows, or fewer than
+200 minority rows), and every table here is bigger.
 
     .venv/bin/python benchmarks/scale.py [--runs full-1M,sampled-1M,sampled-10M] [--budget 300] [--workdir DIR]
 """
@@ -39,6 +48,9 @@ import pandas as pd  # noqa: E402
 PART_ROWS = 500_000
 TARGET = "y"
 RUNS = {"full-1M": (1_000_000, None), "sampled-1M": (1_000_000, "sampled"), "sampled-10M": (10_000_000, "default")}
+SCORE_RUNS = {"score-10M": ("sampled-10M", "table-10000000", 0), "score-1M": ("sampled-1M", "test", 0),
+              "score-1M-ray1": ("sampled-1M", "test", 1), "score-1M-ray2": ("sampled-1M", "test", 2)}
+CHECK_RUNS = {"check-1M": None, "check-1M-sampled": "sampled"}
 TEST_ROWS = 1_000_000
 TEST_SEED = 10_000
 
@@ -79,19 +91,53 @@ def peak_rss_mb() -> float:
 
 
 def score_child(args) -> None:
-    """`score-10M`: the 10M-row table scored by batch prediction with the version `sampled-10M` registered, in this
-    fresh process, so the peak RSS is the scoring's own; prints its record as one JSON line."""
+    """A `score-*` run: a table scored by batch prediction with a trained run's version, in this fresh process (so
+    the peak RSS is the scoring's own), in process or on a local Ray cluster of 1 or 2 nodes; prints one JSON line."""
     from poise.agents.deployment.batch import batch_predict
     from poise.pipelines.settings import Settings
 
-    settings = Settings(home=Path(args.workdir) / "homes" / "sampled-10M")
+    trained, table, nodes = SCORE_RUNS[args.child]
+    settings = Settings(home=Path(args.workdir) / "homes" / trained)
+    cluster = None
+    if nodes:
+        import ray
+        from ray.cluster_utils import Cluster
+
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2 // nodes})
+        for _ in range(nodes - 1):
+            cluster.add_node(num_cpus=2 // nodes)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+    out = Path(args.workdir) / f"pred-{args.child}.parquet"
     start = time.perf_counter()
-    _, rows, version = batch_predict(settings, "scale-sampled-10M", Path(args.workdir) / "table-10000000",
-                                     Path(args.workdir) / "pred-score-10M.parquet")
+    _, rows, version = batch_predict(settings, f"scale-{trained}", Path(args.workdir) / table, out,
+                                     on_cluster=bool(nodes))
     seconds = time.perf_counter() - start
-    print(json.dumps({"run": "score-10M", "status": "succeeded", "rows": rows, "version": version,
-                      "seconds": round(seconds, 1), "rows_per_s": round(rows / seconds),
-                      "peak_rss_mb": round(peak_rss_mb())}))
+    record = {"run": args.child, "status": "succeeded", "rows": rows, "version": version, "nodes": nodes,
+              "seconds": round(seconds, 1), "rows_per_s": round(rows / seconds), "peak_rss_mb": round(peak_rss_mb())}
+    if nodes:
+        ray.shutdown()
+        cluster.shutdown()
+        local = Path(args.workdir) / "pred-score-1M.parquet"
+        if local.exists():
+            record["equals_in_process"] = bool(pd.read_parquet(out).equals(pd.read_parquet(local)))
+    print(json.dumps(record))
+
+
+def check_child(args) -> None:
+    """A `check-*` run: one drift check of `sampled-1M`'s version on the test part, in this fresh process."""
+    from poise.pipelines.monitoring.runner import check_now
+    from poise.pipelines.settings import Settings
+
+    values = {"home": Path(args.workdir) / "homes" / "sampled-1M"}
+    if CHECK_RUNS[args.child] == "sampled":
+        values["memory_budget_bytes"] = args.sampled_budget
+    start = time.perf_counter()
+    result = check_now("scale-sampled-1M", Settings(**values), current=str(Path(args.workdir) / "test"),
+                       action="none")
+    print(json.dumps({"run": args.child, "status": result.status, "error": result.error,
+                      "seconds": round(time.perf_counter() - start, 1), "peak_rss_mb": round(peak_rss_mb()),
+                      "decision": result.decision}))
 
 
 def child(args) -> None:
@@ -140,7 +186,7 @@ def child(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=",".join([*RUNS, "score-10M"]))
+    parser.add_argument("--runs", default=",".join([*RUNS, *SCORE_RUNS, *CHECK_RUNS]))
     parser.add_argument("--budget", type=int, default=300, help="job time limit, seconds")
     parser.add_argument("--sampled-budget", type=int, default=250_000_000,
                         help="memory budget (bytes) that forces the 1M-row table through the sampled path")
@@ -148,15 +194,17 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child == "score-10M":
+    if args.child in SCORE_RUNS:
         return score_child(args)
+    if args.child in CHECK_RUNS:
+        return check_child(args)
     if args.child:
         return child(args)
 
     workdir = Path(args.workdir)
     runs = [name for name in args.runs.split(",") if name]
-    if unknown := sorted(set(runs) - {*RUNS, "score-10M"}):
-        parser.error(f"unknown runs: {', '.join(unknown)}; choose from {', '.join([*RUNS, 'score-10M'])}")
+    if unknown := sorted(set(runs) - {*RUNS, *SCORE_RUNS, *CHECK_RUNS}):
+        parser.error(f"unknown runs: {', '.join(unknown)}; choose from {', '.join([*RUNS, *SCORE_RUNS, *CHECK_RUNS])}")
     for rows in sorted({RUNS[name][0] for name in runs if name in RUNS}):
         generate(workdir / f"table-{rows}", rows, seed=rows // PART_ROWS)
     generate(workdir / "test", TEST_ROWS, seed=TEST_SEED)
@@ -177,7 +225,7 @@ def main() -> None:
     print(f"\n{'run':12} {'rows':>10} {'trained on':>10} {'profile s':>9} {'profile MB':>10} {'train s':>7} "
           f"{'train MB':>8} {'job s':>6} {'peak MB':>7} {'score rows/s':>12} {'test macro-F1':>13}")
     for name, r in results["runs"].items():
-        if name == "score-10M" and r.get("status") == "succeeded":
+        if name in {**SCORE_RUNS, **CHECK_RUNS} and r.get("status") == "succeeded":
             continue
         if r.get("status") != "succeeded":
             print(f"{name:12} {r.get('status')}: {(r.get('error') or '')[:200]}")
@@ -188,9 +236,17 @@ def main() -> None:
               f"{steps['profile']['peak_rss_mb']:>10,} {steps['train']['seconds']:>7.1f} "
               f"{steps['train']['peak_rss_mb']:>8,} {r['job_seconds']:>6.0f} "
               f"{r['peak_rss_mb']:>7,} {r['score_rows_per_s']:>12,} {r['test_macro_f1']:>13.4f}")
-    if (scored := results["runs"].get("score-10M", {})).get("status") == "succeeded":
-        print(f"\nbatch prediction of the 10M-row table (sampled-10M's v{scored['version']}, a fresh process): "
-              f"{scored['seconds']:.0f} s, {scored['rows_per_s']:,} rows/s, peak RSS {scored['peak_rss_mb']:,} MB")
+    scored = {name: r for name, r in results["runs"].items() if name in SCORE_RUNS and r.get("status") == "succeeded"}
+    if scored:
+        print(f"\n{'batch prediction':16} {'rows':>10} {'Ray nodes':>9} {'seconds':>7} {'rows/s':>9} {'driver MB':>9} "
+              f"{'= in-process':>12}")
+        for name, r in scored.items():
+            same = {True: "yes", False: "NO"}.get(r.get("equals_in_process"), "")
+            print(f"{name:16} {r['rows']:>10,} {r.get('nodes', 0) or 'none':>9} {r['seconds']:>7.1f} "
+                  f"{r['rows_per_s']:>9,} {r['peak_rss_mb']:>9,} {same:>12}")
+    checks = {name: r for name, r in results["runs"].items() if name in CHECK_RUNS and r.get("status") == "succeeded"}
+    for name, r in checks.items():
+        print(f"\ndrift check {name}: {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:,} MB, decision {r['decision']}")
     print(f"\nJSON written to {out}")
 
 

@@ -214,6 +214,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture
+def free_port() -> int:
+    """A TCP port nobody listens on now, on 127.0.0.1."""
+    return _free_port()
+
+
+@pytest.fixture
 def bucket(monkeypatch):
     """An S3-compatible server (moto in server mode) on 127.0.0.1 with an empty bucket `poise`, reached through the
     standard AWS variables (Ray nodes started after this inherit them)."""

@@ -24,9 +24,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def ray_cluster():
-    """A head node and one worker node, one CPU each, on this machine."""
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+def ray_cluster(free_port):
+    """A head node and one worker node, one CPU each, on this machine; the dashboard (which the state API that
+    lists tasks needs) on a free port, not Ray's fixed 8265."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "dashboard_port": free_port})
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     try:
