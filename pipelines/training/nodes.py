@@ -31,7 +31,14 @@ from poise.agents.data_engineering import (
 )
 from poise.agents.deployment.gate import ChampionEvidence, quality_gate, reference_scores, schema_changes, score_champion
 from poise.agents.deployment.signature import example_rows, serving_frame
-from poise.agents.drift.reference import REFERENCE_ROWS, Reference, prediction_columns, reference_meta, sample
+from poise.agents.drift.reference import (
+    REFERENCE_ROWS,
+    Reference,
+    prediction_columns,
+    reference_meta,
+    reweighted_sample,
+    sample,
+)
 from poise.agents.errors import DataError, PoiseError
 from poise.agents.job_spec import JobSpec
 from poise.agents.plan import describe
@@ -385,7 +392,10 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
             "poise.gate": state["gate"]["reason"],
         },
     )
-    train = pd.read_parquet(state["split"]["train_path"]).drop(columns=[spec.weight_column] if spec.weight_column else [])
+    train = pd.read_parquet(state["split"]["train_path"])
+    weights = train.pop(spec.weight_column) if spec.weight_column else None
+    if state["load_info"].get("sample"):  # a sample of a bigger table: drawn back to the table's class prior
+        train = reweighted_sample(train, weights, REFERENCE_ROWS, ctx.settings.seed)
     importance = json.loads((ctx.job_dir / "feature_importance.json").read_text(encoding="utf-8"))
     tracking.log_reference(client, state["mlflow_run_id"], Reference(
         train=sample(train, REFERENCE_ROWS, ctx.settings.seed),

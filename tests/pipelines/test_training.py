@@ -171,3 +171,10 @@ def test_a_table_larger_than_the_memory_budget_is_trained_on_a_weighted_sample_a
     assert "data/sample.json" in {a.path for a in _client(settings).list_artifacts(result.mlflow_run_id, "data")}
     assert "a sample of" in result.summary and f"table's {len(table)} rows" in result.summary
     assert result.metrics["minority_recall"] > 0.3
+    # the drift reference is drawn back to the table's prior, not the sample's (every minority row): else every
+    # check of this model would see a prior shift
+    _, _, meta = tracking.load_reference(_client(settings), "parts", "1")
+    labelled = table["bad"].dropna()
+    table_share = float(labelled.mean())
+    assert abs(meta["prior"]["True"] - table_share) < 0.02
+    assert meta["prior"]["True"] < sample["sampled_class_rows"]["True"] / sample["sampled_rows"] / 2
