@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -37,9 +38,23 @@ def connect(settings) -> bool:
     import ray
 
     if not ray.is_initialized():
+        _check_reachable(settings.ray_address)
         ray.init(address=settings.ray_address, logging_level=logging.ERROR, log_to_driver=False,
                  configure_logging=False)
     return True
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail at once at an address nobody answers at (Ray itself retries for minutes before it gives up). A
+    ConnectionError, not a PoiseError: the job fails rather than being rejected, since its input is fine."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise ConnectionError(f"cannot reach the Ray cluster at {address} (POISE_RAY_ADDRESS): "
+                         f"{error.strerror or error}") from None
 
 
 def alive_nodes() -> dict[str, str]:

@@ -50,6 +50,15 @@ def _train_note(settings: Settings, job_id: str) -> str:
         return session.scalars(select(JobStep.message).where(JobStep.job_id == job_id, JobStep.node == "train")).one()
 
 
+def test_an_address_nobody_answers_at_fails_the_job_at_once_and_says_so(poise_home, churn_csv, free_port):
+    settings = Settings(home=poise_home, ray_address=f"127.0.0.1:{free_port}")
+    started = time.monotonic()
+    result = runner.train(churn_csv, "churned", name="no-cluster", time_limit=10, settings=settings)
+    assert result.status == "failed" and time.monotonic() - started < 60
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{free_port} (POISE_RAY_ADDRESS)" in result.error
+    assert not ray.is_initialized()
+
+
 def test_a_job_on_the_cluster_fits_folds_on_both_nodes_and_writes_only_under_its_prefix(
         poise_home, churn_csv, bucket, ray_cluster):
     cluster, worker = ray_cluster
