@@ -37,11 +37,24 @@ def connect(settings) -> bool:
         return False
     import ray
 
+    if ray.is_initialized() and not _connected_to(settings.ray_address):
+        ray.shutdown()  # a Ray instance of this process's own (e.g. started by a library), not the cluster
     if not ray.is_initialized():
         _check_reachable(settings.ray_address)
         ray.init(address=settings.ray_address, logging_level=logging.ERROR, log_to_driver=False,
                  configure_logging=False)
     return True
+
+
+def _connected_to(address: str) -> bool:
+    """Whether this process's Ray connection is the cluster at `address` (an address Ray resolves itself counts)."""
+    import ray
+
+    host, _, port = address.rpartition(":")
+    if address.startswith("ray://") or not host or not port.isdigit():
+        return True
+    gcs_host, _, gcs_port = ray.get_runtime_context().gcs_address.rpartition(":")
+    return gcs_port == port and socket.gethostbyname(gcs_host) == socket.gethostbyname(host)
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

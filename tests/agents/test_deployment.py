@@ -87,7 +87,10 @@ def _register(settings, name: str, table: pd.DataFrame, **fit) -> tuple[ServedMo
 
     train, holdout = table.iloc[:640], table.iloc[640:].drop(columns=["churned"]).reset_index(drop=True)
     predictor = TabularPredictor(label="churned", eval_metric="f1", path=str(settings.home / name), verbosity=0)
-    predictor.fit(train, excluded_model_types=["NN_TORCH", "FASTAI"], **fit)
+    # folds one after another, as Poise fits them without a cluster (with Ray installed AutoGluon would start a local
+    # Ray instance in this process, which later tests would find still connected)
+    predictor.fit(train, excluded_model_types=["NN_TORCH", "FASTAI"],
+                  ag_args_ensemble={"fold_fitting_strategy": "sequential_local"}, **fit)
     deploy = Path(predictor.clone_for_deployment(str(settings.home / f"{name}-deploy")))
     client = tracking.configure(settings.tracking_uri, settings.registry_uri)
     run_id = tracking.get_or_create_run(client, tracking.ensure_experiment(client, name, settings.artifact_root),

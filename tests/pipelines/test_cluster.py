@@ -62,6 +62,8 @@ def test_an_address_nobody_answers_at_fails_the_job_at_once_and_says_so(poise_ho
 def test_a_job_on_the_cluster_fits_folds_on_both_nodes_and_writes_only_under_its_prefix(
         poise_home, churn_csv, bucket, ray_cluster):
     cluster, worker = ray_cluster
+    ray.init(address="local", include_dashboard=False, num_cpus=1)  # this process's own Ray: not the cluster
+    assert ray.get_runtime_context().gcs_address != cluster.address
     bucket.put_object(Bucket="poise", Key="other-team/keep.txt", Body=b"not Poise's")
     settings = Settings(home=poise_home, ray_address=cluster.address, s3_uri="s3://poise/team-a")
     # 800 rows with 64 churners: always bagged (five folds), whatever the budget
