@@ -46,28 +46,35 @@ def connect(settings) -> bool:
     return True
 
 
+def _host_port(address: str) -> tuple[str, int] | None:
+    """`host:port` (or `ray://host:port`) as a pair; None for a form Ray resolves itself ("auto")."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    return (host, int(port)) if host and port.isdigit() else None
+
+
 def _connected_to(address: str) -> bool:
-    """Whether this process's Ray connection is the cluster at `address` (an address Ray resolves itself counts)."""
+    """Whether this process's Ray connection is the cluster at `address` (an address Ray resolves itself, or a
+    `ray://` client address, counts)."""
     import ray
 
-    host, _, port = address.rpartition(":")
-    if address.startswith("ray://") or not host or not port.isdigit():
+    target = _host_port(address)
+    if address.startswith("ray://") or target is None:
         return True
     gcs_host, _, gcs_port = ray.get_runtime_context().gcs_address.rpartition(":")
-    return gcs_port == port and socket.gethostbyname(gcs_host) == socket.gethostbyname(host)
+    return gcs_port == str(target[1]) and socket.gethostbyname(gcs_host) == socket.gethostbyname(target[0])
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail at once at an address nobody answers at (Ray itself retries for minutes before it gives up). A
     ConnectionError, not a PoiseError: the job fails rather than being rejected, since its input is fine."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        return  # "auto", or a form Ray resolves itself
+    target = _host_port(address)
+    if target is None:
+        return
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        socket.create_connection(target, timeout=timeout).close()
     except OSError as error:
         raise ConnectionError(f"cannot reach the Ray cluster at {address} (POISE_RAY_ADDRESS): "
-                         f"{error.strerror or error}") from None
+                              f"{error.strerror or error}") from None
 
 
 def alive_nodes() -> dict[str, str]:
@@ -126,7 +133,8 @@ def cluster_fit(settings, job_id: str) -> Iterator[ClusterFit]:
         return
     _patch_autogluon_ray_resource_manager()
     sync = f"{settings.s3_uri.rstrip('/')}/jobs/{job_id}/autogluon-sync/" if settings.s3_uri else None
-    env = {"AG_DISTRIBUTED_MODE": "1"} | ({"AG_MODEL_SYNC_PATH": sync} if sync else {"AG_DISTRIBUTED_FILESYSTEM": "NFS"})
+    shared = {"AG_MODEL_SYNC_PATH": sync} if sync else {"AG_DISTRIBUTED_FILESYSTEM": "NFS"}
+    env = {"AG_DISTRIBUTED_MODE": "1"} | shared
     saved = {name: os.environ.get(name) for name in DISTRIBUTED_ENV}
     os.environ.update(env)
     fit = ClusterFit(fold_fitting=DISTRIBUTED, nodes_at_start=alive_nodes(), model_sync=sync or "shared filesystem")
@@ -151,7 +159,8 @@ def _patch_autogluon_ray_resource_manager() -> None:
     from autogluon.common.utils.resource_utils import RayResourceManager
 
     if not hasattr(RayResourceManager, "get_gpu_count_torch"):
-        RayResourceManager.get_gpu_count_torch = staticmethod(lambda cuda_only=False: RayResourceManager.get_gpu_count())
+        RayResourceManager.get_gpu_count_torch = staticmethod(
+            lambda cuda_only=False: RayResourceManager.get_gpu_count())
 
 
 def describe(cluster: dict | None) -> str | None:

@@ -67,8 +67,11 @@ def load_table(source: str | Path, *, max_bytes: int = 2_000_000_000,
     return _uniform_objects(df), info
 
 
+GLOB_CHARS = "*?["  # a source holding one of these is a glob
+
+
 def _is_glob(text: str) -> bool:
-    return any(char in text for char in "*?[")
+    return any(char in text for char in GLOB_CHARS)
 
 
 def parquet_files(source: str | Path) -> list[Path]:

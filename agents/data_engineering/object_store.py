@@ -13,15 +13,13 @@ Only the local CLI names S3 sources: a remote caller (API, web UI, chat) reads o
 from __future__ import annotations
 
 import fnmatch
-import re
 import shutil
 from pathlib import Path
 
-from poise.agents.data_engineering.loading import PARQUET_SUFFIXES
+from poise.agents.data_engineering.loading import GLOB_CHARS, PARQUET_SUFFIXES
 from poise.agents.errors import DataError
 
 S3_SCHEME = "s3://"
-_GLOB = re.compile(r"[*?\[]")
 
 
 def is_s3(source: str | Path) -> bool:
@@ -48,9 +46,10 @@ def local_copy(uri: str, into: Path) -> Path:
         names = [k.rsplit("/", 1)[-1] if base is None else k[len(base):] for k in keys]
         shutil.rmtree(into, ignore_errors=True)
         into.mkdir(parents=True)
+        folder = into.resolve()
         for name, object_key in zip(names, keys):
-            local = (into / name).resolve()
-            if not local.is_relative_to(into.resolve()):  # a key with `..` in it
+            local = (folder / name).resolve()
+            if not local.is_relative_to(folder):  # a key with `..` in it
                 raise DataError(f"{uri}: object key {object_key[:100]!r} leaves its folder")
             local.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(bucket, object_key, str(local))
@@ -68,8 +67,9 @@ def _matching_keys(client, bucket: str, key: str) -> tuple[list[str], str | None
     under its literal prefix; a key that exists is itself; otherwise it is a prefix (a folder of parts)."""
     from botocore.exceptions import ClientError
 
-    if glob := _GLOB.search(key):
-        base = key[:glob.start()].rpartition("/")[0]
+    glob_at = min((key.index(char) for char in GLOB_CHARS if char in key), default=None)
+    if glob_at is not None:
+        base = key[:glob_at].rpartition("/")[0]
         base = base + "/" if base else ""
         return sorted(k for k in _list(client, bucket, base) if fnmatch.fnmatchcase(k, key)), base
     if key and not key.endswith("/"):

@@ -4,15 +4,17 @@ What `poise predict NAME DATA --out FILE` runs. Unlike the API it loads the vers
 the file with the missing-value tokens the model was trained with, and writes the result atomically
 (a `.partial` file renamed into place), so a failed run never leaves half a file behind. A Parquet source
 (a file, a folder or a glob of parts) is scored `CHUNK_ROWS` rows at a time, in bounded memory whatever its size:
-in this process, or, on a Ray cluster (pipelines/cluster.py), as Ray Data `map_batches` tasks whose worker processes load
-the version once, with the batches kept in the source's row order, so both write the same file row for row. The
-cluster's nodes must reach the source's files and the MLflow store at the same addresses as this process.
+in this process, or, on a Ray cluster (pipelines/cluster.py), as Ray Data `map_batches` tasks whose worker
+processes load the version once, with the batches kept in the source's row order, so both write the same file row
+for row. The cluster's nodes must reach the source's files and the MLflow store at the same addresses as this
+process.
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
@@ -52,9 +54,10 @@ def batch_predict(settings, name: str, data, out, version: str | None = None,
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
-    with tempfile.TemporaryDirectory(prefix="poise-predict-", dir=out.parent) as copied:
-        if object_store.is_s3(data):  # copied next to the output first, then read as local files
-            data = object_store.local_copy(str(data), Path(copied) / "source")
+    from_store = object_store.is_s3(data)  # copied next to the output first, then read as local files
+    with tempfile.TemporaryDirectory(prefix="poise-predict-", dir=out.parent) if from_store else nullcontext() as copy:
+        if from_store:
+            data = object_store.local_copy(str(data), Path(copy) / "source")
         rows = _predict_to(partial, out.suffix, settings, model, name, used, data, na_values, on_cluster)
     partial.replace(out)
     return out, rows, used
