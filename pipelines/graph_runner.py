@@ -10,20 +10,19 @@ a node raises (the traceback in the run's folder, the MLflow run marked failed, 
 
 from __future__ import annotations
 
-import sqlite3
+import functools
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from contextlib import closing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import Command
 from sqlalchemy import select
 
+from poise.pipelines.checkpoints import checkpointer
 from poise.pipelines.settings import Settings
 from poise.registry import tracking
 from poise.registry.db import session_scope
@@ -50,11 +49,27 @@ class Step:
     ends_on_error: bool = False  # in a linear graph: a user-facing problem found here ends the run
 
 
+def add_steps(graph: StateGraph, steps: Sequence[Step]) -> StateGraph:
+    """The steps as the graph's nodes, each pushing what it wrote in the run's folder to the file store before it
+    returns, so the checkpoint that records it done never names a file only this machine has."""
+    for step in steps:
+        graph.add_node(step.name, _mirrored(step.node))
+    return graph
+
+
+def _mirrored(node: Callable) -> Callable:
+    @functools.wraps(node)
+    def run(state: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+        update = node(state, runtime)
+        runtime.context.settings.file_store.push(runtime.context.work_dir)
+        return update
+
+    return run
+
+
 def linear_graph(state: type, context: type, steps: Sequence[Step]) -> StateGraph:
     """Steps run in order; after a step that `ends_on_error`, a state with `error` ends the graph."""
-    graph = StateGraph(state, context_schema=context)
-    for step in steps:
-        graph.add_node(step.name, step.node)
+    graph = add_steps(StateGraph(state, context_schema=context), steps)
     graph.add_edge(START, steps[0].name)
     for step, next_step in zip(steps, steps[1:]):
         if step.ends_on_error:
@@ -82,7 +97,6 @@ class JobKind:
     steps: tuple[Step, ...]
     build_graph: Callable[[], StateGraph]
     make_context: Callable[[Settings, str, dict[str, Any]], Any]  # (settings, id, spec) -> the nodes' context
-    work_dir: Callable[[Settings, str], Path]
     thread_prefix: str = ""  # checkpoint thread id = prefix + id
     records_steps: bool = True  # one `job_steps` row per node run (a drift check reports its steps as events)
     cancel_requested: Callable[[Settings, str], bool] | None = None
@@ -123,8 +137,8 @@ class GraphRun:
 
 def checkpoint_state(kind: JobKind, settings: Settings, run_id: str) -> tuple[dict[str, Any], list[str]]:
     """A run's checkpointed graph state and, when it waits for approval, the plan it shows."""
-    with closing(sqlite3.connect(settings.checkpoint_path, check_same_thread=False)) as connection:
-        snapshot = kind.build_graph().compile(checkpointer=SqliteSaver(connection)).get_state(
+    with checkpointer(settings) as saver:
+        snapshot = kind.build_graph().compile(checkpointer=saver).get_state(
             {"configurable": {"thread_id": kind.thread_prefix + run_id}})
     plan = list(snapshot.interrupts[0].value["plan"]) if snapshot.interrupts else []
     return snapshot.values, plan
@@ -135,12 +149,13 @@ def drive(kind: JobKind, run_id: str, spec: dict[str, Any], settings: Settings,
     """Run (or resume, or answer) the graph of one job of `kind` until it finishes, waits, fails or is cancelled."""
     context = kind.make_context(settings, run_id, spec)
     config = {"configurable": {"thread_id": kind.thread_prefix + run_id}}
-    kind.work_dir(settings, run_id).mkdir(parents=True, exist_ok=True)
-    with closing(sqlite3.connect(settings.checkpoint_path, check_same_thread=False)) as connection:
-        app = kind.build_graph().compile(checkpointer=SqliteSaver(connection))
+    context.work_dir.mkdir(parents=True, exist_ok=True)
+    with checkpointer(settings) as saver:
+        app = kind.build_graph().compile(checkpointer=saver)
         checkpoint = app.get_state(config)
+        restored = settings.file_store.pull(context.work_dir) if checkpoint.values else 0
         recorder = StepRecorder(kind, run_id, settings, on_event or (lambda event: None))
-        recorder.settle_open(set(checkpoint.next))
+        recorder.settle_open(set(checkpoint.next), restored)
         if resume_value is not None:
             graph_input: Any = Command(resume=resume_value)
         else:
@@ -158,7 +173,7 @@ def drive(kind: JobKind, run_id: str, spec: dict[str, Any], settings: Settings,
             recorder.fail_open("interrupted by the user")
             return GraphRun("interrupted", app.get_state(config).values, "interrupted by the user", context=context)
         except Exception as error:  # a bug, not bad input: the checkpoint keeps what was done, for a resume
-            (kind.work_dir(settings, run_id) / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+            (context.work_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
             message = f"{type(error).__name__}: {error}"
             recorder.fail_open(message)
             state = app.get_state(config).values
@@ -183,16 +198,19 @@ class StepRecorder:
         self.kind, self.run_id, self.settings, self.notify = kind, run_id, settings, notify
         self.open: dict[str, tuple[int | None, str, float]] = {}  # task id -> (row id, node, start)
 
-    def settle_open(self, pending: set[str]) -> None:
+    def settle_open(self, pending: set[str], restored: int = 0) -> None:
         """Close the step records an earlier run left open. A `running` step whose node the checkpoint has moved
         past finished, though its record could not be written (the process died, or the database was down, right
-        after); one still pending was interrupted and runs again. A `waiting` step (the approval) was answered."""
+        after); one still pending was interrupted and runs again. A `waiting` step (the approval) was answered.
+        `restored`: how many files of the run's folder this process pulled from the file store to resume it."""
+        interrupted = "interrupted" + (f"; resumed on another worker from the checkpoint, with {restored} files of "
+                                       f"the job's folder restored from the file store" if restored else "")
         if not self.kind.records_steps:
             return
         with session_scope(self.settings.db_url) as session:
             for step in session.scalars(select(JobStep).where(JobStep.job_id == self.run_id)):
                 if step.status == "running" and step.node in pending:
-                    step.status, step.finished_at, step.message = "failed", utcnow(), "interrupted"
+                    step.status, step.finished_at, step.message = "failed", utcnow(), interrupted
                 elif step.status == "running":
                     step.status, step.finished_at = "succeeded", utcnow()
                     step.message = "finished; its record was written on resuming (from the checkpoint)"

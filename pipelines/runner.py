@@ -43,7 +43,7 @@ def _cancel_requested(settings: Settings, job_id: str) -> bool:  # set by `pipel
 
 
 TRAINING = JobKind(noun="job", steps=STEPS, build_graph=build_graph, make_context=_context,
-                   work_dir=Settings.job_dir, cancel_requested=_cancel_requested)
+                   cancel_requested=_cancel_requested)
 
 
 @dataclass
@@ -93,6 +93,9 @@ def option_problems(error: ValidationError) -> str:
 
 def create_job(spec: JobSpec, settings: Settings) -> str:
     settings.ensure_home()
+    upload = Path(spec.data)
+    if upload.is_relative_to(settings.uploads_folder):  # for the worker that runs it, maybe on another machine
+        settings.file_store.push(upload.parent)
     job_id = uuid.uuid4().hex
     with session_scope(settings.db_url) as session:
         session.add(Job(id=job_id, name=spec.name, status="queued", spec=spec.model_dump()))
@@ -187,6 +190,7 @@ def run_job(job_id: str, settings: Settings, on_event: EventHandler | None = Non
     if run.error:
         status = "cancelled" if state.get("approval", {}).get("approved") is False else "rejected"
         shutil.rmtree(settings.job_dir(job_id), ignore_errors=True)  # nothing half-written stays behind
+        settings.file_store.delete(settings.job_dir(job_id))
         _finish(settings, job_id, status, run.error)
         return _result(job_id, spec, status, state, run.error, seconds())
     _record_model_version(settings, job_id, state)

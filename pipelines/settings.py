@@ -7,12 +7,14 @@ SQLite job database and a SQLite MLflow store, so `poise train` needs no server.
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from poise.agents.llm import LLMConfig
+    from poise.registry.file_store import FileStore
 
 
 class Settings(BaseSettings):
@@ -37,9 +39,10 @@ class Settings(BaseSettings):
         "Ray cluster (e.g. ray://head:10001 or head:6379) jobs fit bagged folds on and `poise predict` scores Parquet "
         "on (pipelines/cluster.py); default none: everything runs in the worker's process."))
     s3_uri: str | None = Field(None, description=(
-        "s3://bucket/prefix where a job's cluster files go (AutoGluon's fold models, under jobs/<id>/), reached with "
-        "the standard AWS variables (AWS_ENDPOINT_URL for an S3-compatible server); default none: the Ray nodes "
-        "share the Poise home as one filesystem."))
+        "s3://bucket/prefix where a job's cluster files go (AutoGluon's fold models, under jobs/<id>/) and the "
+        "home's folders are mirrored (under home/; registry/file_store.py), reached with the standard AWS variables "
+        "(AWS_ENDPOINT_URL for an S3-compatible server); default none: the Ray nodes share the Poise home as one "
+        "filesystem, and folders are mirrored through a remote MLflow artifact root, if any."))
     holdout_fraction: float = Field(0.2, gt=0.05, lt=0.5, description="Share of rows kept as untouched holdout.")
     seed: int = 0
     data_dir: Path | None = Field(None, description="Folder the API may read job data from by path; default home/data.")
@@ -134,10 +137,29 @@ class Settings(BaseSettings):
 
     @cached_property
     def checkpoint_path(self) -> Path:
+        """The LangGraph checkpoints of a SQLite job database (on PostgreSQL they are in it: pipelines/checkpoints)."""
         return self.home / "checkpoints.sqlite"
+
+    @cached_property
+    def file_store(self) -> "FileStore":
+        """Where uploads, job and check folders are mirrored so processes on other machines find them
+        (registry/file_store.py): `<POISE_S3_URI>/home`, else `<artifact root>/poise-home` when MLflow's artifacts
+        are remote (e.g. the server's `mlflow-artifacts:` proxy); with a local artifact root, nowhere."""
+        from poise.registry.file_store import FileStore
+
+        if self.s3_uri:
+            root = f"{self.s3_uri.rstrip('/')}/home"
+        elif urlparse(self.artifact_root).scheme not in ("", "file"):
+            root = f"{self.artifact_root.rstrip('/')}/poise-home"
+        else:
+            root = None
+        return FileStore(self.home, root, self.tracking_uri)
 
     def job_dir(self, job_id: str) -> Path:
         return self.home / "jobs" / job_id
+
+    def check_dir(self, check_id: str) -> Path:
+        return self.home / "checks" / check_id
 
     def ensure_home(self) -> None:
         (self.home / "jobs").mkdir(parents=True, exist_ok=True)

@@ -7,11 +7,12 @@ transaction; SQLite: one conditional `UPDATE … RETURNING`, which holds the wri
 from pick to update — so every job is claimed by exactly one worker, and `attempts`
 counts the claims. While it runs the job, a thread refreshes `jobs.heartbeat_at`; a job
 still "running" whose heartbeat is older than `stale_after` (its worker died) is queued
-again, and the next worker resumes it from its last checkpointed node. The LangGraph
-checkpoints (a SQLite file) and job files live in the Poise home, so all workers of a
-queue must share `POISE_HOME` (one machine, or a volume with working file locks);
-`stale_after` must comfortably exceed `heartbeat_seconds`, and the workers' clocks must
-agree (heartbeats are compared across processes).
+again, and the next worker resumes it from its last checkpointed node. On PostgreSQL the
+LangGraph checkpoints are in the job database (`pipelines.checkpoints`) and a job's folder
+is mirrored to the file store after every step (`registry.file_store`), so that worker may
+be on another machine with an empty disk (the same `POISE_HOME` path); on SQLite both stay
+in the one shared Poise home. `stale_after` must comfortably exceed `heartbeat_seconds`,
+and the workers' clocks must agree (heartbeats are compared across processes).
 
 An approval answer given while nobody runs the job waits in `pending_decision` (the
 job is queued again) and is passed to the graph by the worker that picks the job up.

@@ -86,8 +86,8 @@ def job_view(settings: Settings, job: Job) -> JobView:
         view.metrics = metrics_table(version.metrics)
         view.details = _details(settings, version, report.gate)
         plots = settings.job_dir(job.id) / "plots"
-        view.confusion_matrix = _image(plots / "confusion_matrix.png")
-        view.pr_curve = _image(plots / "pr_curve.png")
+        view.confusion_matrix = _image(settings, plots / "confusion_matrix.png")
+        view.pr_curve = _image(settings, plots / "pr_curve.png")
     return view
 
 
@@ -151,8 +151,8 @@ def run_link(settings: Settings, run_id: str) -> str:
     return f"**MLflow run** [{plain(run_id)}]({base}/#/runs/{run_id})"
 
 
-def _image(path: Path) -> Image.Image | None:
-    if not path.is_file():
+def _image(settings: Settings, path: Path) -> Image.Image | None:
+    if not settings.file_store.fetch(path):  # the worker that ran the job may be on another machine
         return None
     with Image.open(path) as image:
         return image.copy()

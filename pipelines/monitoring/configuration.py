@@ -21,8 +21,9 @@ class MonitorContext:
     _client: MlflowClient | None = field(default=None, repr=False)
 
     @property
-    def check_dir(self) -> Path:
-        return self.settings.home / "checks" / self.check_id
+    def work_dir(self) -> Path:
+        """The check's folder (mirrored to the file store after every step)."""
+        return self.settings.check_dir(self.check_id)
 
     @property
     def mlflow(self) -> MlflowClient:

@@ -8,7 +8,7 @@ check (a LangGraph interrupt) before a promotion when the check asks for approva
 
 from langgraph.graph import END, START, StateGraph
 
-from poise.pipelines.graph_runner import Step, continue_unless_error
+from poise.pipelines.graph_runner import Step, add_steps, continue_unless_error
 from poise.pipelines.monitoring import nodes
 from poise.pipelines.monitoring.configuration import MonitorContext
 from poise.pipelines.monitoring.state import MonitorState
@@ -34,9 +34,7 @@ def _after_decide(state: MonitorState) -> str:
 
 
 def build_graph() -> StateGraph:
-    graph = StateGraph(MonitorState, context_schema=MonitorContext)
-    for step in STEPS:
-        graph.add_node(step.name, step.node)
+    graph = add_steps(StateGraph(MonitorState, context_schema=MonitorContext), STEPS)
     graph.add_edge(START, "collect")
     graph.add_conditional_edges("collect", _after_collect, ["analyse", "report", END])
     graph.add_conditional_edges("analyse", continue_unless_error("decide"), ["decide", END])

@@ -64,7 +64,7 @@ def collect(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
     except (MlflowException, OSError):
         raise DataError(f"champion v{champion} of '{spec.model_name}' has no drift reference (it was registered "
                         "before Poise stored one); retrain it to monitor it") from None
-    folder = ctx.check_dir / "reference"
+    folder = ctx.work_dir / "reference"
     for name, frame in frames.items():
         write_parquet(frame, folder / f"{name}.parquet")
     (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
@@ -91,7 +91,7 @@ def collect(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
 def analyse(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, Any]:
     ctx = runtime.context
     analysis = detection.analyse(_reference(state), _window(state), ctx.settings.seed,
-                                 html_path=ctx.check_dir / "drift_report.html", cache_key=state["reference_run"])
+                                 html_path=ctx.work_dir / "drift_report.html", cache_key=state["reference_run"])
     return {"analysis": analysis}
 
 
@@ -111,7 +111,7 @@ def act(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, Any]
     reference, window, seed = _reference(state), _window(state), ctx.settings.seed
     split = adaptation.labelled_split(window, seed)
     prior = state["analysis"]["prior"]["prior"]
-    path = ctx.check_dir / "evaluation.parquet"
+    path = ctx.work_dir / "evaluation.parquet"
     if state["action"]["kind"] == "recalibrate":
         recalibration = adaptation.recalibration(reference, prior)
         version = _register_recalibrated(ctx, spec.model_name, state["champion_version"], recalibration,
@@ -179,7 +179,7 @@ def _retrain(ctx: MonitorContext, spec: CheckSpec, champion: str, table: pd.Data
     from poise.pipelines import runner
 
     base = training_spec(ctx, spec.model_name, champion)
-    path = write_parquet(table, ctx.check_dir / "retraining.parquet")
+    path = write_parquet(table, ctx.work_dir / "retraining.parquet")
     job_spec = JobSpec.model_validate({
         **base, "data": str(path), "weight_column": WEIGHT, "promote": False, "require_approval": False,
         "holdout_data": holdout_path and str(holdout_path),
@@ -201,7 +201,7 @@ def compare(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
     features = evaluation[reference.features]
     champion = predict_table(tracking.load_model(spec.model_name, state["champion_version"]), features)
     challenger = predict_table(tracking.load_model(spec.model_name, action["challenger_version"]), features)
-    write_parquet(challenger, ctx.check_dir / "challenger_predictions.parquet")
+    write_parquet(challenger, ctx.work_dir / "challenger_predictions.parquet")
     weights = evaluation[WEIGHT].to_numpy() if WEIGHT in evaluation else None
     comparison = adaptation.compare(reference, evaluation[reference.target], champion[LABEL],
                                     challenger[LABEL], weights, ctx.settings.seed,
@@ -228,7 +228,7 @@ def promote(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
         return {"promoted": False}
     reference, window = _reference(state), _window(state)
     evaluation = pd.read_parquet(action["evaluation_path"])
-    predictions = pd.read_parquet(ctx.check_dir / "challenger_predictions.parquet")
+    predictions = pd.read_parquet(ctx.work_dir / "challenger_predictions.parquet")
     adapted = adaptation.adapted_reference(reference, window, evaluation, predictions,
                                            state["analysis"]["prior"]["prior"], action.get("decision_threshold"),
                                            state["comparison"]["challenger"], ctx.settings.seed)
@@ -250,7 +250,7 @@ def report(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, A
                                                        "approval", "promoted")}, "drift/check.json")
     if analysis:
         client.log_dict(run_id, analysis, "drift/analysis.json")
-        html = ctx.check_dir / "drift_report.html"
+        html = ctx.work_dir / "drift_report.html"
         if html.exists():
             client.log_artifact(run_id, str(html), "drift")
         tracking.log_metrics(client, run_id, {
@@ -266,7 +266,7 @@ def report(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, A
     if comparison:
         tracking.log_metrics(client, run_id, {"champion_" + comparison["metric"]: comparison["champion"],
                                               "challenger_" + comparison["metric"]: comparison["challenger"]})
-    path = ctx.check_dir / "report.md"
+    path = ctx.work_dir / "report.md"
     path.write_text(_report_text(state), encoding="utf-8")
     client.log_artifact(run_id, str(path), "drift")
     tracking.finish_run(client, run_id, "FINISHED")

@@ -1,7 +1,7 @@
 """Drift checks: create one, run it (through the one graph runner, `pipelines.graph_runner`, as training jobs
 are), answer its approval, and record its outcome in `drift_checks`.
 
-Checks are checkpointed after every node (thread id `check-<id>` in the same SQLite checkpoint file), so a check
+Checks are checkpointed after every node (thread id `check-<id>` beside the jobs, `pipelines.checkpoints`), so a check
 waiting for approval is answered from any process, and queued checks are run by `poise worker`.
 """
 
@@ -31,7 +31,6 @@ from poise.registry.queries import find_check_by_prefix
 DRIFT_CHECK = JobKind(noun="drift check", steps=STEPS, build_graph=build_graph,
                       make_context=lambda settings, check_id, spec: MonitorContext(settings=settings,
                                                                                    check_id=check_id),
-                      work_dir=lambda settings, check_id: settings.home / "checks" / check_id,
                       thread_prefix="check-", records_steps=False)
 
 

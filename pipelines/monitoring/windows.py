@@ -48,8 +48,8 @@ def clean_feedback(ctx: MonitorContext, name: str, champion: str, reference_run:
     seen = set(_row_keys(window_features, columns).tolist())
     parts, kept = [], 0
     for check_id in checks:
-        folder = ctx.settings.home / "checks" / check_id / "window"
-        if not (folder / "labels.parquet").exists():
+        folder, store = ctx.settings.check_dir(check_id) / "window", ctx.settings.file_store
+        if not (store.fetch(folder / "labels.parquet") and store.fetch(folder / "features.parquet")):
             continue
         labels = pd.read_parquet(folder / "labels.parquet")["label"]
         keys = _row_keys(pd.read_parquet(folder / "features.parquet"), columns)
@@ -67,7 +67,7 @@ def clean_feedback(ctx: MonitorContext, name: str, champion: str, reference_run:
 
 def _save(ctx: MonitorContext, features: pd.DataFrame, predictions: pd.DataFrame, labels: pd.Series,
           n_rows: int, **info: Any) -> dict[str, Any]:
-    folder = ctx.check_dir / "window"
+    folder = ctx.work_dir / "window"
     labels = pd.DataFrame({"label": labels.astype("string").to_numpy()})
     return {"features": str(write_parquet(features.reset_index(drop=True), folder / "features.parquet")),
             "predictions": str(write_parquet(predictions.reset_index(drop=True), folder / "predictions.parquet")),

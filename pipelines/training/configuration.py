@@ -30,7 +30,8 @@ class TrainingContext:
     fitted_predictors: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
-    def job_dir(self) -> Path:
+    def work_dir(self) -> Path:
+        """The job's folder (mirrored to the file store after every step)."""
         return self.settings.job_dir(self.job_id)
 
     def predictor(self, path: str):

@@ -82,14 +82,16 @@ def load(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, A
     spec = _spec(state)
     source = spec.data
     if object_store.is_s3(spec.data):  # copied into the job's folder, then read as local files
-        source = object_store.local_copy(spec.data, ctx.job_dir / "source")
+        source = object_store.local_copy(spec.data, ctx.work_dir / "source")
+    elif Path(source).is_relative_to(ctx.settings.uploads_folder):  # uploaded through an API on another machine
+        ctx.settings.file_store.fetch(Path(source))
     files = loading.parquet_files(source)
     if files:
         rows, table_bytes = large_tables.memory_estimate(files)
         if table_bytes > ctx.settings.memory_budget_bytes:
             return load_sample(spec, source, files, rows, table_bytes, ctx)
     table, info = loading.load_table(source, max_bytes=ctx.settings.max_file_bytes, na_values=spec.na_values)
-    raw_path = write_parquet(table, ctx.job_dir / "raw.parquet")
+    raw_path = write_parquet(table, ctx.work_dir / "raw.parquet")
     return {"load_info": info | _copied_from(spec.data), "raw_path": str(raw_path)}
 
 
@@ -109,11 +111,11 @@ def load_sample(spec: JobSpec, source: str | Path, files: list[Path], rows: int,
     max_rows = int(ctx.settings.memory_budget_bytes * large_tables.SAMPLE_SHARE_OF_BUDGET / (table_bytes / rows))
     sample, record = large_tables.sample_table(
         files, spec.target, max_rows=max_rows, holdout_fraction=ctx.settings.holdout_fraction,
-        seed=ctx.settings.seed, holdout_path=ctx.job_dir / "holdout_every_row.parquet", na_values=spec.na_values)
+        seed=ctx.settings.seed, holdout_path=ctx.work_dir / "holdout_every_row.parquet", na_values=spec.na_values)
     record |= {"memory_estimate_bytes": table_bytes, "memory_budget_bytes": ctx.settings.memory_budget_bytes}
     info = loading.parquet_set_info(source, files, spec.na_values) | {"sample": record} | _copied_from(spec.data)
     spec.weight_column, spec.holdout_data = record["weight_column"], record["holdout_path"]
-    raw_path = write_parquet(sample, ctx.job_dir / "raw.parquet")
+    raw_path = write_parquet(sample, ctx.work_dir / "raw.parquet")
     return {"load_info": info, "raw_path": str(raw_path), "spec": spec.model_dump()}
 
 
@@ -188,10 +190,10 @@ def prepare(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str
         table, state["profile"], holdout_fraction=ctx.settings.holdout_fraction, seed=ctx.settings.seed,
         holdout=given,
     )
-    card_json, card_md = data_card.write_data_card(state["profile"], summary, state["load_info"], ctx.job_dir)
+    card_json, card_md = data_card.write_data_card(state["profile"], summary, state["load_info"], ctx.work_dir)
     return {"split": {
-        "train_path": str(write_parquet(train, ctx.job_dir / "train.parquet")),
-        "holdout_path": str(write_parquet(holdout, ctx.job_dir / "holdout.parquet")),
+        "train_path": str(write_parquet(train, ctx.work_dir / "train.parquet")),
+        "holdout_path": str(write_parquet(holdout, ctx.work_dir / "holdout.parquet")),
         "summary": summary,
         "data_card": [str(card_json), str(card_md)],
     }}
@@ -225,7 +227,7 @@ def train(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, 
                                              "class_sampling_rate": sample["class_sampling_rate"]})
         client.log_dict(run_id, sample, "data/sample.json")
 
-    predictor_dir, deploy_dir = ctx.job_dir / "autogluon", ctx.job_dir / "deploy"
+    predictor_dir, deploy_dir = ctx.work_dir / "autogluon", ctx.work_dir / "deploy"
     for folder in (predictor_dir, deploy_dir):
         shutil.rmtree(folder, ignore_errors=True)  # a resumed job refits from scratch
     with cluster.cluster_fit(ctx.settings, ctx.job_id) as where:
@@ -266,7 +268,7 @@ def refit(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, 
         return {"refit": {"done": False, "reason": skipped}}
     split, first = state["split"], state["fit"]
     rows = pd.concat([pd.read_parquet(split["train_path"]), pd.read_parquet(split["holdout_path"])], ignore_index=True)
-    full_dir, deploy_dir = ctx.job_dir / "autogluon_full", ctx.job_dir / "deploy_full"
+    full_dir, deploy_dir = ctx.work_dir / "autogluon_full", ctx.work_dir / "deploy_full"
     for folder in (full_dir, deploy_dir):
         shutil.rmtree(folder, ignore_errors=True)  # a resumed job refits from scratch
     with cluster.cluster_fit(ctx.settings, ctx.job_id) as where:
@@ -301,14 +303,14 @@ def evaluate(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
     holdout = pd.read_parquet(state["split"]["holdout_path"])
     predicted, proba = labels_and_proba(predictor, holdout.drop(columns=[spec.target]))
     metrics = evaluation.classification_metrics(holdout[spec.target], predicted, proba, policy)
-    write_parquet(prediction_columns(predicted, proba), ctx.job_dir / "holdout_predictions.parquet")
+    write_parquet(prediction_columns(predicted, proba), ctx.work_dir / "holdout_predictions.parquet")
     metrics["decision_threshold"] = state["fit"]["threshold"]
     train_labels = pd.read_parquet(state["split"]["train_path"], columns=[spec.target])[spec.target]
     baselines = evaluation.baseline_metrics(train_labels, holdout[spec.target], policy, seed=ctx.settings.seed)
 
     rows = holdout.sample(n=min(len(holdout), 500), random_state=ctx.settings.seed)
     importance = predictor.feature_importance(rows, subsample_size=500, num_shuffle_sets=2, time_limit=15, silent=True)
-    plots = evaluation.plot_all(holdout[spec.target], proba, metrics, importance["importance"], ctx.job_dir / "plots")
+    plots = evaluation.plot_all(holdout[spec.target], proba, metrics, importance["importance"], ctx.work_dir / "plots")
 
     client, run_id = ctx.mlflow, state["mlflow_run_id"]
     tracking.log_metrics(client, run_id, evaluation.flat_metrics(metrics))
@@ -320,7 +322,7 @@ def evaluate(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
     client.log_dict(run_id, metrics, "metrics/holdout.json")
     client.log_dict(run_id, baselines, "metrics/baselines.json")
     client.log_dict(run_id, json.loads(importance.reset_index().to_json(orient="records")), "metrics/feature_importance.json")
-    (ctx.job_dir / "feature_importance.json").write_text(importance["importance"].to_json(), encoding="utf-8")
+    (ctx.work_dir / "feature_importance.json").write_text(importance["importance"].to_json(), encoding="utf-8")
     return {"metrics": metrics, "baselines": baselines}
 
 
@@ -371,7 +373,7 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
     ctx, spec = runtime.context, _spec(state)
     client, fit, policy = ctx.mlflow, served_fit(state), state["policy"]
     holdout = pd.read_parquet(state["split"]["holdout_path"])
-    predictions = pd.read_parquet(ctx.job_dir / "holdout_predictions.parquet")
+    predictions = pd.read_parquet(ctx.work_dir / "holdout_predictions.parquet")
     example = example_rows(holdout.drop(columns=[spec.target]))
     version = tracking.log_and_register_model(
         client, state["mlflow_run_id"], spec.name, ctx.job_id, Path(fit["deploy_dir"]),
@@ -396,7 +398,7 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
     weights = train.pop(spec.weight_column) if spec.weight_column else None
     if state["load_info"].get("sample"):  # a sample of a bigger table: drawn back to the table's class prior
         train = reweighted_sample(train, weights, REFERENCE_ROWS, ctx.settings.seed)
-    importance = json.loads((ctx.job_dir / "feature_importance.json").read_text(encoding="utf-8"))
+    importance = json.loads((ctx.work_dir / "feature_importance.json").read_text(encoding="utf-8"))
     tracking.log_reference(client, state["mlflow_run_id"], Reference(
         train=sample(train, REFERENCE_ROWS, ctx.settings.seed),
         holdout=holdout, predictions=predictions,
@@ -427,7 +429,7 @@ def explain(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str
 
 def report(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     ctx = runtime.context
-    path = write_report(state, ctx.job_dir / "report.md")
+    path = write_report(state, ctx.work_dir / "report.md")
     ctx.mlflow.log_artifact(state["mlflow_run_id"], str(path))
     trace = llm_trace(ctx, state["spec"].get("session_id"))
     if trace:

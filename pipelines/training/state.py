@@ -1,7 +1,7 @@
 """What a training job knows so far (`TrainingState`); what it is asked to do is `agents.job_spec.JobSpec`.
 
 The state holds only JSON-able values and file paths — never DataFrames — so the
-SQLite checkpointer can persist it after every node and `poise resume` can pick a
+checkpointer can persist it after every node and `poise resume` can pick a
 job up in another process.
 """
 

@@ -33,7 +33,7 @@ ENV_EXAMPLE = DOCKER / ".env.example"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
 SERVICES = {"postgres", "mlflow", "api", "worker", "scheduler", "ray-head", "ray-worker"}
-NAMED_VOLUMES = {"pgdata", "mlartifacts", "poise-home"}
+NAMED_VOLUMES = {"pgdata", "mlartifacts"}
 SECRET_NAME = re.compile(r"PASSWORD|KEY|SECRET|TOKEN", re.IGNORECASE)
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}; `$${` is an escaped `$`.
 INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
@@ -214,8 +214,8 @@ def test_compose_parses_with_four_services_healthchecks_and_named_volumes():
 
     assert "pgdata:/var/lib/postgresql/data" in mounts("postgres")
     assert "mlartifacts:/var/lib/mlflow/artifacts" in mounts("mlflow")
-    assert "poise-home:/var/lib/poise" in mounts("api")
-    assert "poise-home:/var/lib/poise" in mounts("worker")
+    for name in SERVICES - {"postgres", "mlflow"}:  # Poise's processes share no disk (registry/file_store.py)
+        assert not mounts(name), f"{name} mounts {mounts(name)}"
     assert services["worker"]["deploy"]["replicas"] == 2
     assert "container_name" not in services["worker"], "a fixed container_name forbids replicas"
 
@@ -363,7 +363,7 @@ def test_ray_nodes_run_only_in_the_cluster_profile_and_start_from_the_same_image
         argv = [interpolate(part, env_example()) for part in effective_argv(service)]
         assert argv[:2] == ["ray", "start"] and "--block" in argv  # --block: the container lives as long as Ray
         check_cli_args(ray_cli, "ray", argv[1:])
-        assert "poise-home:/var/lib/poise" in service["volumes"] and service.get("shm_size")
+        assert "volumes" not in service and service.get("shm_size")
         assert environment(service) == environment(services["worker"])  # the same store, bucket and MLflow
     head = effective_argv(services["ray-head"])
     assert "--head" in head and head[head.index("--port") + 1] == "6379"

@@ -2,11 +2,13 @@
 worker's job is taken over and resumed from its checkpoint, and jobs can be cancelled."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -289,3 +291,86 @@ def test_job_of_a_killed_worker_is_taken_over_and_resumed_from_its_checkpoint(po
         assert session.scalar(select(func.count()).select_from(ModelVersion)) == 1
     client = tracking.configure(settings.tracking_uri, settings.registry_uri)
     assert [str(v.version) for v in client.search_model_versions("name = 'takeover'")] == ["1"]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, free_port):
+    """A real MLflow tracking server proxying artifacts, as docker/compose.yaml runs it, on 127.0.0.1."""
+    store = tmp_path / "mlflow-server"
+    store.mkdir()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(free_port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--serve-artifacts",
+         "--artifacts-destination", str(store / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    url = f"http://127.0.0.1:{free_port}"
+
+    def healthy() -> bool:
+        try:
+            return urllib.request.urlopen(f"{url}/health", timeout=2).status == 200
+        except OSError:
+            assert process.poll() is None, "the MLflow server exited"
+            return False
+
+    try:
+        _wait_until(healthy, 120, "the MLflow server answered")
+        yield url, store / "artifacts"
+    finally:
+        _stop(process)
+
+
+@pytest.mark.slow
+def test_a_job_moves_between_machines_with_no_shared_disk(tmp_path, postgres_url, mlflow_server, churn_csv,
+                                                           monkeypatch):
+    """API, first worker and second worker each see an empty Poise home (one path, wiped between them, as on three
+    machines): the upload, the job's files and its checkpoints reach the next one through PostgreSQL and the MLflow
+    server's artifact proxy alone."""
+    url, artifacts = mlflow_server
+    home = tmp_path / "home"
+    for name, value in {"POISE_HOME": str(home), "POISE_DATABASE_URL": postgres_url, "POISE_MLFLOW_TRACKING_URI": url,
+                        "POISE_MLFLOW_REGISTRY_URI": url, "POISE_MLFLOW_ARTIFACT_ROOT": "mlflow-artifacts:/poise"
+                        }.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    upload = settings.uploads_folder / "u1" / "churn.csv"  # as the API writes an upload
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(churn_csv.read_bytes())
+    job_id = runner.create_job(runner.make_spec(upload, "churned", settings, name="no-shared-disk", time_limit=10),
+                               settings)
+    shutil.rmtree(home)  # the API's machine
+
+    process, output = _start_worker("--poll-seconds", "0.2", "--heartbeat-seconds", "0.5", "--stale-after", "2")
+    try:
+        first_worker = _worker_id(output.wait_for(" serving ", 90))
+        _wait_until(lambda: ("evaluate", "running") in _steps(postgres_url, job_id), 240,
+                    "the first worker reached the evaluate step")
+    finally:
+        _stop(process, signal.SIGKILL)
+    assert (settings.job_dir(job_id) / "autogluon").is_dir()  # the first worker's disk held the fit ...
+    assert not settings.checkpoint_path.exists()  # ... but not the checkpoints: those are in PostgreSQL
+    shutil.rmtree(home)  # ... and is gone with its machine
+    _wait_until(lambda: _rows(postgres_url, [job_id])[job_id].heartbeat_at < utcnow() - timedelta(seconds=2.5),
+                10, "the heartbeat went stale")
+
+    second = subprocess.run([POISE, "worker", "--once", "--heartbeat-seconds", "0.5", "--stale-after", "2"],
+                            check=False, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"job {job_id} succeeded" in second.stdout
+    job = _rows(postgres_url, [job_id])[job_id]
+    assert job.status == "succeeded" and job.attempts == 2 and job.worker_id not in (None, first_worker)
+    runs = _steps(postgres_url, job_id)
+    assert runs.count(("train", "succeeded")) == 1 and [node for node, _ in runs].count("train") == 1  # not refitted
+    with session_scope(postgres_url) as session:
+        note = session.scalar(select(JobStep.message).where(JobStep.job_id == job_id, JobStep.node == "evaluate",
+                                                            JobStep.status == "failed"))
+        assert session.scalar(select(func.count()).select_from(ModelVersion)) == 1
+    assert "resumed on another worker from the checkpoint, with" in note and "restored from the file store" in note
+    client = tracking.configure(url, url)
+    assert [str(v.version) for v in client.search_model_versions("name = 'no-shared-disk'")] == ["1"]
+
+    mirrored = artifacts / "poise" / "poise-home"
+    assert (mirrored / "uploads" / "u1" / "churn.csv").read_bytes() == churn_csv.read_bytes()
+    assert (mirrored / "jobs" / job_id / "report.md").is_file()
+    shutil.rmtree(home)  # a reader on a fourth machine (the web UI) still gets the job's plots
+    assert Settings().file_store.fetch(settings.job_dir(job_id) / "plots" / "pr_curve.png")

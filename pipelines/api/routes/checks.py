@@ -97,7 +97,8 @@ def get_check(check_id: str, db: Session = Depends(get_db), settings: Settings =
 def check_report(check_id: str, settings: Settings = Depends(get_settings), db: Session = Depends(get_db),
                  _=Depends(require("read"))):
     check = queries.find_check_by_prefix(db, check_id)
-    path = settings.home / "checks" / check.id / "drift_report.html"
+    path = settings.check_dir(check.id) / "drift_report.html"
+    settings.file_store.fetch(path)  # written by the worker that ran the check, maybe on another machine
     if not path.is_file():
         raise HTTPException(404, f"drift check {check.id[:12]} has no report ({check.status})")
     return FileResponse(path, media_type="text/html")
