@@ -93,9 +93,9 @@ def option_problems(error: ValidationError) -> str:
 
 def create_job(spec: JobSpec, settings: Settings) -> str:
     settings.ensure_home()
-    upload = Path(spec.data)
-    if upload.is_relative_to(settings.uploads_folder):  # for the worker that runs it, maybe on another machine
-        settings.file_store.push(upload.parent)
+    upload = settings.upload_of(spec.data)
+    if upload is not None:  # for the worker that runs it, maybe on another machine
+        settings.file_store.push(upload)
     job_id = uuid.uuid4().hex
     with session_scope(settings.db_url) as session:
         session.add(Job(id=job_id, name=spec.name, status="queued", spec=spec.model_dump()))

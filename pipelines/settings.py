@@ -155,6 +155,13 @@ class Settings(BaseSettings):
             root = None
         return FileStore(self.home, root, self.tracking_uri)
 
+    def upload_of(self, path: str | Path) -> Path | None:
+        """The upload folder (`uploads/<id>/`, one per upload or query) that holds `path`, else None."""
+        path = Path(path)
+        if not path.is_relative_to(self.uploads_folder) or path == self.uploads_folder:
+            return None
+        return self.uploads_folder / path.relative_to(self.uploads_folder).parts[0]
+
     def job_dir(self, job_id: str) -> Path:
         return self.home / "jobs" / job_id
 

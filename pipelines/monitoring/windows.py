@@ -8,6 +8,7 @@ Each window is written under the check's folder and described by a JSON-able dic
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 import numpy as np
@@ -86,16 +87,19 @@ def from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: dict) 
         if url is None:
             raise SpecError(f"unknown SQL source '{spec.sql_source}'; configured: "
                             f"{', '.join(settings.sql_sources) or 'none'}")
-        table = sql.read_sql(url, spec.sql_query, max_rows=settings.table_max_rows,
-                                          timeout=settings.sql_timeout)
-        source = "sql"
+        source, where = "sql", ctx.work_dir / "query"
+        sql.query_to_parquet(url, spec.sql_query, where, max_rows=settings.table_max_rows, timeout=settings.sql_timeout)
     else:
-        source = spec.current
-        files = loading.parquet_files(spec.current)
-        if files and large_tables.memory_estimate(files)[1] > settings.memory_budget_bytes:
-            table, record = large_tables.window_sample(files, PREDICTION_ROWS, settings.seed)
-            return _scored_window(ctx, spec, champion, meta, table, record["rows"], source=source, sample=record)
-        table, _ = loading.load_table(spec.current, max_bytes=settings.max_file_bytes)
+        source = where = spec.current
+    files, record = loading.parquet_files(where), None
+    if files and large_tables.memory_estimate(files)[1] > settings.memory_budget_bytes:
+        table, record = large_tables.window_sample(files, PREDICTION_ROWS, settings.seed)
+    else:
+        table, _ = loading.load_table(where, max_bytes=settings.max_file_bytes)
+    if source == "sql":  # read: the query's copy is not kept (nor mirrored)
+        shutil.rmtree(where)
+    if record is not None:
+        return _scored_window(ctx, spec, champion, meta, table, record["rows"], source=source, sample=record)
     return _scored_window(ctx, spec, champion, meta, table, len(table), source=source)
 
 

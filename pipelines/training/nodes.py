@@ -83,8 +83,8 @@ def load(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, A
     source = spec.data
     if object_store.is_s3(spec.data):  # copied into the job's folder, then read as local files
         source = object_store.local_copy(spec.data, ctx.work_dir / "source")
-    elif Path(source).is_relative_to(ctx.settings.uploads_folder):  # uploaded through an API on another machine
-        ctx.settings.file_store.fetch(Path(source))
+    elif (upload := ctx.settings.upload_of(source)) is not None:  # through an API, maybe on another machine
+        ctx.settings.file_store.pull(upload)
     files = loading.parquet_files(source)
     if files:
         rows, table_bytes = large_tables.memory_estimate(files)

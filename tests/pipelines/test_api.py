@@ -102,7 +102,12 @@ def test_paths_stay_in_the_data_folder_and_sql_sources_are_named(service):
     queued = client.post("/api/v1/jobs", headers=headers, json={
         "target": "churned", "sql": {"source": "warehouse", "query": "SELECT tenure, plan, churned FROM customers"}})
     assert queued.status_code == 202 and queued.json()["status"] == "queued"
-    assert queued.json()["spec"]["data"].endswith("query.parquet")
+    assert queued.json()["spec"]["data"].startswith("uploads/") and queued.json()["spec"]["data"].endswith("/query")
+    uploads = {path.name for path in settings.uploads_folder.iterdir()}
+    no_target = client.post("/api/v1/jobs", headers=headers, json={
+        "target": "churned", "sql": {"source": "warehouse", "query": "SELECT tenure, plan FROM customers"}})
+    assert no_target.status_code == 422 and "target column 'churned' not found" in no_target.json()["detail"]
+    assert {path.name for path in settings.uploads_folder.iterdir()} == uploads  # the refused query left nothing
 
 
 def test_a_folder_or_glob_of_parquet_parts_is_read_only_when_every_part_is_inside(service, tmp_path, parquet_parts):

@@ -21,8 +21,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import Session
 
-from poise.agents.data_engineering.loading import load_table
-from poise.agents.data_engineering.sql import read_sql
+from poise.agents.data_engineering.loading import load_table, parquet_files
+from poise.agents.data_engineering.sql import query_to_parquet
 from poise.agents.errors import Conflict, DataError, TooLargeError
 from poise.agents.job_spec import JobOptions
 from poise.pipelines import runner
@@ -118,16 +118,33 @@ def _bad(message: str, status: int = 400) -> HTTPException:
 
 
 def _check_table(path: Path, options: JobOptions, settings: Settings) -> None:
-    table, _ = load_table(path, max_bytes=settings.upload_max_bytes, na_values=options.na_values)
-    if len(table) > settings.table_max_rows or table.shape[1] > settings.table_max_columns:
-        raise TooLargeError(f"table has {len(table)} rows × {table.shape[1]} columns; the limits are "
+    """The table loads (Parquet: its footers are read, not its rows), is within the limits and has the target."""
+    rows, columns = _shape(path, options, settings)
+    if rows > settings.table_max_rows or len(columns) > settings.table_max_columns:
+        raise TooLargeError(f"table has {rows} rows × {len(columns)} columns; the limits are "
                             f"{settings.table_max_rows} rows and {settings.table_max_columns} columns")
-    if options.target not in table.columns:
+    if options.target not in columns:
         from difflib import get_close_matches
 
-        close = get_close_matches(options.target, [str(c) for c in table.columns], n=3)
+        close = get_close_matches(options.target, columns, n=3)
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
         raise DataError(f"target column '{options.target}' not found{hint}")
+
+
+def _shape(path: Path, options: JobOptions, settings: Settings) -> tuple[int, list[str]]:
+    files = parquet_files(path)
+    if not files:
+        table, _ = load_table(path, max_bytes=settings.upload_max_bytes, na_values=options.na_values)
+        return len(table), [str(column) for column in table.columns]
+    import pyarrow.parquet as pq
+
+    rows = 0
+    for file in files:
+        try:
+            rows += pq.ParquetFile(file).metadata.num_rows
+        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+            raise DataError(f"{file.name}: not a readable Parquet file ({str(error)[:200]})") from None
+    return rows, pq.read_schema(files[0]).names
 
 
 def _create(path: Path, options: JobOptions, settings: Settings) -> JobOut:
@@ -151,13 +168,17 @@ def _resolve_data_path(raw: str, settings: Settings) -> Path:
     return DataAccess.remote(settings).resolve(raw)
 
 
-def _query_to_file(sql: SqlSource, settings: Settings) -> Path:
+def _query_to_parts(sql: SqlSource, settings: Settings) -> Path:
+    """The query's rows as a folder of Parquet parts in a new upload folder (streamed: bounded memory)."""
     url = settings.sql_sources.get(sql.source)
     if url is None:
         raise _bad(f"unknown SQL source '{sql.source}'; configured: {', '.join(settings.sql_sources) or 'none'}")
-    table = read_sql(url, sql.query, max_rows=settings.table_max_rows, timeout=settings.sql_timeout)
-    path = _upload_dir(settings) / "query.parquet"
-    table.to_parquet(path, index=False)
+    path = _upload_dir(settings) / "query"
+    try:
+        query_to_parquet(url, sql.query, path, max_rows=settings.table_max_rows, timeout=settings.sql_timeout)
+    except Exception:
+        shutil.rmtree(path.parent, ignore_errors=True)
+        raise
     return path
 
 
@@ -168,7 +189,7 @@ def submit_job(request: JobRequest, settings: Settings = Depends(get_settings), 
     options = JobOptions.model_validate(request.model_dump(exclude={"data_path", "sql"}))
     if request.data_path is not None:
         return _create(_resolve_data_path(request.data_path, settings), options, settings)
-    path = _query_to_file(request.sql, settings)
+    path = _query_to_parts(request.sql, settings)
     try:
         return _create(path, options, settings)
     except Exception:  # a refused table leaves nothing behind
