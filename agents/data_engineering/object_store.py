@@ -62,6 +62,30 @@ def local_copy(uri: str, into: Path) -> Path:
     return into / names[0] if base is None else into
 
 
+def upload_parts(files: list[Path], prefix: str) -> list[str]:
+    """Put the files under `prefix` (`s3://bucket/key/`) as `part-00000.parquet`, ...; their URIs, in order."""
+    import boto3
+
+    bucket, _, key = prefix[len(S3_SCHEME):].partition("/")
+    client, uris = boto3.client("s3"), []
+    for position, path in enumerate(files):
+        name = f"{key.rstrip('/')}/part-{position:05d}.parquet".lstrip("/")
+        client.upload_file(str(path), bucket, name)
+        uris.append(f"{S3_SCHEME}{bucket}/{name}")
+    return uris
+
+
+def delete_prefix(prefix: str) -> None:
+    """Remove every object under `prefix` (`s3://bucket/key/`)."""
+    import boto3
+
+    bucket, _, key = prefix[len(S3_SCHEME):].partition("/")
+    client = boto3.client("s3")
+    keys = _list(client, bucket, key.rstrip("/") + "/")
+    for start in range(0, len(keys), 1000):  # DeleteObjects takes up to 1,000 keys
+        client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]]})
+
+
 def _matching_keys(client, bucket: str, key: str) -> tuple[list[str], str | None]:
     """The keys `key` names, and the prefix they are copied below (None: `key` is one object). A glob matches keys
     under its literal prefix; a key that exists is itself; otherwise it is a prefix (a folder of parts)."""

@@ -6,15 +6,16 @@ the file with the missing-value tokens the model was trained with, and writes th
 (a file, a folder or a glob of parts) is scored `CHUNK_ROWS` rows at a time, in bounded memory whatever its size:
 in this process, or, on a Ray cluster (pipelines/cluster.py), as Ray Data `map_batches` tasks whose worker
 processes load the version once, with the batches kept in the source's row order, so both write the same file row
-for row. The cluster's nodes must reach the source's files and the MLflow store at the same addresses as this
-process.
+for row. The cluster's nodes load the version from the MLflow store and read the parts from the bucket of
+`POISE_S3_URI` (staged there for the run), or without one from the same paths as this process.
 """
 
 from __future__ import annotations
 
 import tempfile
+import uuid
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pandas as pd
@@ -117,12 +118,29 @@ def _scored_on_cluster(settings, name: str, version: str, files: list[Path], na_
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     source = {"metadata": pq.read_schema(files[0]).metadata, "path": files[0], "na_values": list(na_values)}
-    scored = ray.data.read_parquet([str(path) for path in files], partitioning=None).map_batches(
-        score_batch, batch_size=CHUNK_ROWS, batch_format="pyarrow",
-        fn_kwargs={"tracking_uri": settings.tracking_uri, "registry_uri": settings.registry_uri, "name": name,
-                   "version": version, "source": source})
-    for table in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
-        yield table.to_pandas()
+    with _where_nodes_read(settings, files) as paths:
+        scored = ray.data.read_parquet(paths, partitioning=None).map_batches(
+            score_batch, batch_size=CHUNK_ROWS, batch_format="pyarrow",
+            fn_kwargs={"tracking_uri": settings.tracking_uri, "registry_uri": settings.registry_uri, "name": name,
+                       "version": version, "source": source})
+        for table in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+            yield table.to_pandas()
+
+
+@contextmanager
+def _where_nodes_read(settings, files: list[Path]) -> Iterator[list[str]]:
+    """The parts as the cluster's nodes read them. With a bucket (`POISE_S3_URI`) the nodes share no disk with this
+    process: the parts are staged under `<bucket>/predictions/<id>/` for the run (an S3 source too: one more copy,
+    the price of one path for both) and removed after. Without one, the local paths: a filesystem every node mounts
+    at the same path."""
+    if not settings.s3_uri:
+        yield [str(path) for path in files]
+        return
+    prefix = f"{settings.s3_uri.rstrip('/')}/predictions/{uuid.uuid4().hex}/"
+    try:
+        yield object_store.upload_parts(files, prefix)
+    finally:
+        object_store.delete_prefix(prefix)
 
 
 def _write(path: Path, suffix: str, chunks: Iterator[pd.DataFrame], source_schema=None) -> int:

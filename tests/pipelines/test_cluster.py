@@ -9,6 +9,7 @@ import pytest
 from mlflow import MlflowClient
 from sqlalchemy import func, select
 
+from poise.agents.data_engineering import object_store
 from poise.agents.deployment import batch
 from poise.pipelines import runner
 from poise.pipelines.cluster import FOLD_TASK
@@ -123,8 +124,10 @@ def test_a_node_killed_mid_fit_loses_no_job_and_duplicates_no_version(poise_home
     assert [str(v.version) for v in client.search_model_versions("name = 'node-lost'")] == ["1"]
 
 
-def test_ray_data_scoring_writes_the_same_file_as_in_process_scoring(poise_home, tmp_path, parquet_parts,
-                                                                     ray_cluster):
+@pytest.mark.parametrize("bucketed", [False, True], ids=["shared-disk", "bucket"])
+def test_ray_data_scoring_writes_the_same_file_as_in_process_scoring(poise_home, tmp_path, parquet_parts, bucket,
+                                                                     ray_cluster, monkeypatch, bucketed):
+    """`bucket` before `ray_cluster`: the nodes' processes inherit its AWS variables."""
     cluster, _ = ray_cluster
     table = parquet_parts(tmp_path / "parts", parts=3, rows=4_000)
     settings = Settings(home=poise_home)
@@ -134,7 +137,16 @@ def test_ray_data_scoring_writes_the_same_file_as_in_process_scoring(poise_home,
 
     local = batch.batch_predict(settings, "parts", tmp_path / "parts", tmp_path / "local.parquet")
     ray.init(address=cluster.address)
+    staged = []
+    if bucketed:  # the nodes read the parts staged in the bucket, then removed
+        settings = Settings(home=poise_home, s3_uri="s3://poise/team-a")
+        delete_prefix = object_store.delete_prefix
+        monkeypatch.setattr(object_store, "delete_prefix",  # what was staged, seen just before its removal
+                            lambda prefix: (staged.extend(_keys(bucket)), delete_prefix(prefix)))
     distributed = batch.batch_predict(settings, "parts", tmp_path / "parts", tmp_path / "ray.parquet", on_cluster=True)
+    if bucketed:
+        assert len(staged) == 3 and all(key.startswith("team-a/predictions/") for key in staged)
+        assert _keys(bucket) == []
 
     assert local[1:] == distributed[1:] == (len(table), "1")
     expected, got = pd.read_parquet(tmp_path / "local.parquet"), pd.read_parquet(tmp_path / "ray.parquet")
