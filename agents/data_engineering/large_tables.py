@@ -80,7 +80,7 @@ def sample_table(files: list[Path], target: str, *, max_rows: int, holdout_fract
     if len(class_rows) < 2:
         raise DataError(f"target column {target!r} has {len(class_rows)} class(es) in {sum(class_rows.values())} "
                         "labelled rows; at least two are needed")
-    rows, columns = _column_stats(lazy, [name for name in schema if name != target])
+    rows, columns, _ = _column_stats(lazy, [name for name in schema if name != target])
     helpers = ("__row", "__split", "__draw", "__label")
 
     holdout_path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,34 +117,67 @@ def sample_table(files: list[Path], target: str, *, max_rows: int, holdout_fract
     return sample, record
 
 
-def window_sample(files: list[Path], rows_wanted: int, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+def window_sample(files: list[Path], rows_wanted: int, seed: int,
+                  bins: dict[str, dict[str, Any]] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A drift check's window too big for the memory budget: about `rows_wanted` of its rows, each kept with the
-    same probability (a hash of its position, so every class and every part in its share), and per column its
-    missing and distinct values over every row; two streaming passes, the window never in pandas."""
+    same probability (a hash of its position, so every class and every part in its share), per column its missing
+    and distinct values over every row, and the rows in each of `bins` (by cleaned column name; the semantics of
+    `agents.drift.stability.bins`); two streaming passes, the window never in pandas."""
     import polars as pl
 
     lazy, schema = _scan(files)
-    rows, columns = _column_stats(lazy, list(schema))
+    raw = list(schema)
+    cleaned = dict(zip(clean_column_names([str(name) for name in raw], files[0].parent), raw))
+    wanted = {name: how for name, how in (bins or {}).items() if name in cleaned}
+    binned = [(name, _bin_exprs(cleaned[name], how)) for name, how in wanted.items()]
+    rows, columns, stats = _column_stats(lazy, raw, [expr for _, exprs in binned for expr in exprs])
+    bin_counts = {name: [int(stats[expr.meta.output_name()]) for expr in exprs] for name, exprs in binned}
     rate = min(1.0, rows_wanted / max(rows, 1))
     sample = (lazy.with_row_index("__row")
               .filter(pl.col("__row").hash(seed) % HASH_BUCKETS / HASH_BUCKETS < rate).drop("__row")
               .collect(engine="streaming").to_pandas())
-    sample.columns = clean_column_names([str(name) for name in sample.columns], files[0].parent)
+    sample.columns = list(cleaned)
     return sample, {"files": len(files), "rows": rows, "sampled_rows": len(sample), "sampling_rate": round(rate, 6),
-                    "seed": seed, "columns": columns}
+                    "seed": seed, "columns": columns, "bin_counts": bin_counts}
 
 
-def _column_stats(lazy, features: list[str]) -> tuple[int, dict[str, Any]]:
-    """The table's rows, and per column its missing and (approximately: HyperLogLog) distinct values, in one
-    streaming pass over every row."""
+def _bin_exprs(column: str, how: dict[str, Any]) -> list:
+    """Row counts of one column's bins: missing first, then each numeric interval or each level, then "other"."""
+    import polars as pl
+
+    tag = f"__bin_{column}_"
+    if "edges" in how:
+        value = pl.col(column).cast(pl.Float64, strict=False)
+        missing = value.is_null() | value.is_nan()
+        edges = how["edges"]
+        exprs = [missing.sum().alias(tag + "missing")]
+        for position in range(len(edges) + 1):
+            inside = ~missing
+            if position > 0:
+                inside = inside & (value > edges[position - 1])
+            if position < len(edges):
+                inside = inside & (value <= edges[position])
+            exprs.append(inside.sum().alias(f"{tag}{position}"))
+        return exprs
+    text = pl.col(column).cast(pl.Utf8, strict=False)
+    known = text.is_in(how["levels"])
+    return [text.is_null().sum().alias(tag + "missing"),
+            *[(text == level).sum().alias(f"{tag}{position}") for position, level in enumerate(how["levels"])],
+            (text.is_not_null() & ~known).sum().alias(tag + "other")]
+
+
+def _column_stats(lazy, features: list[str], extra: list | None = None) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    """The table's rows, per column its missing and (approximately: HyperLogLog) distinct values, and the values of
+    `extra` expressions (by output name), in one streaming pass over every row."""
     import polars as pl
 
     exprs = [pl.len().alias("__rows")]
     for position, name in enumerate(features):
         exprs += [pl.col(name).null_count().alias(f"m{position}"), pl.col(name).approx_n_unique().alias(f"u{position}")]
-    stats = lazy.select(exprs).collect(engine="streaming").row(0, named=True)
+    stats = lazy.select(exprs + list(extra or [])).collect(engine="streaming").row(0, named=True)
     rows = int(stats["__rows"])
-    return rows, {name: {"missing": int(stats[f"m{position}"]),
-                         "missing_share": round(stats[f"m{position}"] / max(rows, 1), 6),
-                         "approx_distinct": min(int(stats[f"u{position}"]), rows)}
-                  for position, name in enumerate(features)}
+    columns = {name: {"missing": int(stats[f"m{position}"]),
+                      "missing_share": round(stats[f"m{position}"] / max(rows, 1), 6),
+                      "approx_distinct": min(int(stats[f"u{position}"]), rows)}
+               for position, name in enumerate(features)}
+    return rows, columns, stats

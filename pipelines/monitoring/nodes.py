@@ -69,7 +69,7 @@ def collect(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, 
         write_parquet(frame, folder / f"{name}.parquet")
     (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     window = (windows.from_log(ctx, spec.model_name, meta["types"]) if spec.current is None and spec.sql_source is None
-              else windows.from_batch(ctx, spec, champion, meta))
+              else windows.from_batch(ctx, spec, champion, meta, frames["train"]))
     feedback = windows.clean_feedback(ctx, spec.model_name, champion, reference_run, meta,
                                       pd.read_parquet(window["features"]))
     if feedback is not None:
@@ -258,6 +258,8 @@ def report(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, A
             "drift_columns_drifted": analysis["columns"]["n_drifted"],
             "domain_auc": analysis["multivariate"]["auc"], "domain_threshold": analysis["multivariate"]["threshold"],
             "window_rows": analysis["n_rows"],
+            **({"window_columns_psi_shifted": len(state["window"]["sample"]["stability"]["shifted"])}
+               if state["window"].get("sample", {}).get("stability") else {}),
             **{f"prior_{c}": q for c, q in analysis["prior"]["prior"].items()},
             **({f"window_{judged['metric']}": judged["window_value"]
                 for judged in (analysis["performance"]["primary"], analysis["performance"]["brier"])}
@@ -273,6 +275,16 @@ def report(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, A
     return {"report_path": str(path)}
 
 
+def _stability_lines(found: dict[str, Any] | None) -> list[str]:
+    if not found:
+        return []
+    worst = sorted(found["psi"].items(), key=lambda item: -item[1])[:5]
+    return [f"- Stability over every row ({found['rule']}): "
+            + (f"{len(found['shifted'])} of {len(found['psi'])} columns shifted" if found["shifted"]
+               else f"no column of {len(found['psi'])} shifted")
+            + "; highest PSI " + ", ".join(f"{column} {value:.3f}" for column, value in worst)]
+
+
 def _report_text(state: MonitorState) -> str:
     spec, window = state["spec"], state["window"]
     lines = [f"# Drift check of {spec['model_name']} (champion v{state['champion_version']})", "",
@@ -281,6 +293,7 @@ def _report_text(state: MonitorState) -> str:
              + (f" (bigger than the memory budget: read out of core, each row kept with probability "
                 f"{window['sample']['sampling_rate']:.4g}; missing and distinct values counted over every row)"
                 if window.get("sample") else ""),
+             *_stability_lines(window.get("sample", {}).get("stability")),
              f"- Decision: **{state['decision']}** — {state['reason']}"]
     action = state.get("action") or {}
     if action.get("challenger_version"):

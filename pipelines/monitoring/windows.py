@@ -16,6 +16,7 @@ import pandas as pd
 
 from poise.agents.data_engineering import column_types, large_tables, loading, sql
 from poise.agents.deployment.signature import predict_table
+from poise.agents.drift import stability
 from poise.agents.drift.reference import FEEDBACK_ROWS, PREDICTION_ROWS, sample
 from poise.agents.errors import DataError, SpecError
 from poise.agents.job_spec import CheckSpec
@@ -77,10 +78,12 @@ def _save(ctx: MonitorContext, features: pd.DataFrame, predictions: pd.DataFrame
             **info}
 
 
-def from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: dict) -> dict[str, Any]:
+def from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: dict,
+               reference: pd.DataFrame) -> dict[str, Any]:
     """The rows of a batch file or SQL query (a sample of `PREDICTION_ROWS` when larger), scored by the champion,
     with their labels when the batch has a label column. A Parquet batch bigger than the memory budget is sampled
-    out of core (`large_tables.window_sample`: the sample and every row's column statistics are recorded)."""
+    out of core (`large_tables.window_sample`), and the sample recorded with every row's column statistics: missing
+    and distinct values, and each feature's stability against the `reference` rows (`agents.drift.stability`)."""
     settings = ctx.settings
     if spec.sql_source is not None:
         url = settings.sql_sources.get(spec.sql_source)
@@ -93,7 +96,9 @@ def from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: dict) 
         source = where = spec.current
     files, record = loading.parquet_files(where), None
     if files and large_tables.memory_estimate(files)[1] > settings.memory_budget_bytes:
-        table, record = large_tables.window_sample(files, PREDICTION_ROWS, settings.seed)
+        bins = stability.bins(reference, [column for column in meta["features"] if column in reference])
+        table, record = large_tables.window_sample(files, PREDICTION_ROWS, settings.seed, bins)
+        record["stability"] = stability.stability(reference, bins, record.pop("bin_counts"))
     else:
         table, _ = loading.load_table(where, max_bytes=settings.max_file_bytes)
     if source == "sql":  # read: the query's copy is not kept (nor mirrored)

@@ -301,8 +301,12 @@ def test_a_parquet_batch_bigger_than_the_memory_budget_is_sampled_out_of_core(se
     assert window["n_rows"] == window["sample"]["rows"] == window["sample_rows"] == len(stream)
     assert window["sample"]["sampling_rate"] == 1.0 and window["sample"]["files"] == 3
     assert window["sample"]["columns"][TARGET]["missing"] == 0
+    found = window["sample"]["stability"]  # every feature's stability over every row, against the reference
+    assert set(found["psi"]) == set(stream.columns) - {TARGET}
+    assert found["shifted"] == sorted((c for c, v in found["psi"].items() if v >= 0.2), key=lambda c: -found["psi"][c])
     report = (settings.home / "checks" / result.check_id / "report.md").read_text()
     assert f"{len(stream):,} rows from" in report and "read out of core" in report
+    assert "Stability over every row (a column shifted when PSI >= 0.2" in report
 
 
 def test_the_api_queues_lists_and_reports_checks(served, serve_app):
