@@ -15,8 +15,11 @@ code path serves every store. With the default local artifact root there is no s
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 MANIFEST = ".pushed.json"  # in a mirrored folder: size and mtime of each file as last pushed or pulled
 
@@ -82,9 +85,14 @@ class FileStore:
         return Path(downloaded).resolve() == path.resolve() and path.is_file()
 
     def delete(self, folder: Path) -> None:
-        """Remove `folder`'s mirror (a job that ends with nothing kept)."""
-        if self.enabled:
+        """Remove `folder`'s mirror (a job that ends with nothing kept); a store that refuses is logged, not raised:
+        the job's outcome is recorded either way."""
+        if not self.enabled:
+            return
+        try:
             self._repository(folder).delete_artifacts()
+        except Exception as error:  # noqa: BLE001 - any store's own error type (botocore's, MLflow's, OSError)
+            logger.warning("could not remove %s from the file store: %s", self.uri(folder), error)
 
     def _key(self, path: Path) -> str:
         relative = path.resolve().relative_to(self.home)
