@@ -126,7 +126,7 @@ def score_child(args) -> None:
 
 def check_child(args) -> None:
     """A `check-*` run: one drift check of `sampled-1M`'s version on the test part, in this fresh process."""
-    from poise.pipelines.monitoring.runner import check_now
+    from poise.pipelines.monitoring.runner import check_now, find_check
     from poise.pipelines.settings import Settings
 
     values = {"home": Path(args.workdir) / "homes" / "sampled-1M"}
@@ -135,9 +135,13 @@ def check_child(args) -> None:
     start = time.perf_counter()
     result = check_now("scale-sampled-1M", Settings(**values), current=str(Path(args.workdir) / "test"),
                        action="none")
-    print(json.dumps({"run": args.child, "status": result.status, "error": result.error,
-                      "seconds": round(time.perf_counter() - start, 1), "peak_rss_mb": round(peak_rss_mb()),
-                      "decision": result.decision}))
+    seconds = round(time.perf_counter() - start, 1)
+    window = find_check(Settings(**values), result.check_id).results.get("window", {}) if result.check_id else {}
+    psi = window.get("sample", {}).get("stability", {}).get("psi", {})  # out of core only: every row's stability
+    print(json.dumps({"run": args.child, "status": result.status, "error": result.error, "seconds": seconds,
+                      "peak_rss_mb": round(peak_rss_mb()), "decision": result.decision,
+                      "psi_max": max(psi.values()) if psi else None,
+                      "psi_shifted": sum(value >= 0.2 for value in psi.values()) if psi else None}))
 
 
 def child(args) -> None:
@@ -246,7 +250,10 @@ def main() -> None:
                   f"{r['rows_per_s']:>9,} {r['peak_rss_mb']:>9,} {same:>12}")
     checks = {name: r for name, r in results["runs"].items() if name in CHECK_RUNS and r.get("status") == "succeeded"}
     for name, r in checks.items():
-        print(f"\ndrift check {name}: {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:,} MB, decision {r['decision']}")
+        stability = (f", {r['psi_shifted']} columns with PSI >= 0.2 over every row (max {r['psi_max']:.4f})"
+                     if r.get("psi_max") is not None else "")
+        print(f"\ndrift check {name}: {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:,} MB, decision {r['decision']}"
+              + stability)
     print(f"\nJSON written to {out}")
 
 

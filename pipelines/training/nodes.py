@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
@@ -49,6 +50,8 @@ from poise.pipelines.training.state import TrainingState, served_fit
 from poise.registry import queries, tracking
 
 Node = Callable[[TrainingState, Runtime[TrainingContext]], dict[str, Any]]
+HOLDOUT_CHUNK_ROWS = 200_000  # holdout rows scored at a time by `evaluate`
+IMPORTANCE_ROWS = 500  # holdout rows the permutation importance shuffles
 
 
 def user_errors(node: Node) -> Node:
@@ -297,20 +300,41 @@ def labels_and_proba(predictor, features: pd.DataFrame) -> tuple[pd.Series, pd.D
     return predictor.predict_from_proba(proba), proba
 
 
+def scored_holdout(predictor, path: str, target: str, seed: int,
+                   keep_rows: int = IMPORTANCE_ROWS) -> tuple[pd.Series, pd.Series, pd.DataFrame, pd.DataFrame]:
+    """The holdout's labels, and the predictor's labels and probabilities for every row, scored `HOLDOUT_CHUNK_ROWS`
+    rows at a time (a sampled big table's holdout holds a share of every row: millions); and `keep_rows` of its rows
+    drawn at random (seeded) for the permutation importance."""
+    import pyarrow.parquet as pq
+
+    total = pq.ParquetFile(path).metadata.num_rows
+    kept = np.sort(np.random.default_rng(seed).choice(total, size=min(total, keep_rows), replace=False))
+    labels, predicted, probas, picked, start = [], [], [], [], 0
+    for chunk in loading.parquet_chunks([Path(path)], [], HOLDOUT_CHUNK_ROWS):
+        chunk_predicted, chunk_proba = labels_and_proba(predictor, chunk.drop(columns=[target]))
+        labels.append(chunk[target])
+        predicted.append(chunk_predicted)
+        probas.append(chunk_proba)
+        picked.append(chunk.iloc[kept[(kept >= start) & (kept < start + len(chunk))] - start])
+        start += len(chunk)
+    return (pd.concat(labels, ignore_index=True), pd.concat(predicted, ignore_index=True),
+            pd.concat(probas, ignore_index=True), pd.concat(picked, ignore_index=True))
+
+
 def evaluate(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     ctx, spec, policy = runtime.context, _spec(state), state["policy"]
     predictor = ctx.predictor(state["fit"]["predictor_dir"])
-    holdout = pd.read_parquet(state["split"]["holdout_path"])
-    predicted, proba = labels_and_proba(predictor, holdout.drop(columns=[spec.target]))
-    metrics = evaluation.classification_metrics(holdout[spec.target], predicted, proba, policy)
+    labels, predicted, proba, rows = scored_holdout(predictor, state["split"]["holdout_path"], spec.target,
+                                                    ctx.settings.seed)
+    metrics = evaluation.classification_metrics(labels, predicted, proba, policy)
     write_parquet(prediction_columns(predicted, proba), ctx.work_dir / "holdout_predictions.parquet")
     metrics["decision_threshold"] = state["fit"]["threshold"]
     train_labels = pd.read_parquet(state["split"]["train_path"], columns=[spec.target])[spec.target]
-    baselines = evaluation.baseline_metrics(train_labels, holdout[spec.target], policy, seed=ctx.settings.seed)
+    baselines = evaluation.baseline_metrics(train_labels, labels, policy, seed=ctx.settings.seed)
 
-    rows = holdout.sample(n=min(len(holdout), 500), random_state=ctx.settings.seed)
-    importance = predictor.feature_importance(rows, subsample_size=500, num_shuffle_sets=2, time_limit=15, silent=True)
-    plots = evaluation.plot_all(holdout[spec.target], proba, metrics, importance["importance"], ctx.work_dir / "plots")
+    importance = predictor.feature_importance(rows, subsample_size=IMPORTANCE_ROWS, num_shuffle_sets=2, time_limit=15,
+                                              silent=True)
+    plots = evaluation.plot_all(labels, proba, metrics, importance["importance"], ctx.work_dir / "plots")
 
     client, run_id = ctx.mlflow, state["mlflow_run_id"]
     tracking.log_metrics(client, run_id, evaluation.flat_metrics(metrics))

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from poise.agents.deployment.signature import serving_frame
 from poise.pipelines import runner
 from poise.pipelines.settings import Settings
+from poise.pipelines.training import nodes
 from poise.registry import tracking
 from poise.registry.db import session_scope
 from poise.registry.models import Dataset, Job, JobStep, ModelVersion
@@ -178,3 +179,23 @@ def test_a_table_larger_than_the_memory_budget_is_trained_on_a_weighted_sample_a
     table_share = float(labelled.mean())
     assert abs(meta["prior"]["True"] - table_share) < 0.02
     assert meta["prior"]["True"] < sample["sampled_class_rows"]["True"] / sample["sampled_rows"] / 2
+
+
+def test_the_holdout_scored_a_chunk_at_a_time_equals_it_scored_whole(settings, churn_csv, monkeypatch):
+    result = runner.train(churn_csv, "churned", name="chunks", time_limit=10, settings=settings)
+    assert result.status == "succeeded", result.error
+    state, _ = runner.checkpoint_state(settings, result.job_id)
+    predictor = TabularPredictor.load(state["fit"]["predictor_dir"], verbosity=0)
+    holdout = pd.read_parquet(result.holdout_path)
+    whole_predicted, whole_proba = nodes.labels_and_proba(predictor, holdout.drop(columns=["churned"]))
+
+    monkeypatch.setattr(nodes, "HOLDOUT_CHUNK_ROWS", 37)  # 160 holdout rows: five chunks
+    labels, predicted, proba, rows = nodes.scored_holdout(predictor, str(result.holdout_path), "churned", seed=0,
+                                                          keep_rows=50)
+    pd.testing.assert_series_equal(labels, holdout["churned"], check_names=False)
+    assert predicted.tolist() == whole_predicted.tolist()
+    pd.testing.assert_frame_equal(proba, whole_proba.reset_index(drop=True))
+    as_rows = lambda frame: [tuple(row) for row in frame.astype(str).to_numpy()]  # noqa: E731
+    assert len(rows) == 50 and set(as_rows(rows)) <= set(as_rows(holdout))  # rows of the holdout, as they are
+    again = nodes.scored_holdout(predictor, str(result.holdout_path), "churned", seed=0, keep_rows=50)[3]
+    pd.testing.assert_frame_equal(again, rows)  # the same seed keeps the same rows
