@@ -16,6 +16,7 @@ an admin decides (`poise promote NAME VERSION --reason ...`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
@@ -29,16 +30,22 @@ from poise.agents.metrics import is_better, lower_is_better, primary_metric_name
 from poise.registry import tracking
 
 
-def score_champion(name: str, version: str, holdout: pd.DataFrame, label: str, policy: dict[str, Any]) -> dict:
-    """The champion's metrics on this job's holdout, or `{"error": ...}` when it cannot score it."""
+def score_champion(name: str, version: str, holdout: Iterable[pd.DataFrame], label: str,
+                   policy: dict[str, Any]) -> dict:
+    """The champion's metrics on this job's holdout (given in chunks, scored one at a time: a sampled big table's
+    holdout has millions of rows), or `{"error": ...}` when it cannot score it."""
+    labels, outputs = [], []
     try:
         model = tracking.load_model(name, version)
-        output = model.predict(serving_frame(holdout.drop(columns=[label])))
+        for chunk in holdout:
+            outputs.append(model.predict(serving_frame(chunk.drop(columns=[label]))))
+            labels.append(chunk[label])
     except (MlflowException, KeyError, ValueError, TypeError) as error:
         return {"error": f"champion v{version} cannot score this holdout: {str(error)[:300]}"}
+    output = pd.concat(outputs, ignore_index=True)
     proba = output[[c for c in output.columns if c.startswith("proba_")]]
     proba = proba.set_axis([c.removeprefix("proba_") for c in proba.columns], axis=1)
-    return classification_metrics(holdout[label], output["label"], proba, policy)
+    return classification_metrics(pd.concat(labels, ignore_index=True), output["label"], proba, policy)
 
 
 def _listed(names: list[str]) -> str:

@@ -50,7 +50,7 @@ from poise.pipelines.training.state import TrainingState, served_fit
 from poise.registry import queries, tracking
 
 Node = Callable[[TrainingState, Runtime[TrainingContext]], dict[str, Any]]
-HOLDOUT_CHUNK_ROWS = 200_000  # holdout rows scored at a time by `evaluate`
+HOLDOUT_CHUNK_ROWS = 200_000  # holdout rows scored at a time: by the fit in `evaluate`, by the champion in `gate`
 IMPORTANCE_ROWS = 500  # holdout rows the permutation importance shuffles
 
 
@@ -381,7 +381,7 @@ def champion_evidence(state: TrainingState, ctx: TrainingContext, spec: JobSpec,
     evidence.changes = schema_changes(meta, spec.target, types, list(state["profile"]["target"]["class_counts"]))
     if evidence.changes:
         return evidence
-    holdout = pd.read_parquet(state["split"]["holdout_path"])
+    holdout = loading.parquet_chunks([Path(state["split"]["holdout_path"])], [], HOLDOUT_CHUNK_ROWS)
     evidence.on_holdout = score_champion(spec.name, champion, holdout, spec.target, state["policy"])
     reference = Reference(**frames, meta=meta)
     labels, _ = labels_and_proba(ctx.predictor(state["fit"]["predictor_dir"]),
