@@ -5,8 +5,8 @@ Without an address nothing changes: AutoGluon fits bagged folds one after anothe
 source in bounded chunks. With one, the process joins the cluster as a Ray driver and
 
 - AutoGluon runs in its own distributed mode (`AG_DISTRIBUTED_MODE`): each bagged fold is a Ray task placed on any
-  node. A fold fitted on another node comes back through `AG_MODEL_SYNC_PATH`, a prefix of the job in the bucket
-  `POISE_S3_URI` names (reached with the standard AWS variables, e.g. `AWS_ENDPOINT_URL` for an S3-compatible
+  node. A fold fitted on another node comes back through `AG_MODEL_SYNC_PATH`, `jobs/<id>/autogluon-sync/` in the
+  bucket `POISE_S3_URI` names (beside the job's mirrored folder) (reached with the standard AWS variables, e.g. `AWS_ENDPOINT_URL` for an S3-compatible
   server), or, with no bucket, through a folder every node mounts at the same path (`AG_DISTRIBUTED_FILESYSTEM=NFS`).
 - A fold whose node dies is rerun by Ray on a live node (Ray's task retries); `ClusterFit` records the fold tasks
   that failed and the nodes that left during the fit, and the train step's note says so.
@@ -24,6 +24,8 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+from poise.registry.file_store import CLUSTER_SYNC
 
 SEQUENTIAL = "sequential_local"
 DISTRIBUTED = "parallel_distributed"
@@ -132,7 +134,7 @@ def cluster_fit(settings, job_id: str) -> Iterator[ClusterFit]:
         yield ClusterFit()
         return
     _patch_autogluon_ray_resource_manager()
-    sync = f"{settings.s3_uri.rstrip('/')}/jobs/{job_id}/autogluon-sync/" if settings.s3_uri else None
+    sync = f"{settings.file_store.uri(settings.job_dir(job_id))}/{CLUSTER_SYNC}/" if settings.s3_uri else None
     shared = {"AG_MODEL_SYNC_PATH": sync} if sync else {"AG_DISTRIBUTED_FILESYSTEM": "NFS"}
     env = {"AG_DISTRIBUTED_MODE": "1"} | shared
     saved = {name: os.environ.get(name) for name in DISTRIBUTED_ENV}

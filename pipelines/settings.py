@@ -39,8 +39,8 @@ class Settings(BaseSettings):
         "Ray cluster (e.g. ray://head:10001 or head:6379) jobs fit bagged folds on and `poise predict` scores Parquet "
         "on (pipelines/cluster.py); default none: everything runs in the worker's process."))
     s3_uri: str | None = Field(None, description=(
-        "s3://bucket/prefix where a job's cluster files go (AutoGluon's fold models, under jobs/<id>/) and the "
-        "home's folders are mirrored (under home/; registry/file_store.py), reached with the standard AWS variables "
+        "s3://bucket/prefix where the home's folders are mirrored (uploads/, checks/<id>/, and jobs/<id>/ with the "
+        "fold models of a cluster fit; registry/file_store.py), reached with the standard AWS variables "
         "(AWS_ENDPOINT_URL for an S3-compatible server); default none: the Ray nodes share the Poise home as one "
         "filesystem, and folders are mirrored through a remote MLflow artifact root, if any."))
     holdout_fraction: float = Field(0.2, gt=0.05, lt=0.5, description="Share of rows kept as untouched holdout.")
@@ -143,12 +143,12 @@ class Settings(BaseSettings):
     @cached_property
     def file_store(self) -> "FileStore":
         """Where uploads, job and check folders are mirrored so processes on other machines find them
-        (registry/file_store.py): `<POISE_S3_URI>/home`, else `<artifact root>/poise-home` when MLflow's artifacts
-        are remote (e.g. the server's `mlflow-artifacts:` proxy); with a local artifact root, nowhere."""
+        (registry/file_store.py): `POISE_S3_URI`, else `<artifact root>/poise-home` when MLflow's artifacts are
+        remote (e.g. the server's `mlflow-artifacts:` proxy); with a local artifact root, nowhere."""
         from poise.registry.file_store import FileStore
 
         if self.s3_uri:
-            root = f"{self.s3_uri.rstrip('/')}/home"
+            root = self.s3_uri.rstrip("/")
         elif urlparse(self.artifact_root).scheme not in ("", "file"):
             root = f"{self.artifact_root.rstrip('/')}/poise-home"
         else:

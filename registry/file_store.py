@@ -1,9 +1,9 @@
 """The Poise home's files in the artifact store, so the API, workers and scheduler need no shared disk.
 
 Uploads, a job's folder (its tables, AutoGluon predictors, plots, report) and a drift check's folder are written in
-the process's own Poise home as before; this store mirrors them at `Settings.file_store_uri` (the S3-compatible
+the process's own Poise home as before; this store mirrors them at `Settings.file_store` (the S3-compatible
 bucket of `POISE_S3_URI`, else the MLflow server's artifact proxy, `<artifact root>/poise-home`), keyed by their
-path below the home. After every step a job pushes what the step wrote, before LangGraph checkpoints the step; a
+path below the home: everything of a job under `jobs/<id>/`, with its cluster fit's fold models. After every step a job pushes what the step wrote, before LangGraph checkpoints the step; a
 worker resuming a job another one started (on another machine, with an empty disk) pulls the folder first, and the
 API fetches an upload or a report it did not write itself. Every process must use the same home path (the image's
 `/var/lib/poise`), since the checkpointed state names files by their path.
@@ -22,6 +22,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 MANIFEST = ".pushed.json"  # in a mirrored folder: size and mtime of each file as last pushed or pulled
+CLUSTER_SYNC = "autogluon-sync"  # in a job's mirror: the fold models of its distributed fit (pipelines/cluster.py)
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ class FileStore:
         """Every stored file below `path`: name -> size."""
         found: dict[str, int] = {}
         for item in repository.list_artifacts(path or None):
+            if item.is_dir and item.path == CLUSTER_SYNC:  # AutoGluon's, on the nodes; no file of the local folder
+                continue
             if item.is_dir:
                 found |= self._listing(repository, item.path)
             elif Path(item.path).name != MANIFEST:

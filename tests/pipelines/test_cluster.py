@@ -76,15 +76,14 @@ def test_a_job_on_the_cluster_fits_folds_on_both_nodes_and_writes_only_under_its
     note = _train_note(settings, result.job_id)
     assert "fitted on a Ray cluster of 2 nodes" in note and f"s3://poise/team-a/jobs/{result.job_id}/" in note
     # folds fitted on the worker node came back through the bucket, and the job's folder was mirrored there: under
-    # the job's two prefixes and nowhere else
+    # the job's prefix and nowhere else
     keys = _keys(bucket)
     assert "other-team/keep.txt" in keys
     assert bucket.get_object(Bucket="poise", Key="other-team/keep.txt")["Body"].read() == b"not Poise's"
     written = [key for key in keys if key != "other-team/keep.txt"]
-    prefixes = (f"team-a/jobs/{result.job_id}/autogluon-sync/", f"team-a/home/jobs/{result.job_id}/")
-    assert all(key.startswith(prefixes) for key in written)
-    assert {prefix for prefix in prefixes if any(key.startswith(prefix) for key in written)} == set(prefixes)
-    assert f"team-a/home/jobs/{result.job_id}/report.md" in written
+    assert all(key.startswith(f"team-a/jobs/{result.job_id}/") for key in written)
+    assert any(key.startswith(f"team-a/jobs/{result.job_id}/autogluon-sync/") for key in written)
+    assert f"team-a/jobs/{result.job_id}/report.md" in written
     client = MlflowClient(settings.tracking_uri, settings.registry_uri)
     assert [str(v.version) for v in client.search_model_versions("name = 'on-cluster'")] == ["1"]
 
