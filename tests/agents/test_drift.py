@@ -294,3 +294,19 @@ def test_after_a_concept_change_old_rows_weigh_what_the_new_labels_say(served):
     assert old.loc[contradicted, WEIGHT].median() < 0.01 * old.loc[kept, WEIGHT].median()
     totals = table.groupby(TARGET)[WEIGHT].sum()
     assert totals.max() == pytest.approx(totals.min())
+
+
+def test_resampling_joint_cells_draws_what_resampling_rows_does(served):
+    """The unweighted bootstrap draws cell counts, the weighted one rows; with unit weights both resample the same
+    rows alike, so their intervals and verdicts agree within the bootstrap's own noise."""
+    reference, model, stream = served
+    rows = stream.sample(1000, random_state=7).reset_index(drop=True)
+    truth = rows[TARGET]
+    champion = _predictions(model, rows[reference.features])["label"]
+    noisy = champion.where(np.random.default_rng(1).random(len(champion)) > 0.15, "positive")  # some false alarms
+    by_cells = compare(reference, truth, champion, noisy, None, seed=0)
+    by_rows = compare(reference, truth, champion, noisy, np.ones(len(truth)), seed=0)
+    assert by_cells["difference"] == pytest.approx(by_rows["difference"])
+    assert by_cells["interval"] == pytest.approx(by_rows["interval"], abs=0.01)
+    assert abs(by_cells["probability_better"] - by_rows["probability_better"]) < 0.05
+    assert by_cells["interval"][0] < by_cells["difference"] < by_cells["interval"][1]
