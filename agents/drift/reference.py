@@ -14,6 +14,9 @@ import numpy as np
 import pandas as pd
 
 REFERENCE_ROWS = 20_000  # training rows kept at registration
+# Holdout rows kept at registration, drawn uniformly (the holdout's class prior kept): the reference holdout every
+# drift check and every challenger's gate reads. A table beyond the memory budget has millions (2M at 10M rows).
+REFERENCE_HOLDOUT_ROWS = 200_000
 PREDICTION_ROWS = 20_000  # rows of an explicit batch scored by the champion for the prior estimate
 MIN_LABELLED = 30  # labelled window rows needed to judge performance or hold out a fresh test set
 FEEDBACK_ROWS = 20_000  # labelled rows of earlier clean windows kept beside the holdout as the performance baseline

@@ -33,6 +33,7 @@ from poise.agents.data_engineering import (
 from poise.agents.deployment.gate import ChampionEvidence, quality_gate, reference_scores, schema_changes, score_champion
 from poise.agents.deployment.signature import example_rows, serving_frame
 from poise.agents.drift.reference import (
+    REFERENCE_HOLDOUT_ROWS,
     REFERENCE_ROWS,
     Reference,
     prediction_columns,
@@ -392,8 +393,8 @@ def champion_evidence(state: TrainingState, ctx: TrainingContext, spec: JobSpec,
 
 
 def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
-    """Register the served fit; store the version's reference (a training sample, the holdout with the first fit's
-    predictions of it, the meta), which is the drift baseline and the reference holdout later challengers meet."""
+    """Register the served fit; store the version's reference (a training sample, the holdout — a uniform sample of
+    `REFERENCE_HOLDOUT_ROWS` when bigger — with the first fit's predictions of it, the meta), which is the drift baseline and the reference holdout later challengers meet."""
     ctx, spec = runtime.context, _spec(state)
     client, fit, policy = ctx.mlflow, served_fit(state), state["policy"]
     holdout = pd.read_parquet(state["split"]["holdout_path"])
@@ -423,9 +424,10 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
     if state["load_info"].get("sample"):  # a sample of a bigger table: drawn back to the table's class prior
         train = reweighted_sample(train, weights, REFERENCE_ROWS, ctx.settings.seed)
     importance = json.loads((ctx.work_dir / "feature_importance.json").read_text(encoding="utf-8"))
+    kept = sample(holdout, REFERENCE_HOLDOUT_ROWS, ctx.settings.seed).index  # uniform; predictions of the same rows
     tracking.log_reference(client, state["mlflow_run_id"], Reference(
         train=sample(train, REFERENCE_ROWS, ctx.settings.seed),
-        holdout=holdout, predictions=predictions,
+        holdout=holdout.loc[kept].reset_index(drop=True), predictions=predictions.loc[kept].reset_index(drop=True),
         meta=reference_meta(policy, spec.target, profiling.feature_types(state["profile"]),
                             fit["threshold"], train[spec.target], state["gate"], importance),
     ))

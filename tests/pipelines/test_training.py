@@ -147,7 +147,8 @@ def test_job_records_on_postgresql(poise_home, postgres_url, churn_csv):
 
 
 def test_a_table_larger_than_the_memory_budget_is_trained_on_a_weighted_sample_and_scored_in_full(
-        poise_home, tmp_path, parquet_parts):
+        poise_home, tmp_path, parquet_parts, monkeypatch):
+    monkeypatch.setattr(nodes, "REFERENCE_HOLDOUT_ROWS", 1_000)  # the holdout has ~2,400: its reference is a sample
     table = parquet_parts(tmp_path / "parts", parts=3, rows=4_000)
     # ~40 bytes a row in pandas: a 100 kB budget samples the 12,000 rows down to ~600 to train on
     settings = Settings(home=poise_home, memory_budget_bytes=100_000)
@@ -174,10 +175,16 @@ def test_a_table_larger_than_the_memory_budget_is_trained_on_a_weighted_sample_a
     assert result.metrics["minority_recall"] > 0.3
     # the drift reference is drawn back to the table's prior, not the sample's (every minority row): else every
     # check of this model would see a prior shift
-    _, _, meta = tracking.load_reference(_client(settings), "parts", "1")
+    _, frames, meta = tracking.load_reference(_client(settings), "parts", "1")
     labelled = table["bad"].dropna()
     table_share = float(labelled.mean())
     assert abs(meta["prior"]["True"] - table_share) < 0.02
+    # the reference holdout: 1,000 of the holdout's rows, each with the predictions the job made of that very row
+    scored = pd.read_parquet(job_dir / "holdout.parquet").join(pd.read_parquet(job_dir / "holdout_predictions.parquet"))
+    kept = frames["holdout"].join(frames["predictions"])
+    as_rows = lambda frame: [tuple(row) for row in frame.astype(str).to_numpy()]  # noqa: E731
+    assert len(kept) == 1_000 < len(scored) and len(set(as_rows(kept))) == 1_000
+    assert set(as_rows(kept)) <= set(as_rows(scored[kept.columns]))  # a misaligned prediction would not be there
     assert meta["prior"]["True"] < sample["sampled_class_rows"]["True"] / sample["sampled_rows"] / 2
 
 
