@@ -5,9 +5,10 @@ Without an address nothing changes: AutoGluon fits bagged folds one after anothe
 source in bounded chunks. With one, the process joins the cluster as a Ray driver and
 
 - AutoGluon runs in its own distributed mode (`AG_DISTRIBUTED_MODE`): each bagged fold is a Ray task placed on any
-  node. A fold fitted on another node comes back through `AG_MODEL_SYNC_PATH`, `jobs/<id>/autogluon-sync/` in the
-  bucket `POISE_S3_URI` names (beside the job's mirrored folder) (reached with the standard AWS variables, e.g. `AWS_ENDPOINT_URL` for an S3-compatible
-  server), or, with no bucket, through a folder every node mounts at the same path (`AG_DISTRIBUTED_FILESYSTEM=NFS`).
+  node. A fold fitted on another node comes back through `AG_MODEL_SYNC_PATH`: `jobs/<id>/autogluon-sync/`, beside
+  the job's mirrored folder, in the bucket `POISE_S3_URI` names (reached with the standard AWS variables, e.g.
+  `AWS_ENDPOINT_URL` for an S3-compatible server), or, with no bucket, through a folder every node mounts at the
+  same path (`AG_DISTRIBUTED_FILESYSTEM=NFS`).
 - A fold whose node dies is rerun by Ray on a live node (Ray's task retries); `ClusterFit` records the fold tasks
   that failed and the nodes that left during the fit, and the train step's note says so.
 - `poise predict` on Parquet runs as Ray Data `map_batches` over the same scorer, in the same row order

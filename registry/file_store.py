@@ -3,10 +3,11 @@
 Uploads, a job's folder (its tables, AutoGluon predictors, plots, report) and a drift check's folder are written in
 the process's own Poise home as before; this store mirrors them at `Settings.file_store` (the S3-compatible
 bucket of `POISE_S3_URI`, else the MLflow server's artifact proxy, `<artifact root>/poise-home`), keyed by their
-path below the home: everything of a job under `jobs/<id>/`, with its cluster fit's fold models. After every step a job pushes what the step wrote, before LangGraph checkpoints the step; a
-worker resuming a job another one started (on another machine, with an empty disk) pulls the folder first, and the
-API fetches an upload or a report it did not write itself. Every process must use the same home path (the image's
-`/var/lib/poise`), since the checkpointed state names files by their path.
+path below the home: everything of a job under `jobs/<id>/`, with its cluster fit's fold models. After every step
+a job pushes what the step wrote, before LangGraph checkpoints the step; a worker resuming a job another one
+started (on another machine, with an empty disk) pulls the folder first, and the API fetches an upload or a report
+it did not write itself. Every process must use the same home path (the image's `/var/lib/poise`), since the
+checkpointed state names files by their path.
 
 MLflow's artifact repositories do the transfers (S3, `mlflow-artifacts:` and any other scheme MLflow reads), so one
 code path serves every store. With the default local artifact root there is no store: one machine, one home.
@@ -36,7 +37,8 @@ class FileStore:
         return self.root is not None
 
     def uri(self, path: Path) -> str:
-        return f"{self.root.rstrip('/')}/{self._key(path)}"
+        """Where `path` (below the home) is mirrored."""
+        return f"{self.root.rstrip('/')}/{path.resolve().relative_to(self.home).as_posix()}"
 
     def push(self, folder: Path) -> int:
         """Upload the files of `folder` (below the home) that changed since it was last pushed or pulled; how many."""
@@ -56,14 +58,14 @@ class FileStore:
         """Download the files of `folder`'s mirror that are missing here or differ in size; how many."""
         if not self.enabled:
             return 0
-        remote = self._listing(self._repository(folder), "")
+        repository = self._repository(folder)
+        remote = self._listing(repository, "")
         folder.mkdir(parents=True, exist_ok=True)
         local = _files(folder)
         missing = [name for name, size in remote.items() if local.get(name, (None,))[0] != size]
         for name in missing:
             if not (folder / name).resolve().is_relative_to(folder.resolve()):  # a stored name with `..` in it
                 raise ValueError(f"{self.uri(folder)}: stored file {name[:100]!r} leaves its folder")
-        repository = self._repository(folder)
         for name in missing:  # each lands at folder/name
             repository.download_artifacts(name, dst_path=str(folder))
         if missing:
@@ -94,10 +96,6 @@ class FileStore:
             self._repository(folder).delete_artifacts()
         except Exception as error:  # noqa: BLE001 - any store's own error type (botocore's, MLflow's, OSError)
             logger.warning("could not remove %s from the file store: %s", self.uri(folder), error)
-
-    def _key(self, path: Path) -> str:
-        relative = path.resolve().relative_to(self.home)
-        return relative.as_posix()
 
     def _repository(self, folder: Path):
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository

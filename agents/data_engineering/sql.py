@@ -135,7 +135,8 @@ def _query_problem(error: Exception, timeout: float, query: str) -> DataError:
     cause = getattr(error, "orig", None) or error
     message = str(cause).splitlines()[0][:300] if str(cause) else type(cause).__name__
     state = getattr(cause, "sqlstate", None)
-    first_word = (re.match(r"[\s(]*(\w+)", re.sub(r"--[^\n]*|/\*.*?\*/", " ", query, flags=re.S)) or [None, ""])[1]
+    first = re.match(r"[\s(]*(\w+)", re.sub(r"--[^\n]*|/\*.*?\*/", " ", query, flags=re.S))  # comments aside
+    first_word = first[1] if first else ""
     # PostgreSQL reads through a server-side cursor (`DECLARE … CURSOR FOR <query>`), which holds only a query that
     # returns rows and never a data-modifying WITH
     if ("DECLARE CURSOR must not contain data-modifying" in message

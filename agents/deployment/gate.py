@@ -15,8 +15,8 @@ an admin decides (`poise promote NAME VERSION --reason ...`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd

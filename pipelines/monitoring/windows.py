@@ -103,9 +103,9 @@ def from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: dict,
         table, _ = loading.load_table(where, max_bytes=settings.max_file_bytes)
     if source == "sql":  # read: the query's copy is not kept (nor mirrored)
         shutil.rmtree(where)
-    if record is not None:
-        return _scored_window(ctx, spec, champion, meta, table, record["rows"], source=source, sample=record)
-    return _scored_window(ctx, spec, champion, meta, table, len(table), source=source)
+    sampled = {"sample": record} if record is not None else {}
+    return _scored_window(ctx, spec, champion, meta, table, record["rows"] if sampled else len(table), source=source,
+                          **sampled)
 
 
 def _scored_window(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: dict, table: pd.DataFrame, n_rows: int,

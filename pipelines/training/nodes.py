@@ -394,7 +394,8 @@ def champion_evidence(state: TrainingState, ctx: TrainingContext, spec: JobSpec,
 
 def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     """Register the served fit; store the version's reference (a training sample, the holdout — a uniform sample of
-    `REFERENCE_HOLDOUT_ROWS` when bigger — with the first fit's predictions of it, the meta), which is the drift baseline and the reference holdout later challengers meet."""
+    `REFERENCE_HOLDOUT_ROWS` when bigger — with the first fit's predictions of it, the meta), which is the drift
+    baseline and the reference holdout later challengers meet."""
     ctx, spec = runtime.context, _spec(state)
     client, fit, policy = ctx.mlflow, served_fit(state), state["policy"]
     holdout = pd.read_parquet(state["split"]["holdout_path"])

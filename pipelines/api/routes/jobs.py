@@ -168,18 +168,11 @@ def _resolve_data_path(raw: str, settings: Settings) -> Path:
     return DataAccess.remote(settings).resolve(raw)
 
 
-def _query_to_parts(sql: SqlSource, settings: Settings) -> Path:
-    """The query's rows as a folder of Parquet parts in a new upload folder (streamed: bounded memory)."""
+def _sql_source_url(sql: SqlSource, settings: Settings) -> str:
     url = settings.sql_sources.get(sql.source)
     if url is None:
         raise _bad(f"unknown SQL source '{sql.source}'; configured: {', '.join(settings.sql_sources) or 'none'}")
-    path = _upload_dir(settings) / "query"
-    try:
-        query_to_parquet(url, sql.query, path, max_rows=settings.table_max_rows, timeout=settings.sql_timeout)
-    except Exception:
-        shutil.rmtree(path.parent, ignore_errors=True)
-        raise
-    return path
+    return url
 
 
 @router.post("", status_code=202, response_model=JobOut, summary="Submit a job (data by path or SQL)")
@@ -189,11 +182,14 @@ def submit_job(request: JobRequest, settings: Settings = Depends(get_settings), 
     options = JobOptions.model_validate(request.model_dump(exclude={"data_path", "sql"}))
     if request.data_path is not None:
         return _create(_resolve_data_path(request.data_path, settings), options, settings)
-    path = _query_to_parts(request.sql, settings)
+    url = _sql_source_url(request.sql, settings)
+    folder = _upload_dir(settings)  # the query's rows as Parquet parts, streamed: bounded memory
     try:
-        return _create(path, options, settings)
-    except Exception:  # a refused table leaves nothing behind
-        shutil.rmtree(path.parent, ignore_errors=True)
+        query_to_parquet(url, request.sql.query, folder / "query", max_rows=settings.table_max_rows,
+                         timeout=settings.sql_timeout)
+        return _create(folder / "query", options, settings)
+    except Exception:  # a failed query or a refused table leaves nothing behind
+        shutil.rmtree(folder, ignore_errors=True)
         raise
 
 
