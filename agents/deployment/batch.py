@@ -93,21 +93,35 @@ def _scored(model, table: pd.DataFrame) -> pd.DataFrame:
 _loaded_on_node: dict[tuple[str, str, str, str], object] = {}  # per Ray worker process: versions loaded once
 
 
-def score_batch(batch, tracking_uri: str, registry_uri: str, name: str, version: str, source: dict):
-    """A Ray Data task: one Arrow batch read as `parquet_chunks` reads it, then scored by the version, which each
-    Ray worker process loads once and keeps. Arrow out, with the frame's pandas metadata: Ray's own conversion of a
-    returned pandas frame would come back with Arrow-backed dtypes."""
-    import pyarrow as pa
-
+def loaded_version(tracking_uri: str, registry_uri: str, name: str, version: str):
+    """A version as a Ray worker process holds it: loaded from the MLflow store on first use, then kept."""
     key = (tracking_uri, registry_uri, name, version)
     if key not in _loaded_on_node:
         tracking.configure(tracking_uri, registry_uri)
         _loaded_on_node[key] = tracking.load_model(name, version)
-    return pa.Table.from_pandas(_scored(_loaded_on_node[key], parquet_frame(batch, **source)), preserve_index=False)
+    return _loaded_on_node[key]
+
+
+def score_batch(batch, tracking_uri: str, registry_uri: str, name: str, version: str, source: dict):
+    """A Ray Data task: one Arrow batch read as `parquet_chunks` reads it, then scored by the version. Arrow out, with
+    the frame's pandas metadata: Ray's own conversion of a returned pandas frame would come back with Arrow-backed
+    dtypes."""
+    import pyarrow as pa
+
+    model = loaded_version(tracking_uri, registry_uri, name, version)
+    return pa.Table.from_pandas(_scored(model, parquet_frame(batch, **source)), preserve_index=False)
 
 
 def _scored_on_cluster(settings, name: str, version: str, files: list[Path], na_values) -> Iterator[pd.DataFrame]:
-    """The scored batches of a Parquet source from Ray Data tasks on the cluster, in the source's row order.
+    """The scored batches of a Parquet source from Ray Data tasks on the cluster, in the source's row order."""
+    for table in mapped_on_cluster(settings, files, na_values, score_batch, name=name, version=version):
+        yield table.to_pandas()
+
+
+def mapped_on_cluster(settings, files: list[Path], na_values, task, **task_kwargs) -> Iterator:
+    """`task(batch, tracking_uri=, registry_uri=, source=, **task_kwargs)` over the `CHUNK_ROWS`-row Arrow batches of
+    a Parquet source as Ray Data tasks on the cluster; their Arrow results in the source's row order. `source`
+    tells `parquet_frame` how to read a batch as `parquet_chunks` would.
 
     Tasks, not an actor pool: Ray Data fuses each with the read of its batch, so no actor holds a CPU that the reads
     would wait for (an actor per node deadlocked a cluster of one-CPU nodes: measured)."""
@@ -119,12 +133,11 @@ def _scored_on_cluster(settings, name: str, version: str, files: list[Path], na_
     context.execution_options.preserve_order = True
     source = {"metadata": pq.read_schema(files[0]).metadata, "path": files[0], "na_values": list(na_values)}
     with _where_nodes_read(settings, files) as paths:
-        scored = ray.data.read_parquet(paths, partitioning=None).map_batches(
-            score_batch, batch_size=CHUNK_ROWS, batch_format="pyarrow",
-            fn_kwargs={"tracking_uri": settings.tracking_uri, "registry_uri": settings.registry_uri, "name": name,
-                       "version": version, "source": source})
-        for table in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
-            yield table.to_pandas()
+        mapped = ray.data.read_parquet(paths, partitioning=None).map_batches(
+            task, batch_size=CHUNK_ROWS, batch_format="pyarrow",
+            fn_kwargs={"tracking_uri": settings.tracking_uri, "registry_uri": settings.registry_uri,
+                       "source": source, **task_kwargs})
+        yield from mapped.iter_batches(batch_size=None, batch_format="pyarrow")
 
 
 @contextmanager

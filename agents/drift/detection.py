@@ -14,7 +14,10 @@ Four looks, each keeping its evidence:
 * prediction drift, label drift, and — with labels — the model's performance (`agents.drift.performance`).
 
 Before the covariate checks the reference is resampled to the window's prior, so a pure prior shift is not
-mistaken for covariate drift. Everything returned is JSON-able.
+mistaken for covariate drift. A window bigger than its sample is judged on every row where that is possible
+(`agents.drift.whole_window`): the prior from every row's predicted label, the columns by their population stability
+over every row, the domain classifier by its AUC over every row it was not fitted on; Evidently's report and the
+prior-matched comparison stay on the sample. Everything returned is JSON-able.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from poise.agents.drift.reference import (
     prior_matched,
     sample,
 )
+from poise.agents.drift.stability import PSI_SHIFTED
 from poise.agents.errors import DataError
 
 ANALYSIS_ROWS = 5_000  # rows per side for the per-column and multivariate checks
@@ -49,6 +53,7 @@ DRIFT_SHARE = 0.5  # dataset drift: importance-weighted share of drifted columns
 # changes the best threshold little, and windows of a few hundred rows move that much by chance
 # next to a reference that is itself a sample.
 PRIOR_MIN_RELATIVE_CHANGE = 0.5
+NULL_SDS = 4.0  # a window's all-rows domain AUC must clear its Mann–Whitney null by this many standard deviations
 
 
 # Per-column drift (Evidently)
@@ -189,6 +194,35 @@ def domain_threshold(pool: pd.DataFrame, n_reference: int, n_current: int, featu
     return result
 
 
+def judged_on_every_row(raw: dict[str, Any], whole: dict[str, Any], importance: dict[str, float]) -> dict[str, Any]:
+    """`covariate_drift`'s evidence on the sample (`raw`) judged again on every row (`whole`): columns by the
+    importance-weighted share of columns whose PSI over every row is at least `PSI_SHIFTED`, the domain classifier
+    by its AUC over every unseen row. The sample's judgements are kept under `sample`."""
+    domain = whole["domain"]
+    threshold = max(raw["multivariate"]["threshold"], 0.5 + NULL_SDS * domain["null_sd"])
+    multivariate = {"method": "domain classifier (LightGBM) fitted on the window's sample against half the reference "
+                              "rows, ROC-AUC over every other window row against the reference rows it never saw",
+                    **domain, "threshold": float(threshold), "drifted": bool(domain["auc"] > threshold)}
+    columns = raw["columns"]
+    stable = whole.get("stability")
+    if stable:
+        psi = stable["psi"]
+        weights = {c: max(importance.get(c, 0.0), 0.0) for c in psi}
+        if sum(weights.values()) <= 0:
+            weights = dict.fromkeys(psi, 1.0)
+        share = sum(weights[c] for c in stable["shifted"]) / sum(weights.values())
+        columns = {"method": stable["method"],
+                   "columns": {c: {"method": "psi", "threshold": PSI_SHIFTED, "value": value, "score": "distance",
+                                   "drifted": value >= PSI_SHIFTED} for c, value in psi.items()},
+                   "n_drifted": len(stable["shifted"]), "weighted_share": float(share),
+                   "rule": f"dataset drift when the importance-weighted share of columns with PSI >= {PSI_SHIFTED} "
+                           f"over every row is >= {DRIFT_SHARE}",
+                   "drifted": bool(share >= DRIFT_SHARE)}
+    return {**raw, "columns": columns, "multivariate": multivariate,
+            "sample": {"columns": raw["columns"], "multivariate": raw["multivariate"]},
+            "drifted": bool(columns["drifted"] or multivariate["drifted"])}
+
+
 # Prior, predictions, labels
 
 
@@ -214,7 +248,9 @@ def estimate_prior(reference: Reference, window: Window, seed: int, n_boot: int 
         joint /= joint.sum()
         true_shares = truth.value_counts(normalize=True).reindex(classes, fill_value=0).to_numpy(float)
         confusion = joint / np.where(true_shares > 0, true_shares, 1.0)  # P(predicted | true)
-        window_pred = window.predictions[LABEL].astype(str).value_counts().reindex(classes, fill_value=0)
+        predicted = (pd.Series(window.whole["predicted"], dtype="int64") if window.whole is not None
+                     else window.predictions[LABEL].astype(str).value_counts())
+        window_pred = predicted.reindex(classes, fill_value=0)
         mu = window_pred.to_numpy(float) / max(window_pred.sum(), 1)
 
         def solve(shares: np.ndarray) -> np.ndarray:
@@ -225,7 +261,7 @@ def estimate_prior(reference: Reference, window: Window, seed: int, n_boot: int 
         n = int(window_pred.sum())
         estimate = solve(mu)
         boot = np.array([solve(s) for s in rng.multinomial(n, mu, size=n_boot) / max(n, 1)])
-        method = "black-box shift estimation"
+        method = "black-box shift estimation" + (" over every row" if window.whole is not None else "")
     low, high = np.percentile(boot, [0.5, 99.5], axis=0)
     ref = np.array([reference_prior.get(c, 0.0) for c in classes])
     outside = (ref < low) | (ref > high)
@@ -287,7 +323,8 @@ def covariate_drift(pool: pd.DataFrame, current: pd.DataFrame, features: list[st
 def analyse(reference: Reference, window: Window, seed: int, html_path: Path | None = None,
             cache_key: str | None = None) -> dict[str, Any]:
     """Every check on one window. When the class prior moved, the features are also compared with the
-    reference resampled to the new prior: drift that vanishes there is the prior shift itself."""
+    reference resampled to the new prior: drift that vanishes there is the prior shift itself (on the sample, also
+    for a window judged on every row)."""
     features = [c for c in reference.features if c in window.features.columns]
     missing = sorted(set(reference.features) - set(features))
     if missing:
@@ -296,6 +333,8 @@ def analyse(reference: Reference, window: Window, seed: int, html_path: Path | N
     prior = estimate_prior(reference, window, seed)
     raw = covariate_drift(reference.train, window.features, features, importance, seed, html_path,
                           cache_key=f"{cache_key}:raw" if cache_key else None)
+    if window.whole is not None:
+        raw = judged_on_every_row(raw, window.whole, importance)
     matched = None
     if prior["shifted"] and raw["drifted"]:
         matched = covariate_drift(prior_matched(reference.train, reference.target, prior["prior"], seed),

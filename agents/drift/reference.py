@@ -57,6 +57,18 @@ class Window:
     predictions: pd.DataFrame
     labels: pd.Series  # NaN where no label is known
     n_rows: int  # rows in the window before sampling
+    # When the window is bigger than its sample: counts over every row (`agents.drift.whole_window.summary`, with
+    # the columns' `stability`)
+    whole: dict[str, Any] | None = None
+
+
+def row_keys(features: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """A hash of each row's feature values, the same whichever way the row came in (the log stores numbers
+    as JSON floats; a batch file may hold them as integers)."""
+    frame = features.reindex(columns=columns)
+    frame = frame.apply(lambda c: c.astype("float64") if pd.api.types.is_numeric_dtype(c) and
+                        not pd.api.types.is_bool_dtype(c) else c.astype(str))
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
 
 
 def prediction_columns(predicted: pd.Series, proba: pd.DataFrame) -> pd.DataFrame:

@@ -1,14 +1,13 @@
-"""Population stability of each column over every row of a window read out of core.
+"""Population stability of each column over every row of a window bigger than its sample.
 
-A window bigger than the memory budget is analysed like any other on a sample (`detection`: Evidently's tests
-and the domain classifier on 5,000 rows a side, whose power the reference's own sample bounds). What the sample
-cannot give is each column's distribution over *every* row; this gives it, as the population stability index
-(PSI) of each column against the reference, from bin counts made in the same streaming pass that draws the
-sample (`large_tables.window_sample`): numbers in the reference's deciles, categories in its most frequent
-levels plus "other", and missing values in a bin of their own. PSI ≥ 0.2 is the usual line for a shifted column
-(0.1–0.2: moderate). It is reported beside the decision, not folded into it: the decision's thresholds were
-calibrated on sampled windows (benchmarks/drift.py), and a PSI over a million rows is never noisy enough to need
-one.
+A window bigger than its sample has Evidently's tests run on the sample (`detection`: 5,000 rows a side). What the
+sample cannot give is each column's distribution over *every* row; this gives it, as the population stability
+index (PSI) of each column against the reference, from bin counts over every row: made in the streaming pass that
+draws the sample (`large_tables.window_sample`) for a window read out of core, from the table itself otherwise.
+Numbers fall in the reference's deciles, categories in its most frequent levels plus "other", and missing values in
+a bin of their own. PSI ≥ 0.2 is the usual line for a shifted column (0.1–0.2: moderate), a size of change rather
+than a test, which is what a count over millions of rows needs (every test rejects there). Such a window's columns
+are judged by it (`detection.judged_on_every_row`).
 """
 
 from __future__ import annotations

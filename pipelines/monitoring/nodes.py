@@ -48,7 +48,7 @@ def _reference(state: MonitorState) -> Reference:
 def _window(state: MonitorState) -> Window:
     paths = state["window"]
     return Window(features=pd.read_parquet(paths["features"]), predictions=pd.read_parquet(paths["predictions"]),
-                  labels=pd.read_parquet(paths["labels"])["label"], n_rows=paths["n_rows"])
+                  labels=pd.read_parquet(paths["labels"])["label"], n_rows=paths["n_rows"], whole=paths.get("whole"))
 
 
 @user_errors
@@ -258,8 +258,8 @@ def report(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, A
             "drift_columns_drifted": analysis["columns"]["n_drifted"],
             "domain_auc": analysis["multivariate"]["auc"], "domain_threshold": analysis["multivariate"]["threshold"],
             "window_rows": analysis["n_rows"],
-            **({"window_columns_psi_shifted": len(state["window"]["sample"]["stability"]["shifted"])}
-               if state["window"].get("sample", {}).get("stability") else {}),
+            **({"window_columns_psi_shifted": len(state["window"]["whole"]["stability"]["shifted"]),
+                "window_rows_scored": state["window"]["whole"]["rows"]} if state["window"].get("whole") else {}),
             **{f"prior_{c}": q for c, q in analysis["prior"]["prior"].items()},
             **({f"window_{judged['metric']}": judged["window_value"]
                 for judged in (analysis["performance"]["primary"], analysis["performance"]["brier"])}
@@ -285,6 +285,16 @@ def _stability_lines(found: dict[str, Any] | None) -> list[str]:
             + "; highest PSI " + ", ".join(f"{column} {value:.3f}" for column, value in worst)]
 
 
+def _every_row_lines(whole: dict[str, Any] | None) -> list[str]:
+    if not whole:
+        return []
+    domain = whole["domain"]
+    return [f"- Every row ({whole['scored_on']}, {whole['seconds']:.0f} s): {whole['rows']:,} rows scored by the "
+            f"champion; the domain classifier's ROC-AUC over {domain['window_rows']:,} rows it was not fitted on, "
+            f"against {domain['reference_rows']:,} reference rows it never saw: {domain['auc']:.4f}",
+            *_stability_lines(whole["stability"])]
+
+
 def _report_text(state: MonitorState) -> str:
     spec, window = state["spec"], state["window"]
     lines = [f"# Drift check of {spec['model_name']} (champion v{state['champion_version']})", "",
@@ -293,7 +303,7 @@ def _report_text(state: MonitorState) -> str:
              + (f" (bigger than the memory budget: read out of core, each row kept with probability "
                 f"{window['sample']['sampling_rate']:.4g}; missing and distinct values counted over every row)"
                 if window.get("sample") else ""),
-             *_stability_lines(window.get("sample", {}).get("stability")),
+             *_every_row_lines(window.get("whole")),
              f"- Decision: **{state['decision']}** — {state['reason']}"]
     action = state.get("action") or {}
     if action.get("challenger_version"):

@@ -8,30 +8,27 @@ Each window is written under the check's folder and described by a JSON-able dic
 
 from __future__ import annotations
 
+import json
 import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from poise.agents.data_engineering import column_types, large_tables, loading, sql
+from poise.agents.data_engineering.loading import parquet_chunks, parquet_frame
+from poise.agents.deployment.batch import CHUNK_ROWS, loaded_version, mapped_on_cluster
 from poise.agents.deployment.signature import predict_table
-from poise.agents.drift import stability
-from poise.agents.drift.reference import FEEDBACK_ROWS, PREDICTION_ROWS, sample
+from poise.agents.drift import stability, whole_window
+from poise.agents.drift.reference import FEEDBACK_ROWS, PREDICTION_ROWS, row_keys, sample
 from poise.agents.errors import DataError, SpecError
 from poise.agents.job_spec import CheckSpec
+from poise.pipelines import cluster
 from poise.pipelines.monitoring.configuration import MonitorContext
 from poise.pipelines.training.nodes import write_parquet
 from poise.registry import queries, tracking
-
-
-def _row_keys(features: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """A hash of each row's feature values, the same whichever way the row came in (the log stores numbers
-    as JSON floats; a batch file may hold them as integers)."""
-    frame = features.reindex(columns=columns)
-    frame = frame.apply(lambda c: c.astype("float64") if pd.api.types.is_numeric_dtype(c) and
-                        not pd.api.types.is_bool_dtype(c) else c.astype(str))
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
 
 
 def clean_feedback(ctx: MonitorContext, name: str, champion: str, reference_run: str, meta: dict[str, Any],
@@ -47,14 +44,14 @@ def clean_feedback(ctx: MonitorContext, name: str, champion: str, reference_run:
     columns, target = list(meta["features"]), meta["target"]
     with ctx.session() as session:
         checks = queries.clean_checks(session, name, champion, reference_run, besides=ctx.check_id)
-    seen = set(_row_keys(window_features, columns).tolist())
+    seen = set(row_keys(window_features, columns).tolist())
     parts, kept = [], 0
     for check_id in checks:
         folder, store = ctx.settings.check_dir(check_id) / "window", ctx.settings.file_store
         if not (store.fetch(folder / "labels.parquet") and store.fetch(folder / "features.parquet")):
             continue
         labels = pd.read_parquet(folder / "labels.parquet")["label"]
-        keys = _row_keys(pd.read_parquet(folder / "features.parquet"), columns)
+        keys = row_keys(pd.read_parquet(folder / "features.parquet"), columns)
         fresh = labels.notna().to_numpy() & ~pd.Series(keys).isin(seen).to_numpy()
         if not fresh.any():
             continue
@@ -82,8 +79,8 @@ def from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: dict,
                reference: pd.DataFrame) -> dict[str, Any]:
     """The rows of a batch file or SQL query (a sample of `PREDICTION_ROWS` when larger), scored by the champion,
     with their labels when the batch has a label column. A Parquet batch bigger than the memory budget is sampled
-    out of core (`large_tables.window_sample`), and the sample recorded with every row's column statistics: missing
-    and distinct values, and each feature's stability against the `reference` rows (`agents.drift.stability`)."""
+    out of core (`large_tables.window_sample`), and the sample recorded with every row's missing and distinct values.
+    A batch bigger than its sample is also passed over whole (`_every_row`)."""
     settings = ctx.settings
     if spec.sql_source is not None:
         url = settings.sql_sources.get(spec.sql_source)
@@ -94,23 +91,36 @@ def from_batch(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: dict,
         sql.query_to_parquet(url, spec.sql_query, where, max_rows=settings.table_max_rows, timeout=settings.sql_timeout)
     else:
         source = where = spec.current
-    files, record = loading.parquet_files(where), None
-    if files and large_tables.memory_estimate(files)[1] > settings.memory_budget_bytes:
+    try:
+        files = loading.parquet_files(where)
         bins = stability.bins(reference, [column for column in meta["features"] if column in reference])
-        table, record = large_tables.window_sample(files, PREDICTION_ROWS, settings.seed, bins)
-        record["stability"] = stability.stability(reference, bins, record.pop("bin_counts"))
-    else:
+        if files and large_tables.memory_estimate(files)[1] > settings.memory_budget_bytes:
+            table, record = large_tables.window_sample(files, PREDICTION_ROWS, settings.seed, bins)
+            whole = WholeWindow(bins, record.pop("bin_counts"), files=files)
+            return _scored_window(ctx, spec, champion, meta, reference, table, record["rows"], whole, source=source,
+                                  sample=record)
         table, _ = loading.load_table(where, max_bytes=settings.max_file_bytes)
-    if source == "sql":  # read: the query's copy is not kept (nor mirrored)
-        shutil.rmtree(where)
-    sampled = {"sample": record} if record is not None else {}
-    return _scored_window(ctx, spec, champion, meta, table, record["rows"] if sampled else len(table), source=source,
-                          **sampled)
+        return _scored_window(ctx, spec, champion, meta, reference, table, len(table), WholeWindow(bins),
+                              source=source)
+    finally:
+        if source == "sql":  # read: the query's copy is not kept (nor mirrored)
+            shutil.rmtree(where)
 
 
-def _scored_window(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: dict, table: pd.DataFrame, n_rows: int,
-                   **info: Any) -> dict[str, Any]:
-    """A batch's rows (a sample of `PREDICTION_ROWS` when more), scored by the champion, with their labels."""
+@dataclass
+class WholeWindow:
+    """How to pass over every row of a batch: the stability bins and, for a batch read out of core, their counts
+    (made while sampling) and its Parquet files; for a batch in memory, the table itself is passed over."""
+
+    bins: dict[str, dict[str, Any]]
+    bin_counts: dict[str, list[int]] | None = None
+    files: list[Path] | None = None
+
+
+def _scored_window(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: dict, reference: pd.DataFrame,
+                   table: pd.DataFrame, n_rows: int, whole: WholeWindow, **info: Any) -> dict[str, Any]:
+    """A batch's rows (a sample of `PREDICTION_ROWS` when more), scored by the champion, with their labels; and,
+    when the batch is more than its sample, what every row gives (`_every_row`)."""
     settings = ctx.settings
     label_column = spec.label_column or meta["target"]
     if spec.label_column and label_column not in table.columns:
@@ -119,11 +129,55 @@ def _scored_window(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: di
     if missing:
         raise DataError(f"the batch lacks the model's feature column(s): {', '.join(map(repr, missing[:10]))}")
     rows = sample(table, PREDICTION_ROWS, settings.seed)
-    predictions = predict_table(tracking.load_model(spec.model_name, champion), rows[meta["features"]])
+    model = tracking.load_model(spec.model_name, champion)
+    predictions = predict_table(model, rows[meta["features"]])
     features = column_types.cast_columns(rows, meta["types"])
     labels = rows[label_column].astype(str).where(rows[label_column].notna()) if label_column in rows else \
         pd.Series([None] * len(rows), dtype="string")
+    if n_rows > len(rows):
+        info["whole"] = _every_row(ctx, spec.model_name, champion, model, meta, reference, features,
+                                   table if whole.files is None else None, whole)
     return _save(ctx, features, predictions, labels, n_rows, **info)
+
+
+def _every_row(ctx: MonitorContext, name: str, champion: str, model, meta: dict, reference: pd.DataFrame,
+               sample_features: pd.DataFrame, table: pd.DataFrame | None, whole: WholeWindow) -> dict[str, Any]:
+    """One pass over every row of a batch bigger than its sample (`agents.drift.whole_window`): the champion's
+    predicted labels and a domain classifier's scores, `CHUNK_ROWS` rows at a time; as Ray Data tasks when the batch
+    is read out of core and a Ray cluster is configured. Plus the columns' stability over every row."""
+    settings, started = ctx.settings, time.monotonic()
+    features = [column for column in meta["features"] if column in reference]
+    scorer = whole_window.fit_domain_scorer(reference, sample_features, features, settings.seed)
+    task = {"name": name, "version": champion, "types": meta["types"], "scorer": scorer}
+    if table is not None:
+        bin_counts, where = stability.counts(table, whole.bins), "this process"
+        tallies = (_tally(model, chunk, meta["types"], scorer)
+                   for chunk in (table.iloc[start:start + CHUNK_ROWS] for start in range(0, len(table), CHUNK_ROWS)))
+    elif cluster.connect(settings):
+        bin_counts, where = whole.bin_counts, "Ray cluster"
+        tallies = (json.loads(part.column("tally")[0].as_py())
+                   for part in mapped_on_cluster(settings, whole.files, [], tally_batch, **task))
+    else:
+        bin_counts, where = whole.bin_counts, "this process"
+        tallies = (_tally(model, chunk, meta["types"], scorer) for chunk in parquet_chunks(whole.files, [], CHUNK_ROWS))
+    summary = whole_window.summary(whole_window.merged(tallies), scorer)
+    return {**summary, "stability": stability.stability(reference, whole.bins, bin_counts), "scored_on": where,
+            "seconds": round(time.monotonic() - started, 1)}
+
+
+def _tally(model, chunk: pd.DataFrame, types: dict[str, str], scorer) -> dict[str, Any]:
+    return whole_window.tally(column_types.cast_columns(chunk, types), predict_table(model, chunk[list(types)]), scorer)
+
+
+def tally_batch(batch, tracking_uri: str, registry_uri: str, source: dict, name: str, version: str,
+                types: dict[str, str], scorer) -> Any:
+    """A Ray Data task: one Arrow batch of the window read as `parquet_chunks` reads it, as its `tally` (one row of
+    JSON: a task returns a table)."""
+    import pyarrow as pa
+
+    model = loaded_version(tracking_uri, registry_uri, name, version)
+    found = _tally(model, parquet_frame(batch, **source), types, scorer)
+    return pa.table({"tally": [json.dumps(found)]})
 
 
 def from_log(ctx: MonitorContext, name: str, types: dict[str, str]) -> dict[str, Any]:

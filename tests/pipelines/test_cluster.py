@@ -13,6 +13,8 @@ from poise.agents.data_engineering import object_store
 from poise.agents.deployment import batch
 from poise.pipelines import runner
 from poise.pipelines.cluster import FOLD_TASK
+from poise.pipelines.monitoring import windows
+from poise.pipelines.monitoring.runner import check_now, find_check
 from poise.pipelines.settings import Settings
 from poise.registry.db import session_scope
 from poise.registry.models import JobStep, ModelVersion
@@ -156,3 +158,27 @@ def test_ray_data_scoring_writes_the_same_file_as_in_process_scoring(poise_home,
     tasks = list_tasks(filters=[("state", "=", "FINISHED")], limit=10_000, raise_on_missing_output=False)
     assert any(task.name.startswith("ReadFilesParquet") for task in tasks)
     assert batch._loaded_on_node == {}
+
+
+def test_a_drift_check_passes_over_a_big_window_on_the_cluster_as_it_does_in_process(
+        poise_home, tmp_path, parquet_parts, ray_cluster, monkeypatch):
+    cluster, _ = ray_cluster
+    parquet_parts(tmp_path / "parts", parts=3, rows=4_000)
+    parquet_parts(tmp_path / "window", parts=3, rows=4_000, seed=1)
+    trained = runner.train(tmp_path / "parts", "bad", name="parts", time_limit=10, settings=Settings(home=poise_home))
+    assert trained.status == "succeeded", trained.error
+    monkeypatch.setattr(windows, "PREDICTION_ROWS", 2_000)  # the 12,000-row window is bigger than its sample
+    small = {"home": poise_home, "memory_budget_bytes": 50_000}  # and read out of core
+
+    wholes = []
+    for settings in (Settings(**small), Settings(**small, ray_address=cluster.address)):
+        result = check_now("parts", settings, current=str(tmp_path / "window"), action="none")
+        assert result.status == "succeeded", result.error
+        wholes.append(find_check(settings, result.check_id).results["window"]["whole"])
+    local, distributed = wholes
+    assert (local.pop("scored_on"), distributed.pop("scored_on")) == ("this process", "Ray cluster")
+    local.pop("seconds"), distributed.pop("seconds")
+    assert distributed == local and local["rows"] == 12_000
+    tasks = list_tasks(filters=[("state", "=", "FINISHED")], limit=10_000, raise_on_missing_output=False)
+    assert any("tally_batch" in task.name for task in tasks)  # tallied in a Ray Data task (12,000 rows: one batch)
+    assert batch._loaded_on_node == {}  # the champion was loaded on the nodes for that, not here

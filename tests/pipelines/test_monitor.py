@@ -28,6 +28,7 @@ from poise.pipelines import runner
 from poise.pipelines.api.main import create_app
 from poise.pipelines.cli import app
 from poise.pipelines.datasets import load
+from poise.pipelines.monitoring import windows
 from poise.pipelines.monitoring.runner import check_now, find_check
 from poise.pipelines.scheduler import list_schedules, previous_fire_time, remove_schedule, run_scheduler
 from poise.pipelines.settings import Settings
@@ -287,26 +288,51 @@ def test_a_batch_from_a_named_sql_source_is_checked(served):
     assert broken.status == "failed" and broken.error.startswith("query failed")
 
 
-def test_a_parquet_batch_bigger_than_the_memory_budget_is_sampled_out_of_core(served):
+def test_a_parquet_batch_bigger_than_the_memory_budget_is_sampled_out_of_core(served, monkeypatch):
     settings, stream, folder = served
     parts = folder / "big-window"
     parts.mkdir()
     for position, part in enumerate(np.array_split(stream, 3)):
         part.to_parquet(parts / f"part-{position}.parquet", index=False)
     small = Settings(home=settings.home, memory_budget_bytes=50_000)  # the ~3,300-row window is "too big"
+    monkeypatch.setattr(windows, "PREDICTION_ROWS", 1_000)  # and bigger than its sample
     result = check_now(NAME, small, current=str(parts), action="none")
     assert result.status == "succeeded", result.error
-    window = find_check(settings, result.check_id).results["window"]
-    # under PREDICTION_ROWS, so every row is kept (the sampler's rate is tested in tests/agents/test_large_tables.py)
-    assert window["n_rows"] == window["sample"]["rows"] == window["sample_rows"] == len(stream)
-    assert window["sample"]["sampling_rate"] == 1.0 and window["sample"]["files"] == 3
+    check = find_check(settings, result.check_id)
+    window, analysis = check.results["window"], check.results["analysis"]
+    assert window["n_rows"] == window["sample"]["rows"] == len(stream)
+    assert window["sample_rows"] == window["sample"]["sampled_rows"] < len(stream) and window["sample"]["files"] == 3
     assert window["sample"]["columns"][TARGET]["missing"] == 0
-    found = window["sample"]["stability"]  # every feature's stability over every row, against the reference
+    whole = window["whole"]  # one pass over every row: the champion's labels, the domain classifier's scores
+    assert whole["rows"] == sum(whole["predicted"].values()) == len(stream) and whole["scored_on"] == "this process"
+    fitted = pd.read_parquet(window["features"])  # the sample, which the domain classifier was fitted on
+    known = set(map(tuple, fitted.to_numpy(dtype=float)))  # the rows it was fitted on, and repeats of them, left out
+    repeats = stream[list(fitted.columns)].apply(lambda row: tuple(row.astype(float)) in known, axis=1).sum()
+    assert repeats > window["sample_rows"] and whole["domain"]["window_rows"] == len(stream) - repeats
+    found = whole["stability"]  # every feature's stability over every row, against the reference
     assert set(found["psi"]) == set(stream.columns) - {TARGET}
     assert found["shifted"] == sorted((c for c, v in found["psi"].items() if v >= 0.2), key=lambda c: -found["psi"][c])
+    # judged on every row: the columns by PSI, the domain classifier by its all-rows AUC; the sample's kept beside
+    assert analysis["columns"]["rule"].endswith("over every row is >= 0.5")
+    assert analysis["multivariate"]["auc"] == whole["domain"]["auc"]
+    assert analysis["sample"]["multivariate"]["auc"] != whole["domain"]["auc"]
+    assert analysis["prior"]["method"] == "feedback labels"  # the batch has its labels (in the sample)
     report = (settings.home / "checks" / result.check_id / "report.md").read_text()
     assert f"{len(stream):,} rows from" in report and "read out of core" in report
     assert "Stability over every row (a column shifted when PSI >= 0.2" in report
+    assert f"domain classifier's ROC-AUC over {whole['domain']['window_rows']:,} rows" in report
+
+    # a batch in memory bigger than its sample is passed over whole too, with the same figures; without labels its
+    # prior comes from the champion's predictions on every row
+    csv = folder / "big-window.csv"
+    pd.read_parquet(parts).drop(columns=[TARGET]).to_csv(csv, index=False)
+    in_memory = check_now(NAME, settings, current=str(csv), action="none")
+    assert in_memory.status == "succeeded", in_memory.error
+    check = find_check(settings, in_memory.check_id)
+    again = check.results["window"]["whole"]
+    assert "sample" not in check.results["window"] and check.results["window"]["n_labelled"] == 0
+    assert again["predicted"] == whole["predicted"] and again["stability"]["psi"] == found["psi"]
+    assert check.results["analysis"]["prior"]["method"] == "black-box shift estimation over every row"
 
 
 def test_the_api_queues_lists_and_reports_checks(served, serve_app):
