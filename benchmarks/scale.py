@@ -18,9 +18,12 @@ Runs:
   both CPUs and of two nodes with one CPU each. Seconds, rows/s, the driver's peak RSS, and whether the output
   equals the in-process file row for row. On one 2-core machine the two-node cluster shares the same two cores, so
   it shows the per-node overhead, not a speed-up across machines.
-- `check-1M`, `check-1M-sampled`: a drift check (`poise check`, no action) of `sampled-1M`'s version on the 1M-row
-  test part, in a fresh process: read whole into pandas (default budget), and out of core (`--sampled-budget`).
-  Seconds and peak RSS; the check scores a 20,000-row sample of the window either way.
+- `check-1M`, `check-1M-sampled`, `check-1M-sampled-ray1`, `check-1M-sampled-ray2`: a drift check (`poise check`, no
+  action) of `sampled-1M`'s version on the 1M-row test part, in a fresh process: read whole into pandas (default
+  budget), out of core (`--sampled-budget`), and out of core with the pass over every row (the champion's labels,
+  the domain classifier's scores: `agents/drift/whole_window.py`) as Ray Data tasks on a local cluster of 1 and 2
+  nodes. Seconds, the every-row pass's seconds, peak RSS, the decision, the all-rows domain AUC and PSI, and whether
+  a cluster's tallies equal the in-process ones.
 
 Jobs on a Ray cluster are not timed here: only bagged fits spread over the nodes (up to 100,000 rows, or fewer than
 200 minority rows), and every table here is bigger.
@@ -50,7 +53,8 @@ TARGET = "y"
 RUNS = {"full-1M": (1_000_000, None), "sampled-1M": (1_000_000, "sampled"), "sampled-10M": (10_000_000, "default")}
 SCORE_RUNS = {"score-10M": ("sampled-10M", "table-10000000", 0), "score-1M": ("sampled-1M", "test", 0),
               "score-1M-ray1": ("sampled-1M", "test", 1), "score-1M-ray2": ("sampled-1M", "test", 2)}
-CHECK_RUNS = {"check-1M": None, "check-1M-sampled": "sampled"}
+CHECK_RUNS = {"check-1M": (None, 0), "check-1M-sampled": ("sampled", 0), "check-1M-sampled-ray1": ("sampled", 1),
+              "check-1M-sampled-ray2": ("sampled", 2)}
 TEST_ROWS = 1_000_000
 TEST_SEED = 10_000
 
@@ -90,6 +94,28 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
+def local_cluster(nodes: int):
+    """A local Ray cluster of `nodes` nodes sharing this machine's two CPUs, joined by this process; None for 0."""
+    if not nodes:
+        return None
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2 // nodes})
+    for _ in range(nodes - 1):
+        cluster.add_node(num_cpus=2 // nodes)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    return cluster
+
+
+def stop(cluster) -> None:
+    import ray
+
+    ray.shutdown()
+    cluster.shutdown()
+
+
 def score_child(args) -> None:
     """A `score-*` run: a table scored by batch prediction with a trained run's version, in this fresh process (so
     the peak RSS is the scoring's own), in process or on a local Ray cluster of 1 or 2 nodes; prints one JSON line."""
@@ -98,16 +124,7 @@ def score_child(args) -> None:
 
     trained, table, nodes = SCORE_RUNS[args.child]
     settings = Settings(home=Path(args.workdir) / "homes" / trained)
-    cluster = None
-    if nodes:
-        import ray
-        from ray.cluster_utils import Cluster
-
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2 // nodes})
-        for _ in range(nodes - 1):
-            cluster.add_node(num_cpus=2 // nodes)
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, log_to_driver=False)
+    cluster = local_cluster(nodes)
     out = Path(args.workdir) / f"pred-{args.child}.parquet"
     start = time.perf_counter()
     _, rows, version = batch_predict(settings, f"scale-{trained}", Path(args.workdir) / table, out,
@@ -116,8 +133,7 @@ def score_child(args) -> None:
     record = {"run": args.child, "status": "succeeded", "rows": rows, "version": version, "nodes": nodes,
               "seconds": round(seconds, 1), "rows_per_s": round(rows / seconds), "peak_rss_mb": round(peak_rss_mb())}
     if nodes:
-        ray.shutdown()
-        cluster.shutdown()
+        stop(cluster)
         local = Path(args.workdir) / "pred-score-1M.parquet"
         if local.exists():
             record["equals_in_process"] = bool(pd.read_parquet(out).equals(pd.read_parquet(local)))
@@ -129,19 +145,35 @@ def check_child(args) -> None:
     from poise.pipelines.monitoring.runner import check_now, find_check
     from poise.pipelines.settings import Settings
 
+    budget, nodes = CHECK_RUNS[args.child]
     values = {"home": Path(args.workdir) / "homes" / "sampled-1M"}
-    if CHECK_RUNS[args.child] == "sampled":
+    if budget == "sampled":
         values["memory_budget_bytes"] = args.sampled_budget
+    cluster = local_cluster(nodes)
+    if cluster is not None:
+        values["ray_address"] = cluster.address
     start = time.perf_counter()
     result = check_now("scale-sampled-1M", Settings(**values), current=str(Path(args.workdir) / "test"),
                        action="none")
     seconds = round(time.perf_counter() - start, 1)
+    if cluster is not None:
+        stop(cluster)
     window = find_check(Settings(**values), result.check_id).results.get("window", {}) if result.check_id else {}
-    psi = window.get("sample", {}).get("stability", {}).get("psi", {})  # out of core only: every row's stability
-    print(json.dumps({"run": args.child, "status": result.status, "error": result.error, "seconds": seconds,
-                      "peak_rss_mb": round(peak_rss_mb()), "decision": result.decision,
-                      "psi_max": max(psi.values()) if psi else None,
-                      "psi_shifted": sum(value >= 0.2 for value in psi.values()) if psi else None}))
+    whole = window.get("whole") or {}
+    psi = whole.get("stability", {}).get("psi", {})
+    tallies = {"predicted": whole.get("predicted"), "domain": whole.get("domain")}
+    record = {"run": args.child, "status": result.status, "error": result.error, "seconds": seconds, "nodes": nodes,
+              "peak_rss_mb": round(peak_rss_mb()), "decision": result.decision, "every_row_s": whole.get("seconds"),
+              "scored_on": whole.get("scored_on"), "rows_scored": whole.get("rows"),
+              "domain_auc": (whole.get("domain") or {}).get("auc"), "tallies": tallies,
+              "psi_max": max(psi.values()) if psi else None,
+              "psi_shifted": sum(value >= 0.2 for value in psi.values()) if psi else None}
+    in_process = Path(args.workdir) / "tallies-check-1M-sampled.json"
+    if nodes and in_process.exists():
+        record["equals_in_process"] = json.loads(in_process.read_text()) == tallies
+    elif args.child == "check-1M-sampled":
+        in_process.write_text(json.dumps(tallies))
+    print(json.dumps(record))
 
 
 def child(args) -> None:
@@ -249,11 +281,16 @@ def main() -> None:
             print(f"{name:16} {r['rows']:>10,} {r.get('nodes', 0) or 'none':>9} {r['seconds']:>7.1f} "
                   f"{r['rows_per_s']:>9,} {r['peak_rss_mb']:>9,} {same:>12}")
     checks = {name: r for name, r in results["runs"].items() if name in CHECK_RUNS and r.get("status") == "succeeded"}
-    for name, r in checks.items():
-        stability = (f", {r['psi_shifted']} columns with PSI >= 0.2 over every row (max {r['psi_max']:.4f})"
-                     if r.get("psi_max") is not None else "")
-        print(f"\ndrift check {name}: {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:,} MB, decision {r['decision']}"
-              + stability)
+    if checks:
+        print(f"\n{'drift check':22} {'Ray nodes':>9} {'seconds':>7} {'every row s':>11} {'peak MB':>7} "
+              f"{'domain AUC':>10} {'max PSI':>7} {'decision':>9} {'= in-process':>12}")
+        for name, r in checks.items():
+            same = {True: "yes", False: "NO"}.get(r.get("equals_in_process"), "")
+            auc = f"{r['domain_auc']:.4f}" if r.get("domain_auc") is not None else ""
+            psi = f"{r['psi_max']:.4f}" if r.get("psi_max") is not None else ""
+            every = f"{r['every_row_s']:.1f}" if r.get("every_row_s") is not None else ""
+            print(f"{name:22} {r.get('nodes') or 'none':>9} {r['seconds']:>7.1f} {every:>11} {r['peak_rss_mb']:>7,} "
+                  f"{auc:>10} {psi:>7} {r['decision']:>9} {same:>12}")
     print(f"\nJSON written to {out}")
 
 
