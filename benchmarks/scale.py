@@ -24,6 +24,8 @@ Runs:
   the domain classifier's scores: `agents/drift/whole_window.py`) as Ray Data tasks on a local cluster of 1 and 2
   nodes. Seconds, the every-row pass's seconds, peak RSS, the decision, the all-rows domain AUC and PSI, and whether
   a cluster's tallies equal the in-process ones.
+- `check-10M`: a drift check of `sampled-10M`'s version on its own 10M-row table (over the default budget: out of
+  core), in process (run it after `sampled-10M`).
 
 Jobs on a Ray cluster are not timed here: only bagged fits spread over the nodes (up to 100,000 rows, or fewer than
 200 minority rows), and every table here is bigger.
@@ -53,8 +55,11 @@ TARGET = "y"
 RUNS = {"full-1M": (1_000_000, None), "sampled-1M": (1_000_000, "sampled"), "sampled-10M": (10_000_000, "default")}
 SCORE_RUNS = {"score-10M": ("sampled-10M", "table-10000000", 0), "score-1M": ("sampled-1M", "test", 0),
               "score-1M-ray1": ("sampled-1M", "test", 1), "score-1M-ray2": ("sampled-1M", "test", 2)}
-CHECK_RUNS = {"check-1M": (None, 0), "check-1M-sampled": ("sampled", 0), "check-1M-sampled-ray1": ("sampled", 1),
-              "check-1M-sampled-ray2": ("sampled", 2)}
+# run: (trained run whose version is checked, window folder, memory budget, Ray nodes)
+CHECK_RUNS = {"check-1M": ("sampled-1M", "test", None, 0), "check-1M-sampled": ("sampled-1M", "test", "sampled", 0),
+              "check-1M-sampled-ray1": ("sampled-1M", "test", "sampled", 1),
+              "check-1M-sampled-ray2": ("sampled-1M", "test", "sampled", 2),
+              "check-10M": ("sampled-10M", "table-10000000", "default", 0)}
 TEST_ROWS = 1_000_000
 TEST_SEED = 10_000
 
@@ -141,19 +146,19 @@ def score_child(args) -> None:
 
 
 def check_child(args) -> None:
-    """A `check-*` run: one drift check of `sampled-1M`'s version on the test part, in this fresh process."""
+    """A `check-*` run: one drift check of a trained run's version on a window, in this fresh process."""
     from poise.pipelines.monitoring.runner import check_now, find_check
     from poise.pipelines.settings import Settings
 
-    budget, nodes = CHECK_RUNS[args.child]
-    values = {"home": Path(args.workdir) / "homes" / "sampled-1M"}
+    trained, window_folder, budget, nodes = CHECK_RUNS[args.child]
+    values = {"home": Path(args.workdir) / "homes" / trained}
     if budget == "sampled":
         values["memory_budget_bytes"] = args.sampled_budget
     cluster = local_cluster(nodes)
     if cluster is not None:
         values["ray_address"] = cluster.address
     start = time.perf_counter()
-    result = check_now("scale-sampled-1M", Settings(**values), current=str(Path(args.workdir) / "test"),
+    result = check_now(f"scale-{trained}", Settings(**values), current=str(Path(args.workdir) / window_folder),
                        action="none")
     seconds = round(time.perf_counter() - start, 1)
     if cluster is not None:

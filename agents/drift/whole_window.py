@@ -105,7 +105,7 @@ def tally(features: pd.DataFrame, predictions: pd.DataFrame, scorer: DomainScore
 
 
 def merged(tallies) -> dict[str, Any]:
-    """The sum of parts' tallies."""
+    """The sum of parts' tallies (with their stability `bins` counts, when they have them)."""
     total: dict[str, Any] = {"rows": 0, "predicted": {}, "domain_rows": 0, "domain_u": 0.0}
     for part in tallies:
         total["rows"] += part["rows"]
@@ -113,6 +113,9 @@ def merged(tallies) -> dict[str, Any]:
         total["domain_u"] += part["domain_u"]
         for label, count in part["predicted"].items():
             total["predicted"][label] = total["predicted"].get(label, 0) + count
+        if "bins" in part:
+            total["bins"] = {column: [a + b for a, b in zip(total["bins"][column], counts)]
+                             for column, counts in part["bins"].items()} if "bins" in total else part["bins"]
     return total
 
 

@@ -149,24 +149,28 @@ def _every_row(ctx: MonitorContext, name: str, champion: str, model, meta: dict,
     features = [column for column in meta["features"] if column in reference]
     scorer = whole_window.fit_domain_scorer(reference, sample_features, features, settings.seed)
     task = {"name": name, "version": champion, "types": meta["types"], "scorer": scorer}
-    if table is not None:
-        bin_counts, where = stability.counts(table, whole.bins), "this process"
-        tallies = (_tally(model, chunk, meta["types"], scorer)
-                   for chunk in (table.iloc[start:start + CHUNK_ROWS] for start in range(0, len(table), CHUNK_ROWS)))
+    if table is not None:  # the bins are counted here too (out of core they were counted while sampling)
+        parts = (table.iloc[start:start + CHUNK_ROWS] for start in range(0, len(table), CHUNK_ROWS))
+        tallies, where = (_tally(model, part, meta["types"], scorer, whole.bins) for part in parts), "this process"
     elif cluster.connect(settings):
-        bin_counts, where = whole.bin_counts, "Ray cluster"
-        tallies = (json.loads(part.column("tally")[0].as_py())
-                   for part in mapped_on_cluster(settings, whole.files, [], tally_batch, **task))
+        where = "Ray cluster"
+        tallies = (json.loads(text) for block in mapped_on_cluster(settings, whole.files, [], tally_batch, **task)
+                   for text in block.column("tally").to_pylist())  # a block may hold several tasks' rows
     else:
-        bin_counts, where = whole.bin_counts, "this process"
+        where = "this process"
         tallies = (_tally(model, chunk, meta["types"], scorer) for chunk in parquet_chunks(whole.files, [], CHUNK_ROWS))
-    summary = whole_window.summary(whole_window.merged(tallies), scorer)
-    return {**summary, "stability": stability.stability(reference, whole.bins, bin_counts), "scored_on": where,
-            "seconds": round(time.monotonic() - started, 1)}
+    total = whole_window.merged(tallies)
+    bin_counts = total.pop("bins", None) or whole.bin_counts
+    return {**whole_window.summary(total, scorer), "stability": stability.stability(reference, whole.bins, bin_counts),
+            "scored_on": where, "seconds": round(time.monotonic() - started, 1)}
 
 
-def _tally(model, chunk: pd.DataFrame, types: dict[str, str], scorer) -> dict[str, Any]:
-    return whole_window.tally(column_types.cast_columns(chunk, types), predict_table(model, chunk[list(types)]), scorer)
+def _tally(model, chunk: pd.DataFrame, types: dict[str, str], scorer, bins: dict | None = None) -> dict[str, Any]:
+    """A part's `whole_window.tally`, with its stability bin counts when `bins` are given: counted on the rows cast
+    as training cast them, as the reference's were (a CSV's `True` is the reference's "true")."""
+    cast = column_types.cast_columns(chunk, types)
+    found = whole_window.tally(cast, predict_table(model, chunk[list(types)]), scorer)
+    return found | ({"bins": stability.counts(cast, bins)} if bins else {})
 
 
 def tally_batch(batch, tracking_uri: str, registry_uri: str, source: dict, name: str, version: str,

@@ -75,7 +75,8 @@ def test_a_clean_window_sits_at_the_null_and_a_shifted_one_is_judged_drifted(ref
     sample_evidence = {"columns": {"drifted": False, "weighted_share": 0.0, "n_drifted": 0, "columns": {}},
                        "multivariate": {"auc": 0.51, "threshold": 0.53, "drifted": False}, "drifted": False}
     for found, drifted in ((clean, False), (shifted, True)):
-        counts = stability.counts(_table(40_000, 2) if not drifted else shifted_window, bins)
+        counts = stability.counts(column_types.cast_columns(shifted_window if drifted else _table(40_000, 2), TYPES),
+                                  bins)
         evidence = {**found, "stability": stability.stability(reference, bins, counts)}
         judged = detection.judged_on_every_row(sample_evidence, evidence, importance)
         assert judged["multivariate"]["drifted"] is drifted and judged["drifted"] is drifted
