@@ -106,7 +106,9 @@ def _sample_lines(sample: dict) -> list[str]:
              "| Class | Rows | Share | Sampling rate | Sampled rows |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {_md(label)} | {count} | {count / total:.2%} | {sample['class_sampling_rate'][label]:.4f} | "
               f"{sample['sampled_class_rows'][label]} |" for label, count in sample["class_rows"].items()]
-    lines += ["", "| Column | Missing (every row) | Distinct (approx.) |", "|---|---:|---:|"]
+    lines += ["", "Types and leak checks are judged on the sample; whether a column is all-null, constant or an "
+              "identifier follows every row (a column the sample happened to see once per value is not an identifier).",
+              "", "| Column | Missing (every row) | Distinct (approx., every row) |", "|---|---:|---:|"]
     lines += [f"| {_md(name)} | {column['missing_share']:.2%} | {column['approx_distinct']} |"
               for name, column in sample["columns"].items()]
     return lines

@@ -80,7 +80,9 @@ def sample_table(files: list[Path], target: str, *, max_rows: int, holdout_fract
     if len(class_rows) < 2:
         raise DataError(f"target column {target!r} has {len(class_rows)} class(es) in {sum(class_rows.values())} "
                         "labelled rows; at least two are needed")
-    rows, columns, _ = _column_stats(lazy, [name for name in schema if name != target])
+    rows, columns, _ = _column_stats(lazy, [name for name in schema if name != target], na_values=list(na_values))
+    named = dict(zip(schema, clean_column_names([str(name) for name in schema], files[0].parent)))
+    columns = {named[name]: stats for name, stats in columns.items()}  # by the names the sample's columns get
     helpers = ("__row", "__split", "__draw", "__label")
 
     holdout_path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,6 +139,7 @@ def window_sample(files: list[Path], rows_wanted: int, seed: int,
               .filter(pl.col("__row").hash(seed) % HASH_BUCKETS / HASH_BUCKETS < rate).drop("__row")
               .collect(engine="streaming").to_pandas())
     sample.columns = list(cleaned)
+    columns = {name: columns[raw_name] for name, raw_name in cleaned.items()}
     return sample, {"files": len(files), "rows": rows, "sampled_rows": len(sample), "sampling_rate": round(rate, 6),
                     "seed": seed, "columns": columns, "bin_counts": bin_counts}
 
@@ -166,18 +169,39 @@ def _bin_exprs(column: str, how: dict[str, Any]) -> list:
             (text.is_not_null() & ~known).sum().alias(tag + "other")]
 
 
-def _column_stats(lazy, features: list[str], extra: list | None = None) -> tuple[int, dict[str, Any], dict[str, Any]]:
-    """The table's rows, per column its missing and (approximately: HyperLogLog) distinct values, and the values of
-    `extra` expressions (by output name), in one streaming pass over every row."""
+def _column_stats(lazy, features: list[str], extra: list | None = None,
+                  na_values: list[str] = ()) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    """The table's rows, per column its missing and (approximately: HyperLogLog) distinct present values, and the
+    values of `extra` expressions (by output name), in one streaming pass over every row. A cell equal to one of the
+    user's `na_values` counts as missing, as `loading.mask_missing` makes it."""
     import polars as pl
 
+    schema = lazy.collect_schema()
     exprs = [pl.len().alias("__rows")]
     for position, name in enumerate(features):
-        exprs += [pl.col(name).null_count().alias(f"m{position}"), pl.col(name).approx_n_unique().alias(f"u{position}")]
+        value = _masked(pl.col(name), schema[name], na_values)
+        exprs += [value.null_count().alias(f"m{position}"), value.approx_n_unique().alias(f"u{position}")]
     stats = lazy.select(exprs + list(extra or [])).collect(engine="streaming").row(0, named=True)
     rows = int(stats["__rows"])
-    columns = {name: {"missing": int(stats[f"m{position}"]),
-                      "missing_share": round(stats[f"m{position}"] / max(rows, 1), 6),
-                      "approx_distinct": min(int(stats[f"u{position}"]), rows)}
-               for position, name in enumerate(features)}
+    columns = {}
+    for position, name in enumerate(features):
+        missing = int(stats[f"m{position}"])
+        distinct = int(stats[f"u{position}"]) - (missing > 0)  # HyperLogLog counts the missing value as one
+        columns[name] = {"missing": missing, "missing_share": round(missing / max(rows, 1), 6),
+                         "approx_distinct": max(0, min(distinct, rows - missing))}
     return rows, columns, stats
+
+
+def _masked(value, dtype, na_values: list[str]):
+    """A column with the user's missing-value tokens as nulls: text equal to a token, numbers equal to a numeric
+    token (`loading.mask_missing`'s rule)."""
+    import polars as pl
+
+    if not na_values:
+        return value
+    if dtype in (pl.String, pl.Categorical):
+        return pl.when(value.cast(pl.String).is_in(list(na_values))).then(None).otherwise(value)
+    numbers = pd.to_numeric(pd.Series(list(na_values), dtype=object), errors="coerce").dropna().unique().tolist()
+    if dtype.is_numeric() and numbers:
+        return pl.when(value.is_in(numbers)).then(None).otherwise(value)
+    return value

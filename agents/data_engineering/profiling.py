@@ -22,6 +22,8 @@ CAMEL_ID_NAME = re.compile(r"[a-z0-9](Id|ID|Uuid|UUID|Key)$")
 PRESENT_OR_MISSING = "one value plus missing: kept as a binary feature (whether a value is there is information)"
 
 ID_UNIQUE_SHARE = 0.99
+# a sampled table's identifier is also (nearly) unique over every row; below 0.99 to absorb HyperLogLog's error
+ID_EVERY_ROW_SHARE = 0.95
 MAX_INTEGER_CLASSES = 20
 MIN_ROWS_PER_CLASS = 4
 
@@ -34,10 +36,13 @@ def profile_table(
     keep_columns: Sequence[str] = (),
     weight_column: str | None = None,
     seed: int = 0,
+    every_row: dict | None = None,
 ) -> dict:
     """Describe the table and decide which columns are usable features (JSON-serialisable).
 
-    `weight_column` holds per-row training weights (drift retraining sets it): never a feature."""
+    `weight_column` holds per-row training weights (drift retraining sets it): never a feature. `every_row`: when
+    `df` is a sample of a bigger table, that table's `rows` and per column its `missing` and `approx_distinct`
+    (`large_tables`); the flags about presence and uniqueness then follow every row, not the sample."""
     if target not in df.columns:
         raise DataError(_target_not_found(target, [str(name) for name in df.columns]))
     _check_column_options(df, target, drop_columns, keep_columns)
@@ -52,6 +57,8 @@ def profile_table(
         if name == weight_column:
             continue
         entry = _describe_column(df[name], name, seed)
+        if every_row is not None and name in every_row["columns"]:
+            entry["every_row"] = {"rows": every_row["rows"], **every_row["columns"][name]}
         if name == target:
             columns.append(entry | {"role": "target", "flags": [], "leak_auc": None, "action": "keep", "reason": None})
             continue
@@ -70,7 +77,7 @@ def profile_table(
         else:
             entry["action"] = "keep"
             entry["reason"] = (f"kept by user despite: {'; '.join(reasons)}" if reasons else
-                               PRESENT_OR_MISSING if entry["n_unique"] == 1 else None)
+                               PRESENT_OR_MISSING if entry["n_unique"] == 1 and entry["n_missing"] else None)
         if entry["action"] == "drop":
             dropped.append({"column": name, "reason": entry["reason"]})
         else:
@@ -167,8 +174,22 @@ def _describe_column(series: pd.Series, name: str, seed: int) -> dict:
 
 
 def _automatic_flags(series: pd.Series, entry: dict) -> dict[str, str]:
-    """Flags that need no target, each with the reason shown to the user."""
+    """Flags that need no target, each with the reason shown to the user. A sampled table's column is judged by its
+    every-row counts where they differ from the sample's: a column present, varied or repeated somewhere in the table
+    is not all-null, constant or an identifier because the sample missed it."""
+    whole = entry.get("every_row")
     n_present = len(series) - entry["n_missing"]
+    if whole is not None:
+        present = whole["rows"] - whole["missing"]
+        if present == 0:
+            return {"all_null": f"all_null: all {whole['rows']} values are missing (every row of the table)"}
+        if whole["approx_distinct"] <= 1 and whole["missing"] == 0 and entry["n_unique"] <= 1:
+            return {"constant": f"constant: single value {_plain(series.dropna().iloc[0])!r} in every row"}
+        if n_present == 0:  # present elsewhere in the table, absent from the sample: nothing to judge it by
+            return {}
+        if _is_id_like(series, entry) and whole["approx_distinct"] >= ID_EVERY_ROW_SHARE * present:
+            return {"id_like": f"id_like: ~{whole['approx_distinct']} distinct values in {present} rows (every row)"}
+        return {}
     if n_present == 0:
         return {"all_null": f"all_null: all {len(series)} values are missing"}
     if entry["n_unique"] <= 1 and entry["n_missing"] == 0:

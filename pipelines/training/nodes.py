@@ -130,6 +130,7 @@ def profile(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str
     result = profiling.profile_table(
         table, spec.target, drop_columns=spec.drop_columns, keep_columns=spec.keep_columns,
         weight_column=spec.weight_column, seed=runtime.context.settings.seed,
+        every_row=state["load_info"].get("sample"),
     )
     return {"profile": result}
 
@@ -154,7 +155,8 @@ def review(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str,
     try:
         amended = profiling.profile_table(
             pd.read_parquet(state["raw_path"]), spec.target, drop_columns=spec.drop_columns,
-            keep_columns=spec.keep_columns, weight_column=spec.weight_column, seed=runtime.context.settings.seed)
+            keep_columns=spec.keep_columns, weight_column=spec.weight_column, seed=runtime.context.settings.seed,
+            every_row=state["load_info"].get("sample"))
     except PoiseError as problem:
         return {"review": {"by": "deterministic", "changes": None, "fallback": f"amendment rejected: {problem}"}}
     return {"spec": spec.model_dump(), "profile": amended, "review": {"by": "llm", "changes": amendment}}

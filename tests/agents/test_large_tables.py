@@ -1,10 +1,12 @@
 """Tables larger than the memory budget: read out of core (Polars), split, and sampled with prior-restoring weights;
 and folders or globs of Parquet parts read as one table."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from poise.agents.data_engineering import large_tables, loading
+from poise.agents.data_engineering.profiling import profile_table
 from poise.agents.errors import DataError
 
 
@@ -36,12 +38,43 @@ def test_a_sample_keeps_every_minority_row_and_weighs_the_majority_back_to_the_p
     assert record["class_sampling_rate"]["True"] == 1.0 and 0 < record["class_sampling_rate"]["False"] < 0.2
     # a user's missing-value token is missing in the sample, as it is when the holdout is read by `load_table`
     assert sample["colour"].isna().any() and "n.a." not in set(sample["colour"].dropna())
-    assert record["columns"]["colour"]["missing"] == 0  # the file's own cells: no token there is missing
+    # and over every row: the token counts as missing there too, and no longer as a distinct value
+    assert record["columns"]["colour"]["missing"] == (table["colour"] == "n.a.").sum() > 0
+    assert record["columns"]["colour"]["approx_distinct"] == 2
     assert record["columns"]["x"]["approx_distinct"] <= len(table)
 
     again, _ = large_tables.sample_table(files, "bad", max_rows=2_000, holdout_fraction=0.2, seed=3,
                                          holdout_path=tmp_path / "again.parquet")
     assert again["row_id"].tolist() == sample["row_id"].tolist()  # the same seed draws the same rows
+
+
+def test_a_sampled_tables_flags_follow_every_row_not_the_sample(tmp_path):
+    """An account id that each account's two orders repeat looks unique in a sample of 1 majority row in 250, and a
+    note present in a handful of rows may be absent from it: neither is an identifier or all-null. A true row id
+    still is."""
+    rng = np.random.default_rng(0)
+    rows = 100_000
+    table = pd.DataFrame({"order_id": np.arange(rows), "account_id": np.arange(rows) // 2,
+                          "amount": rng.normal(size=rows), "note": pd.Series([None] * rows, dtype=object),
+                          "bad": rng.random(rows) < 0.003})
+    table.loc[rng.choice(np.flatnonzero(~table["bad"]), 8, replace=False), "note"] = "disputed"
+    table = table.sample(frac=1.0, random_state=0)  # ids out of order, as rows of a real export are
+    (tmp_path / "parts").mkdir()
+    table.to_parquet(tmp_path / "parts" / "part-0.parquet", index=False)
+    sample, record = large_tables.sample_table(loading.parquet_files(tmp_path / "parts"), "bad", max_rows=600,
+                                               holdout_fraction=0.2, seed=0, holdout_path=tmp_path / "h.parquet")
+    sample = sample.drop(columns=[large_tables.PRIOR_WEIGHT])
+    # what the sample alone shows: accounts (nearly) unique, no note
+    assert sample["account_id"].nunique() >= 0.99 * len(sample) and sample["note"].isna().all()
+
+    by_sample = {entry["name"]: entry["flags"] for entry in profile_table(sample, "bad")["columns"]}
+    assert by_sample["account_id"] == ["id_like"] and by_sample["note"] == ["all_null"]
+    profile = profile_table(sample, "bad", every_row=record)
+    flags = {entry["name"]: entry["flags"] for entry in profile["columns"]}
+    assert flags["order_id"] == ["id_like"] and flags["account_id"] == [] and flags["note"] == []
+    assert {"account_id", "note", "amount"} <= set(profile["features"]) and "order_id" not in profile["features"]
+    account = next(entry for entry in profile["columns"] if entry["name"] == "account_id")
+    assert account["every_row"]["approx_distinct"] == pytest.approx(rows // 2, rel=0.03)
 
 
 def test_a_sampled_table_names_its_problems(tmp_path, parquet_parts):
