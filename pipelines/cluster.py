@@ -12,7 +12,8 @@ source in bounded chunks. With one, the process joins the cluster as a Ray drive
 - A fold whose node dies is rerun by Ray on a live node (Ray's task retries); `ClusterFit` records the fold tasks
   that failed and the nodes that left during the fit, and the train step's note says so.
 - `poise predict` on Parquet runs as Ray Data `map_batches` over the same scorer, in the same row order
-  (agents/deployment/batch.py).
+  (agents/deployment/batch.py), and so does a drift check's pass over every row of a window read out of core
+  (pipelines/monitoring/windows.py).
 """
 
 from __future__ import annotations
