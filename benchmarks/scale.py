@@ -27,8 +27,10 @@ Runs:
 - `check-10M`: a drift check of `sampled-10M`'s version on its own 10M-row table (over the default budget: out of
   core), in process (run it after `sampled-10M`).
 
-Jobs on a Ray cluster are not timed here: only bagged fits spread over the nodes (up to 100,000 rows, or fewer than
-200 minority rows), and every table here is bigger.
+- `bagged-100k`, `bagged-100k-ray1`, `bagged-100k-ray2`: a 100k-row table of the same generator, small enough for
+  Poise to bag (only bagged fits spread over a cluster's nodes: up to 100,000 rows, or fewer than 200 minority rows),
+  trained in process and with `POISE_RAY_ADDRESS` on a local Ray cluster of 1 and 2 nodes (AutoGluon's distributed
+  mode, folds synced through the shared home: `AG_DISTRIBUTED_FILESYSTEM=NFS`), with the fold tasks per node.
 
     .venv/bin/python benchmarks/scale.py [--runs full-1M,sampled-1M,sampled-10M] [--budget 300] [--workdir DIR]
 """
@@ -46,13 +48,17 @@ import json  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
+from collections import Counter  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 PART_ROWS = 500_000
 TARGET = "y"
-RUNS = {"full-1M": (1_000_000, None), "sampled-1M": (1_000_000, "sampled"), "sampled-10M": (10_000_000, "default")}
+# run: (rows, memory budget, Ray nodes)
+RUNS = {"full-1M": (1_000_000, None, 0), "sampled-1M": (1_000_000, "sampled", 0),
+        "sampled-10M": (10_000_000, "default", 0), "bagged-100k": (100_000, None, 0),
+        "bagged-100k-ray1": (100_000, None, 1), "bagged-100k-ray2": (100_000, None, 2)}
 SCORE_RUNS = {"score-10M": ("sampled-10M", "table-10000000", 0), "score-1M": ("sampled-1M", "test", 0),
               "score-1M-ray1": ("sampled-1M", "test", 1), "score-1M-ray2": ("sampled-1M", "test", 2)}
 # run: (trained run whose version is checked, window folder, memory budget, Ray nodes)
@@ -190,11 +196,14 @@ def child(args) -> None:
     from poise.pipelines import runner
     from poise.pipelines.settings import Settings
 
-    rows, budget = RUNS[args.child]
+    rows, budget, nodes = RUNS[args.child]
     data = Path(args.workdir) / f"table-{rows}"
     values = {"home": Path(args.workdir) / "homes" / args.child}
     if budget == "sampled":
         values["memory_budget_bytes"] = args.sampled_budget
+    cluster = local_cluster(nodes)
+    if cluster is not None:
+        values["ray_address"] = cluster.address
     settings = Settings(**values)
     steps: dict[str, dict] = {}
 
@@ -206,8 +215,17 @@ def child(args) -> None:
     result = runner.train(data, TARGET, name=f"scale-{args.child}", time_limit=args.budget, settings=settings,
                           on_event=on_event)
     record = {"run": args.child, "rows": rows, "budget": args.budget, "status": result.status, "error": result.error,
-              "job_seconds": round(time.perf_counter() - started, 1), "steps": steps,
+              "job_seconds": round(time.perf_counter() - started, 1), "steps": steps, "nodes": nodes,
               "job_peak_rss_mb": round(peak_rss_mb()), "holdout_macro_f1": result.metrics.get("macro_f1")}
+    if cluster is not None:
+        from ray.util.state import list_tasks
+
+        from poise.pipelines.cluster import FOLD_TASK
+
+        folds = list_tasks(filters=[("func_or_class_name", "=", FOLD_TASK)], limit=10_000,
+                           raise_on_missing_output=False)
+        record["fold_tasks_per_node"] = dict(Counter(task.node_id[:8] for task in folds if task.node_id))
+        stop(cluster)
     if result.status == "succeeded":
         card = json.loads((settings.home / "jobs" / result.job_id / "data_card.json").read_text())
         record["sampled_rows"] = (card["source"].get("sample") or {}).get("sampled_rows")
@@ -277,6 +295,9 @@ def main() -> None:
               f"{steps['profile']['peak_rss_mb']:>10,} {steps['train']['seconds']:>7.1f} "
               f"{steps['train']['peak_rss_mb']:>8,} {r['job_seconds']:>6.0f} "
               f"{r['peak_rss_mb']:>7,} {r['score_rows_per_s']:>12,} {r['test_macro_f1']:>13.4f}")
+    for name, r in results["runs"].items():
+        if r.get("fold_tasks_per_node") is not None:
+            print(f"{name}: fold tasks per Ray node {r['fold_tasks_per_node']}")
     scored = {name: r for name, r in results["runs"].items() if name in SCORE_RUNS and r.get("status") == "succeeded"}
     if scored:
         print(f"\n{'batch prediction':16} {'rows':>10} {'Ray nodes':>9} {'seconds':>7} {'rows/s':>9} {'driver MB':>9} "
