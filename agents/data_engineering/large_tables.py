@@ -24,9 +24,9 @@ from poise.agents.errors import DataError
 PRIOR_WEIGHT = "poise_prior_weight"  # the training sample's weight column: restores the table's class prior
 ESTIMATE_ROWS = 10_000  # rows read into pandas to estimate a row's in-memory size
 # The training sample is cut to this share of the memory budget; the rest is for what a job holds beside it:
-# AutoGluon's working copies of the sample, and the holdout, which `prepare` and `evaluate` still read whole.
+# AutoGluon's working copies of the sample (the holdout is typed, scored and sampled part by part).
 # Measured (benchmarks/scale.py, 10M rows x 50 columns, the default 2 GB budget): a 580k-row sample, 1.7 GB peak RSS
-# after profiling and 5.8 GB over the job, most of the rise in `prepare` and `evaluate` (the 2M-row holdout).
+# after profiling and 5.8 GB over the job when `prepare` and `evaluate` read the 2M-row holdout whole.
 SAMPLE_SHARE_OF_BUDGET = 0.25
 HASH_BUCKETS = 1 << 32
 

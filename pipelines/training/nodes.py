@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -189,17 +190,21 @@ def approve(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str
 def prepare(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     ctx, spec = runtime.context, _spec(state)
     table = pd.read_parquet(state["raw_path"])
-    given = (loading.load_table(spec.holdout_data, max_bytes=ctx.settings.max_file_bytes,
-                                na_values=spec.na_values)[0]
-             if spec.holdout_data else None)
-    train, holdout, summary = splitting.prepare_split(
-        table, state["profile"], holdout_fraction=ctx.settings.holdout_fraction, seed=ctx.settings.seed,
-        holdout=given,
-    )
+    if spec.holdout_data:  # a given table (drift retraining, a sampled big table's holdout), read part by part
+        files = loading.parquet_files(spec.holdout_data)
+        parts = (loading.parquet_chunks(files, spec.na_values, HOLDOUT_CHUNK_ROWS) if files else
+                 [loading.load_table(spec.holdout_data, max_bytes=ctx.settings.max_file_bytes,
+                                     na_values=spec.na_values)[0]])
+        holdout_path = ctx.work_dir / "holdout"
+        train, summary = splitting.split_with_holdout(table, state["profile"], parts, holdout_path)
+    else:
+        train, holdout, summary = splitting.prepare_split(
+            table, state["profile"], holdout_fraction=ctx.settings.holdout_fraction, seed=ctx.settings.seed)
+        holdout_path = write_parquet(holdout, ctx.work_dir / "holdout.parquet")
     card_json, card_md = data_card.write_data_card(state["profile"], summary, state["load_info"], ctx.work_dir)
     return {"split": {
         "train_path": str(write_parquet(train, ctx.work_dir / "train.parquet")),
-        "holdout_path": str(write_parquet(holdout, ctx.work_dir / "holdout.parquet")),
+        "holdout_path": str(holdout_path),
         "summary": summary,
         "data_card": [str(card_json), str(card_md)],
     }}
@@ -303,22 +308,40 @@ def labels_and_proba(predictor, features: pd.DataFrame) -> tuple[pd.Series, pd.D
     return predictor.predict_from_proba(proba), proba
 
 
+def holdout_chunks(path: str | Path) -> Iterator[pd.DataFrame]:
+    """A job's holdout (a file, or a folder of typed parts) `HOLDOUT_CHUNK_ROWS` rows at a time."""
+    return loading.parquet_chunks(loading.parquet_files(path), [], HOLDOUT_CHUNK_ROWS)
+
+
+def holdout_rows(path: str | Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(part).metadata.num_rows for part in loading.parquet_files(path))
+
+
+def _positions(total: int, wanted: int, seed: int) -> np.ndarray:
+    """`wanted` of `total` row positions drawn uniformly (seeded), in order; every position when there are fewer."""
+    return np.sort(np.random.default_rng(seed).choice(total, size=min(total, wanted), replace=False))
+
+
+def _rows_at(chunk: pd.DataFrame, positions: np.ndarray, start: int) -> pd.DataFrame:
+    """The rows of `chunk`, the table's rows from `start` on, at the table's row `positions` (sorted)."""
+    return chunk.iloc[positions[(positions >= start) & (positions < start + len(chunk))] - start]
+
+
 def scored_holdout(predictor, path: str, target: str, seed: int,
                    keep_rows: int = IMPORTANCE_ROWS) -> tuple[pd.Series, pd.Series, pd.DataFrame, pd.DataFrame]:
     """The holdout's labels, and the predictor's labels and probabilities for every row, scored `HOLDOUT_CHUNK_ROWS`
     rows at a time (a sampled big table's holdout holds a share of every row: millions); and `keep_rows` of its rows
     drawn at random (seeded) for the permutation importance."""
-    import pyarrow.parquet as pq
-
-    total = pq.ParquetFile(path).metadata.num_rows
-    kept = np.sort(np.random.default_rng(seed).choice(total, size=min(total, keep_rows), replace=False))
+    kept = _positions(holdout_rows(path), keep_rows, seed)
     labels, predicted, probas, picked, start = [], [], [], [], 0
-    for chunk in loading.parquet_chunks([Path(path)], [], HOLDOUT_CHUNK_ROWS):
+    for chunk in holdout_chunks(path):
         chunk_predicted, chunk_proba = labels_and_proba(predictor, chunk.drop(columns=[target]))
         labels.append(chunk[target])
         predicted.append(chunk_predicted)
         probas.append(chunk_proba)
-        picked.append(chunk.iloc[kept[(kept >= start) & (kept < start + len(chunk))] - start])
+        picked.append(_rows_at(chunk, kept, start))
         start += len(chunk)
     return (pd.concat(labels, ignore_index=True), pd.concat(predicted, ignore_index=True),
             pd.concat(probas, ignore_index=True), pd.concat(picked, ignore_index=True))
@@ -384,7 +407,7 @@ def champion_evidence(state: TrainingState, ctx: TrainingContext, spec: JobSpec,
     evidence.changes = schema_changes(meta, spec.target, types, list(state["profile"]["target"]["class_counts"]))
     if evidence.changes:
         return evidence
-    holdout = loading.parquet_chunks([Path(state["split"]["holdout_path"])], [], HOLDOUT_CHUNK_ROWS)
+    holdout = holdout_chunks(state["split"]["holdout_path"])
     evidence.on_holdout = score_champion(spec.name, champion, holdout, spec.target, state["policy"])
     reference = Reference(**frames, meta=meta)
     labels, _ = labels_and_proba(ctx.predictor(state["fit"]["predictor_dir"]),
@@ -394,14 +417,30 @@ def champion_evidence(state: TrainingState, ctx: TrainingContext, spec: JobSpec,
     return evidence
 
 
+def _reference_holdout(path: str, work_dir: Path, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """At most `REFERENCE_HOLDOUT_ROWS` rows of the holdout, drawn uniformly (its class prior kept), read part by part,
+    with the first fit's predictions of the same rows."""
+    import pyarrow.parquet as pq
+
+    kept, picked, start = _positions(holdout_rows(path), REFERENCE_HOLDOUT_ROWS, seed), [], 0
+    for chunk in holdout_chunks(path):
+        picked.append(_rows_at(chunk, kept, start))
+        start += len(chunk)
+    holdout = pd.concat(picked, ignore_index=True)
+    for column, dtype in picked[0].dtypes.items():  # parts with different categories concatenate as text
+        if isinstance(dtype, pd.CategoricalDtype) and not isinstance(holdout[column].dtype, pd.CategoricalDtype):
+            holdout[column] = holdout[column].astype("category")
+    predictions = pq.read_table(work_dir / "holdout_predictions.parquet").take(kept).to_pandas()
+    return holdout, predictions
+
+
 def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, Any]:
     """Register the served fit; store the version's reference (a training sample, the holdout — a uniform sample of
     `REFERENCE_HOLDOUT_ROWS` when bigger — with the first fit's predictions of it, the meta), which is the drift
     baseline and the reference holdout later challengers meet."""
     ctx, spec = runtime.context, _spec(state)
     client, fit, policy = ctx.mlflow, served_fit(state), state["policy"]
-    holdout = pd.read_parquet(state["split"]["holdout_path"])
-    predictions = pd.read_parquet(ctx.work_dir / "holdout_predictions.parquet")
+    holdout, predictions = _reference_holdout(state["split"]["holdout_path"], ctx.work_dir, ctx.settings.seed)
     example = example_rows(holdout.drop(columns=[spec.target]))
     version = tracking.log_and_register_model(
         client, state["mlflow_run_id"], spec.name, ctx.job_id, Path(fit["deploy_dir"]),
@@ -427,10 +466,8 @@ def register(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[st
     if state["load_info"].get("sample"):  # a sample of a bigger table: drawn back to the table's class prior
         train = reweighted_sample(train, weights, REFERENCE_ROWS, ctx.settings.seed)
     importance = json.loads((ctx.work_dir / "feature_importance.json").read_text(encoding="utf-8"))
-    kept = sample(holdout, REFERENCE_HOLDOUT_ROWS, ctx.settings.seed).index  # uniform; predictions of the same rows
     tracking.log_reference(client, state["mlflow_run_id"], Reference(
-        train=sample(train, REFERENCE_ROWS, ctx.settings.seed),
-        holdout=holdout.loc[kept].reset_index(drop=True), predictions=predictions.loc[kept].reset_index(drop=True),
+        train=sample(train, REFERENCE_ROWS, ctx.settings.seed), holdout=holdout, predictions=predictions,
         meta=reference_meta(policy, spec.target, profiling.feature_types(state["profile"]),
                             fit["threshold"], train[spec.target], state["gate"], importance),
     ))

@@ -7,11 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from poise.agents.data_engineering import loading
+from poise.agents.data_engineering.column_types import class_counts
 from poise.agents.data_engineering.data_card import write_data_card
 from poise.agents.data_engineering.leakage import LEAK_AUC
 from poise.agents.data_engineering.loading import load_table
 from poise.agents.data_engineering.profiling import profile_table
-from poise.agents.data_engineering.splitting import prepare_split
+from poise.agents.data_engineering.splitting import prepare_split, split_with_holdout
 from poise.agents.errors import DataError
 
 
@@ -443,23 +445,29 @@ def test_split_casts_columns_and_labels():
     assert pd.api.types.is_float_dtype(train["income"])
 
 
-def test_a_given_holdout_table_is_scored_instead_of_a_split():
+def test_a_given_holdout_table_is_scored_instead_of_a_split(tmp_path):
     frame = make_frame()
     profile = profile_table(frame, "churned")
     scored = make_frame(60).assign(income=lambda f: f["income"].astype(str))  # typed like the training table
+    folder = tmp_path / "holdout"
 
-    train, holdout, summary = prepare_split(frame.iloc[:200], profile, holdout=scored)
+    # given in parts, as a big table's holdout is read: typed and written part by part
+    train, summary = split_with_holdout(frame.iloc[:200], profile, [scored.iloc[:25], scored.iloc[25:]], folder)
 
+    assert sorted(path.name for path in folder.iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+    holdout = pd.concat(loading.parquet_chunks(loading.parquet_files(folder), [], 1_000), ignore_index=True)
     assert len(train) == 200 and len(holdout) == 60 and summary["holdout_source"] == "given"
+    assert summary["holdout_rows"] == 60 and summary["holdout_class_counts"] == class_counts(holdout["churned"])
     assert list(holdout.columns) == [*profile["features"], "churned"]
-    assert pd.api.types.is_float_dtype(holdout["income"]) and holdout["city"].dtype == "category"
+    assert pd.api.types.is_float_dtype(holdout["income"])
+    assert all(pd.read_parquet(part)["city"].dtype == "category" for part in folder.iterdir())
     assert summary["holdout_fraction"] == round(60 / 260, 4)
     with pytest.raises(DataError, match="not in the holdout table: 'city'"):
-        prepare_split(frame, profile, holdout=scored.drop(columns=["city"]))
+        split_with_holdout(frame, profile, [scored.drop(columns=["city"])], folder)
     with pytest.raises(DataError, match="classes the training table lacks: 'maybe'"):
-        prepare_split(frame, profile, holdout=scored.assign(churned="maybe"))
+        split_with_holdout(frame, profile, [scored.iloc[:30], scored.iloc[30:].assign(churned="maybe")], folder)
     with pytest.raises(DataError, match="no rows with a target"):
-        prepare_split(frame, profile, holdout=scored.assign(churned=None))
+        split_with_holdout(frame, profile, [scored.assign(churned=None)], folder)
 
 
 def test_regression_split_is_random_and_numeric():

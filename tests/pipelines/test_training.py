@@ -149,6 +149,7 @@ def test_job_records_on_postgresql(poise_home, postgres_url, churn_csv):
 def test_a_table_larger_than_the_memory_budget_is_trained_on_a_weighted_sample_and_scored_in_full(
         poise_home, tmp_path, parquet_parts, monkeypatch):
     monkeypatch.setattr(nodes, "REFERENCE_HOLDOUT_ROWS", 1_000)  # the holdout has ~2,400: its reference is a sample
+    monkeypatch.setattr(nodes, "HOLDOUT_CHUNK_ROWS", 1_000)  # and is typed, scored and sampled in 3 parts
     table = parquet_parts(tmp_path / "parts", parts=3, rows=4_000)
     # ~40 bytes a row in pandas: a 100 kB budget samples the 12,000 rows down to ~600 to train on
     settings = Settings(home=poise_home, memory_budget_bytes=100_000)
@@ -180,7 +181,10 @@ def test_a_table_larger_than_the_memory_budget_is_trained_on_a_weighted_sample_a
     table_share = float(labelled.mean())
     assert abs(meta["prior"]["True"] - table_share) < 0.02
     # the reference holdout: 1,000 of the holdout's rows, each with the predictions the job made of that very row
-    scored = pd.read_parquet(job_dir / "holdout.parquet").join(pd.read_parquet(job_dir / "holdout_predictions.parquet"))
+    assert len(list((job_dir / "holdout").glob("part-*.parquet"))) == 3
+    holdout_rows = pd.concat(nodes.holdout_chunks(job_dir / "holdout"), ignore_index=True)
+    assert len(holdout_rows) == len(holdout) and card["split"]["holdout_rows"] == len(holdout)
+    scored = holdout_rows.join(pd.read_parquet(job_dir / "holdout_predictions.parquet"))
     kept = frames["holdout"].join(frames["predictions"])
     as_rows = lambda frame: [tuple(row) for row in frame.astype(str).to_numpy()]  # noqa: E731
     assert len(kept) == 1_000 < len(scored) and len(set(as_rows(kept))) == 1_000
