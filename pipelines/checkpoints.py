@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -23,6 +24,7 @@ from poise.pipelines.settings import Settings
 SCHEMA = "langgraph"
 _ready: set[str] = set()  # PostgreSQL URLs whose checkpoint tables this process has set up
 _setup_lock = threading.Lock()
+LOCK_POLL_SECONDS = 0.05
 
 
 @contextmanager
@@ -47,12 +49,17 @@ def checkpointer(settings: Settings) -> Iterator[BaseCheckpointSaver]:
 
 def _set_up(saver, connection, db_url: str) -> None:
     """Create the schema and run the saver's migrations once per process, under an advisory lock so that workers
-    starting together on a fresh database do it once."""
+    starting together on a fresh database do it once.
+
+    The lock is polled, not awaited: a migration creates its indexes `CONCURRENTLY`, which waits for every open
+    transaction to end, and a worker blocked in `pg_advisory_lock` is one, waiting for the lock the migrating worker
+    holds (a deadlock PostgreSQL broke by failing one worker's job: 1 run in 2 of two workers starting together)."""
     with _setup_lock:
         if db_url in _ready:
             return
         lock_id = zlib.crc32(b"poise-langgraph-checkpoints")
-        connection.execute("SELECT pg_advisory_lock(%s)", (lock_id,))
+        while not connection.execute("SELECT pg_try_advisory_lock(%s) AS taken", (lock_id,)).fetchone()["taken"]:
+            time.sleep(LOCK_POLL_SECONDS)
         try:
             connection.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
             saver.setup()

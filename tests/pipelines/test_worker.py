@@ -126,7 +126,7 @@ def test_two_worker_processes_run_each_job_exactly_once_on_postgresql(tmp_path, 
     assert [process.returncode for process, _ in workers] == [0, 0], outputs
 
     jobs = _rows(postgres_url, job_ids)
-    assert {job.status for job in jobs.values()} == {"rejected"}
+    assert {job.status for job in jobs.values()} == {"rejected"}, {job.status: job.error for job in jobs.values()}
     assert {job.attempts for job in jobs.values()} == {1}
     assert {job.worker_id for job in jobs.values()} == worker_ids  # both workers took part
     with session_scope(postgres_url) as session:
