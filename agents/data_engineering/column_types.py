@@ -103,8 +103,12 @@ def to_utc_naive(values: pd.Series) -> pd.Series:
 
 def class_counts(labels: pd.Series) -> dict[str, int]:
     """Rows per class label, most frequent first (ties by label)."""
-    counts = labels.value_counts()
-    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return ordered_counts(labels.value_counts().items())
+
+
+def ordered_counts(counts) -> dict[str, int]:
+    """(label, rows) pairs as `class_counts` gives them: most frequent first, ties by label."""
+    ordered = sorted(counts, key=lambda item: (-item[1], item[0]))
     return {str(label): int(count) for label, count in ordered}
 
 

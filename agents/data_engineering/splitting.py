@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from poise.agents.data_engineering.column_types import cast_columns, class_counts, label_strings
+from poise.agents.data_engineering.column_types import cast_columns, class_counts, label_strings, ordered_counts
 from poise.agents.data_engineering.loading import first_line
 from poise.agents.data_engineering.profiling import feature_types
 from poise.agents.errors import DataError
@@ -75,7 +75,7 @@ def split_with_holdout(df: pd.DataFrame, profile: dict, holdout_parts: Iterable[
             counts.update(class_counts(holdout[target]))
     if rows == 0:
         raise DataError("the holdout table has no rows with a target")
-    holdout_counts = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0]))) if is_classification else None
+    holdout_counts = ordered_counts(counts.items()) if is_classification else None
     return train.reset_index(drop=True), _summary(profile, df, labeled, train, rows, holdout_counts,
                                                   rows / (len(train) + rows), "given", None)
 

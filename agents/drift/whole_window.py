@@ -42,11 +42,9 @@ class DomainScorer:
     fitted_keys: np.ndarray  # `row_keys` of the window rows it was fitted on
     importance: dict[str, float]
 
-    def encoded(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return _encoded(frame, self.features, self.levels)
-
     def score(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.model.predict_proba(self.encoded(frame))[:, 1] if len(frame) else np.array([])
+        return self.model.predict_proba(_encoded(frame, self.features, self.levels))[:, 1] if len(frame) else \
+            np.array([])
 
 
 def _numeric(values: pd.Series) -> pd.Series | None:

@@ -135,21 +135,21 @@ def _scored_window(ctx: MonitorContext, spec: CheckSpec, champion: str, meta: di
     labels = rows[label_column].astype(str).where(rows[label_column].notna()) if label_column in rows else \
         pd.Series([None] * len(rows), dtype="string")
     if n_rows > len(rows):
-        info["whole"] = _every_row(ctx, spec.model_name, champion, model, meta, reference, features,
-                                   table if whole.files is None else None, whole)
+        info["whole"] = _every_row(ctx, spec.model_name, champion, model, meta, reference, features, table, whole)
     return _save(ctx, features, predictions, labels, n_rows, **info)
 
 
 def _every_row(ctx: MonitorContext, name: str, champion: str, model, meta: dict, reference: pd.DataFrame,
-               sample_features: pd.DataFrame, table: pd.DataFrame | None, whole: WholeWindow) -> dict[str, Any]:
+               sample_features: pd.DataFrame, table: pd.DataFrame, whole: WholeWindow) -> dict[str, Any]:
     """One pass over every row of a batch bigger than its sample (`agents.drift.whole_window`): the champion's
     predicted labels and a domain classifier's scores, `CHUNK_ROWS` rows at a time; as Ray Data tasks when the batch
-    is read out of core and a Ray cluster is configured. Plus the columns' stability over every row."""
+    is read out of core and a Ray cluster is configured. Plus the columns' stability over every row. `table` is the
+    batch when it is in memory; out of core (`whole.files`) it is only the sample, and the files are read instead."""
     settings, started = ctx.settings, time.monotonic()
     features = [column for column in meta["features"] if column in reference]
     scorer = whole_window.fit_domain_scorer(reference, sample_features, features, settings.seed)
     task = {"name": name, "version": champion, "types": meta["types"], "scorer": scorer}
-    if table is not None:  # the bins are counted here too (out of core they were counted while sampling)
+    if whole.files is None:  # a table in memory; its bins are counted here (out of core, while sampling)
         parts = (table.iloc[start:start + CHUNK_ROWS] for start in range(0, len(table), CHUNK_ROWS))
         tallies, where = (_tally(model, part, meta["types"], scorer, whole.bins) for part in parts), "this process"
     elif cluster.connect(settings):
