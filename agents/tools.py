@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from poise.agents.data_engineering.loading import load_table
 from poise.agents.data_engineering.profiling import profile_table
+from poise.agents.drift import estimation
 from poise.agents.errors import AmbiguousId, NotFound, PoiseError
 from poise.agents.plan import (
     JobPlan,
@@ -194,4 +195,19 @@ class PlannerTools:
     def list_models(self, payload: dict[str, Any]) -> dict[str, Any]:
         self._validated(NoArgs, payload)
         client = tracking.configure(self.settings.tracking_uri, self.settings.registry_uri)
-        return {"models": [{"name": m.name, "champion": m.champion} for m in tracking.registered_models(client)]}
+        with session_scope(self.settings.db_url) as session:
+            checks = {check.model_name: latest_check(check) for check in queries.latest_checks(session)}
+        return {"models": [{"name": m.name, "champion": m.champion, "latest_drift_check": checks.get(m.name)}
+                           for m in tracking.registered_models(client)]}
+
+
+def latest_check(check) -> dict[str, Any]:
+    """A model's latest drift check as the LLM may quote it: its decision and reason, and the served model's quality
+    estimated without labels (with the realised figures where labels arrived), in the record's own words."""
+    estimate = estimation.of_check(check.results)
+    return {"check_id": check.id[:12], "status": check.status, "decision": check.decision, "reason": check.reason,
+            "created_at": f"{check.created_at:%Y-%m-%d %H:%M} UTC",
+            "estimated_quality": estimate and {key: estimate[key] for key in
+                                               ("estimated", "interval", "interval_level", "baseline", "realised",
+                                                "dropped", "blind_spot")},
+            "estimated_quality_text": estimation.described(estimate) if check.status == "succeeded" else None}

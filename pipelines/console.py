@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from poise.agents.drift import estimation
 from poise.agents.errors import PoiseError
 from poise.pipelines.settings import Settings
 
@@ -108,7 +109,8 @@ def finish_check(result) -> None:
         return
     if result.status == "failed":
         fail(f"drift check {result.check_id[:12]} failed: {result.error}", code=1)
-    rows = [("champion", f"v{result.champion_version}"), ("decision", result.decision), ("reason", result.reason)]
+    rows = [("champion", f"v{result.champion_version}"), ("decision", result.decision), ("reason", result.reason),
+            ("estimated quality", estimation.described(result.estimated_quality))]
     if result.challenger_version:
         rows.append(("challenger", f"v{result.challenger_version}"))
     if result.comparison:
@@ -187,10 +189,12 @@ def print_jobs(jobs) -> None:
 
 
 def print_checks(checks) -> None:
-    table = Table("check", "model", "trigger", "status", "created", "rows", "decision", "challenger", "promoted")
+    table = Table("check", "model", "trigger", "status", "created", "rows", "decision", "est. macro-F1", "challenger",
+                  "promoted")
     for c in checks:
         table.add_row(c.id[:12], escape(c.model_name), c.trigger, styled(c.status, "default"),
                       f"{c.created_at:%Y-%m-%d %H:%M}", "" if c.n_rows is None else f"{c.n_rows:,}", c.decision or "",
+                      estimation.short(estimation.of_check(c.results)),
                       f"v{c.challenger_version}" if c.challenger_version else "", "yes" if c.promoted else "")
     console.print(table)
 

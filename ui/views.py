@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 from mlflow import MlflowClient
 from PIL import Image
+from poise.agents.drift import estimation
 from poise.agents.errors import PoiseError, SpecError
 from poise.pipelines import runner
 from poise.pipelines.access import hide_paths
@@ -33,7 +34,8 @@ UPLOAD_SUFFIXES = (".csv", ".tsv", ".parquet")
 HEADLINE_METRICS = ("macro_f1", "balanced_accuracy", "pr_auc", "roc_auc", "minority_recall", "minority_precision")
 STEP_COLUMNS = ["step", "status", "sec", "message"]
 MODEL_COLUMNS = ["model", "versions", "champion", "previous champion", "champion score", "champion note", "drift"]
-CHECK_COLUMNS = ["check", "model", "status", "created (UTC)", "rows", "decision", "challenger", "promoted", "reason"]
+CHECK_COLUMNS = ["check", "model", "status", "created (UTC)", "rows", "decision", "estimated macro-F1", "challenger",
+                 "promoted", "reason"]
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~])")
 
 
@@ -200,6 +202,7 @@ def checks_table(settings: Settings, limit: int = 30) -> pd.DataFrame:
     with session_scope(settings.db_url) as session:
         rows = [[c.id[:12], c.model_name, c.status, f"{c.created_at:%Y-%m-%d %H:%M}",
                  "" if c.n_rows is None else c.n_rows, c.decision or "",
+                 estimation.short(estimation.of_check(c.results)),
                  f"v{c.challenger_version}" if c.challenger_version else "", "yes" if c.promoted else "",
                  c.reason or c.error or ""]
                 for c in queries.list_checks(session, limit)]

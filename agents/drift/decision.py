@@ -13,7 +13,7 @@ from poise.agents.metrics import lower_is_better
 
 # Every decision a check can reach, and the action it calls for.
 ACTION_OF = {"no_drift": "none", "prior_shift": "recalibrate", "covariate_drift": "retrain",
-             "performance_drop": "retrain"}
+             "performance_drop": "retrain", "estimated_drop": "retrain"}
 
 
 def _drift_text(evidence: dict[str, Any]) -> str:
@@ -36,9 +36,18 @@ def _drop_text(perf: dict[str, Any]) -> str:
     return f"on {perf['n_labelled']} labelled rows " + " and ".join(worse)
 
 
+def _estimate_text(estimate: dict[str, Any]) -> str:
+    low, high = estimate["interval"]["macro_f1"]
+    return (f"estimated macro-F1 {estimate['estimated']['macro_f1']:.3f} ({estimate['interval_level']:.0%} interval "
+            f"{low:.3f} to {high:.3f}) without labels, against {estimate['baseline']['macro_f1']:.3f} on the "
+            f"labelled baseline")
+
+
 def decide(analysis: dict[str, Any]) -> tuple[str, str]:
     """One decision and its reason: covariate drift when the features moved beyond what the prior explains,
-    else a performance drop on labelled feedback (the concept changed), else a prior shift, else no drift."""
+    else a performance drop on labelled feedback (the concept changed), else a prior shift, else an estimated
+    drop (the unlabelled rows moved to where the model is less sure, by `estimation`), else no drift. Labels
+    outrank the estimate, and a prior shift, which moves F1 by itself, is recalibrated rather than retrained."""
     perf, prior, matched = analysis["performance"], analysis["prior"], analysis["prior_matched"]
     dropped = perf is not None and perf["dropped"]
     perf_text = _drop_text(perf) if dropped else ""
@@ -54,6 +63,9 @@ def decide(analysis: dict[str, Any]) -> tuple[str, str]:
         how = ("the features match the reference once it is resampled to the new prior" if matched is not None
                else "the features did not move")
         return "prior_shift", f"class prior moved ({shares}, {prior['method']}); {how}"
+    estimate = analysis["estimated_quality"]
+    if perf is None and estimate is not None and estimate["dropped"]:
+        return "estimated_drop", _estimate_text(estimate) + "; the inputs moved to where the model is less sure"
     columns, multi = analysis["columns"], analysis["multivariate"]
     return "no_drift", (f"{columns['n_drifted']} of {len(columns['columns'])} columns drifted (weighted share "
                         f"{columns['weighted_share']:.2f} < {DRIFT_SHARE}); domain classifier AUC "

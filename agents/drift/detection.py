@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
+from poise.agents.drift import estimation
 from poise.agents.drift.performance import performance
 from poise.agents.drift.reference import (
     LABEL,
@@ -276,6 +278,19 @@ def estimate_prior(reference: Reference, window: Window, seed: int, n_boot: int 
     }
 
 
+def _prior_without_labels(reference: Reference, window: Window, prior: dict[str, Any], drifted: bool,
+                          seed: int) -> dict[str, float] | None:
+    """The class prior the quality estimate moves its probabilities to: the one black-box shift estimation finds
+    from the predictions alone (never the feedback labels, which the estimate is compared with), when it shifted
+    and the features did not drift beyond what the new prior explains (under covariate drift the calibrated
+    probabilities already follow the rows)."""
+    if drifted:
+        return None
+    if prior["method"] == "feedback labels":
+        prior = estimate_prior(reference, replace(window, labels=pd.Series(np.nan, index=window.labels.index)), seed)
+    return prior["prior"] if prior["shifted"] else None
+
+
 def _positive_proba(predictions: pd.DataFrame, positive: str) -> pd.Series:
     return predictions[f"{PROBA}{positive}"].astype("float64")
 
@@ -342,6 +357,9 @@ def analyse(reference: Reference, window: Window, seed: int, html_path: Path | N
     labelled = window.labels.dropna()
     return {
         "n_rows": window.n_rows, **raw, "prior_matched": matched, "prior": prior,
+        "estimated_quality": estimation.estimate(
+            reference, window, _prior_without_labels(reference, window, prior, raw["drifted"] and (
+                matched is None or matched["drifted"]), seed), seed),
         "prediction_drift": prediction_drift(reference, window),
         "label_drift": (_chi_square(reference.train[reference.target], labelled, reference.meta["classes"])
                         if len(labelled) >= MIN_LABELLED else None),

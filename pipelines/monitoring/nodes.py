@@ -19,7 +19,7 @@ from langgraph.types import interrupt
 from mlflow.exceptions import MlflowException
 
 from poise.agents.deployment.signature import example_rows, predict_table, serving_frame
-from poise.agents.drift import adaptation, decision, detection
+from poise.agents.drift import adaptation, decision, detection, estimation
 from poise.agents.drift.reference import LABEL, WEIGHT, Reference, Window, class_weights
 from poise.agents.errors import DataError, SpecError
 from poise.agents.job_spec import CheckSpec, JobSpec
@@ -264,6 +264,7 @@ def report(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, A
             **({f"window_{judged['metric']}": judged["window_value"]
                 for judged in (analysis["performance"]["primary"], analysis["performance"]["brier"])}
                if analysis["performance"] else {}),
+            **_estimate_metrics(analysis["estimated_quality"]),
         })
     if comparison:
         tracking.log_metrics(client, run_id, {"champion_" + comparison["metric"]: comparison["champion"],
@@ -273,6 +274,18 @@ def report(state: MonitorState, runtime: Runtime[MonitorContext]) -> dict[str, A
     client.log_artifact(run_id, str(path), "drift")
     tracking.finish_run(client, run_id, "FINISHED")
     return {"report_path": str(path)}
+
+
+def _estimate_metrics(estimate: dict[str, Any] | None) -> dict[str, float]:
+    if not estimate:
+        return {}
+    metrics = {}
+    for name, value in estimate["estimated"].items():
+        low, high = estimate["interval"][name]
+        metrics |= {f"estimated_{name}": value, f"estimated_{name}_low": low, f"estimated_{name}_high": high}
+    if estimate["realised"]:
+        metrics |= {f"realised_{name}": value for name, value in estimate["realised"]["realised"].items()}
+    return metrics
 
 
 def _stability_lines(found: dict[str, Any] | None) -> list[str]:
@@ -304,6 +317,7 @@ def _report_text(state: MonitorState) -> str:
                 f"{window['sample']['sampling_rate']:.4g}; missing and distinct values counted over every row)"
                 if window.get("sample") else ""),
              *_every_row_lines(window.get("whole")),
+             *([f"- {estimation.described(state['analysis']['estimated_quality'])}"] if state.get("analysis") else []),
              f"- Decision: **{state['decision']}** — {state['reason']}"]
     action = state.get("action") or {}
     if action.get("challenger_version"):

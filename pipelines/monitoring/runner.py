@@ -48,6 +48,7 @@ class CheckResult:
     report_path: str | None = None
     plan: list[str] = field(default_factory=list)
     comparison: dict[str, Any] | None = None
+    estimated_quality: dict[str, Any] | None = None  # `agents.drift.estimation.estimate` of the window
     seconds: float = 0.0
 
 
@@ -142,4 +143,5 @@ def _record(settings: Settings, check_id: str, status: str, state: dict[str, Any
         reason=state.get("reason"), champion_version=state.get("champion_version"),
         challenger_version=action.get("challenger_version"), promoted=bool(state.get("promoted")), error=error,
         report_path=state.get("report_path"), comparison=state.get("comparison"),
+        estimated_quality=(state.get("analysis") or {}).get("estimated_quality"),
         seconds=round(time.perf_counter() - started, 2))

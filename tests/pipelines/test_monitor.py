@@ -37,6 +37,8 @@ from poise.registry import tracking
 from poise.registry.db import session_scope
 from poise.registry.keys import create_key
 from poise.registry.models import DriftCheck, Job, Prediction
+from poise.agents.drift import estimation
+from poise.agents.tools import latest_check
 from poise.ui import views
 
 pytestmark = pytest.mark.slow
@@ -104,10 +106,28 @@ def test_clean_traffic_from_the_prediction_log_raises_no_retrain(served):
     assert analysis["performance"]["dropped"] is False
     assert all({"method", "threshold", "value", "score", "drifted"} <= set(c) for c in analysis["columns"]["columns"].values())
 
+    # the quality estimate without labels, beside the realised figures of the 400 labelled rows
+    estimate = analysis["estimated_quality"]
+    realised = estimate["realised"]
+    assert realised["n_labelled"] == 400 and not estimate["dropped"]
+    assert abs(estimate["estimated"]["macro_f1"] - realised["realised"]["macro_f1"]) < 0.1
+    low, high = estimate["interval"]["macro_f1"]
+    assert low < estimate["estimated"]["macro_f1"] < high
+    assert result.estimated_quality == estimate
+
     run = _client(settings).get_run(check.mlflow_run_id)
     assert run.data.tags["poise.decision"] == "no_drift" and run.info.status == "FINISHED"
+    assert run.data.metrics["estimated_macro_f1"] == pytest.approx(estimate["estimated"]["macro_f1"])
+    assert run.data.metrics["estimated_macro_f1_low"] == pytest.approx(low)
+    assert run.data.metrics["realised_macro_f1"] == pytest.approx(realised["realised"]["macro_f1"])
     drift_files = {a.path for a in _client(settings).list_artifacts(check.mlflow_run_id, "drift")}
     assert {"drift/drift_report.html", "drift/analysis.json", "drift/report.md"} <= drift_files
+    report = (settings.home / "checks" / result.check_id / "report.md").read_text()
+    assert "Estimated quality without labels" in report and "realised on 400 labelled rows" in report
+    assert views.checks_table(settings)["estimated macro-F1"].iloc[0] == estimation.short(estimate)
+    told = latest_check(check)  # what the chat's LLM tools may quote of it
+    assert told["estimated_quality"]["estimated"] == estimate["estimated"] and told["decision"] == "no_drift"
+    assert told["estimated_quality_text"].startswith("Estimated quality without labels")
 
     again = check_now(NAME, settings)  # nothing served since: the window starts where the last one ended
     assert again.status == "succeeded" and again.decision == "no_data"
@@ -360,6 +380,8 @@ def test_the_api_queues_lists_and_reports_checks(served, serve_app):
         assert detail["decision"] in ("no_drift", "covariate_drift", "prior_shift", "performance_drop")
         assert detail["challenger_version"] is None  # action "none": report only
         assert "multivariate" in detail["results"]["analysis"]
+        estimate = detail["results"]["analysis"]["estimated_quality"]
+        assert set(estimate["estimated"]) == {"f1", "macro_f1"} and estimate["realised"]["n_labelled"] == 300
         report = client.get(f"/api/v1/checks/{check_id}/report", headers=auth("read"))
         assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
         assert "Drift Summary" in report.text and "Blackpix" in report.text  # a column of page_blocks0
