@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from poise.agents.imbalance_policy import BALANCED_WEIGHTS, autogluon_metric
+from poise.agents.imbalance_policy import autogluon_metric
 from poise.agents.metrics import binary_from_counts, lower_is_better
 
 DEGENERATE_POSITIVE_RATE = 0.5  # a threshold flagging more rows than this found no signal
@@ -143,7 +143,7 @@ def calibrate(predictor, policy: dict[str, Any]) -> tuple[float, str | None]:
     positive, proba = validation_predictions(predictor, policy["positive_class"])
 
     def tuned(metric_policy: dict[str, Any]) -> float:
-        if policy["sample_weight"] == BALANCED_WEIGHTS:
+        if policy["class_balanced"]:
             rule = bootstrap_best_threshold if policy["num_bag_folds"] else steady_threshold
             return rule(positive, proba, metric_policy)
         metric = autogluon_metric(metric_policy)

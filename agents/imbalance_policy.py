@@ -161,6 +161,7 @@ def choose_policy(
         "positive_class": chosen_positive if problem_type == "binary" else None,
         "minority_class": minority,
         "sample_weight": weight_column or (None if few else BALANCED_WEIGHTS),
+        "class_balanced": not weight_column and not few,  # the weights (AutoGluon's or a column's) balance classes
         "weight_evaluation": bool(weight_column),
         "calibrate_threshold": calibrate,
         "num_bag_folds": bag_folds,
@@ -169,6 +170,12 @@ def choose_policy(
         "cost_fp": cost_fp,
         "reasons": reasons,
     }
+
+
+def with_row_weights(policy: dict[str, Any], column: str) -> dict[str, Any]:
+    """The policy fitting with per-row weights from `column` (the label-noise audit's down-weighting), which keep
+    the policy's class balance (`class_balanced`) and, like AutoGluon's own weights, do not weigh the scores."""
+    return policy | {"sample_weight": column, "weight_evaluation": False}
 
 
 def autogluon_metric(policy: dict[str, Any]):

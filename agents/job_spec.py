@@ -26,6 +26,7 @@ Objective = Literal["f1", "balanced_accuracy", "cost"]
 Presets = Literal[PRESETS]
 ModelType = Literal[MODEL_TYPES]
 ThresholdPolicy = Literal["calibrate", "default"]
+LabelNoise = Literal["keep", "downweight", "drop"]
 CheckAction = Literal["auto", "none", "recalibrate", "retrain"]
 Cost = Annotated[float, Field(gt=0)]
 MAX_TIME_LIMIT = 86_400
@@ -56,6 +57,9 @@ class JobOptions(BaseModel):
     excluded_model_types: list[ModelType] = Field(default_factory=list, description="AutoGluon model types not to fit.")
     threshold_policy: ThresholdPolicy = Field("calibrate", description=(
         "calibrate the decision threshold on validation data, or keep the default 0.5."))
+    label_noise: LabelNoise = Field("keep", description=(
+        "Rows the label-noise audit flags as likely mislabelled: keep them as given, downweight them, or drop them "
+        "from the model refitted on every labelled row (the audit runs on out-of-fold predictions of bagged fits)."))
     require_approval: bool = Field(False, description="Pause after profiling until the plan is approved.")
 
     @model_validator(mode="after")

@@ -57,6 +57,12 @@ def facts(state: dict[str, Any]) -> dict[str, Any]:
     refit = state.get("refit") or {}
     if refit.get("done"):
         record["refit_rows"], record["served_threshold"] = refit["rows"], refit["threshold"]
+    if overlap := (state["split"].get("diagnostics") or {}).get("class_overlap"):
+        record["class_overlap"] = {key: overlap[key] for key in ("level", "minority_in_majority_regions", "sentence")}
+    if audit := (state.get("label_noise") or {}).get("summary"):
+        record["label_noise"] = {key: audit.get(key) for key in ("suspects", "rows", "sentence", "applied")}
+        if audit.get("suspects") is not None:
+            record["label_noise"]["share"] = audit["suspects"] / max(audit["rows"], 1)
     version = state.get("model_version")
     champion = version if state.get("is_champion") else gate_champion(gate)
     outcome = gate_outcome(state["spec"], gate, metrics, version, champion)
@@ -86,10 +92,18 @@ def deterministic_summary(record: dict[str, Any]) -> str:
         lines.append(f"The version registered was then refitted on all {record['refit_rows']} labelled rows"
                      + (f" (its threshold {served:.3f}, from its own out-of-fold or validation predictions)."
                         if served is not None else "."))
+    for diagnostic in ("class_overlap", "label_noise"):
+        if found := record.get(diagnostic):
+            applied = f" {_sentence(found['applied'])}" if found.get("applied") else ""
+            lines.append(_sentence(found["sentence"]) + applied)
     lines.append(f"Quality gate on {primary}: {record['gate']}. "
                  + ("It is now the champion." if record["champion"]
                     else record.get("gate_explanation") or "The champion is unchanged."))
     return with_next_steps(" ".join(lines), record)
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 def with_next_steps(text: str, record: dict[str, Any]) -> str:

@@ -50,7 +50,8 @@ def macro_f1_threshold(predictor) -> float:
     from poise.agents.decision_threshold import calibrate
 
     policy = {"eval_metric": "f1_macro", "positive_class": predictor.positive_class, "weight_evaluation": False,
-              "sample_weight": predictor.sample_weight, "num_bag_folds": 5 if predictor._trainer.bagged_mode else 0}
+              "sample_weight": predictor.sample_weight, "class_balanced": predictor.sample_weight == "balance_weight",
+              "num_bag_folds": 5 if predictor._trainer.bagged_mode else 0}
     return calibrate(predictor, policy)[0]
 
 

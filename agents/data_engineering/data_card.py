@@ -12,13 +12,19 @@ import tempfile
 from pathlib import Path
 
 
-def write_data_card(profile: dict, split_summary: dict, load_info: dict, out_dir: Path) -> tuple[Path, Path]:
-    """Write data_card.json and data_card.md into out_dir (atomically); return both paths."""
+def write_data_card(profile: dict, split_summary: dict, load_info: dict, out_dir: Path,
+                    diagnostics: dict | None = None) -> tuple[Path, Path]:
+    """Write data_card.json and data_card.md into out_dir (atomically); return both paths. `diagnostics`: what was
+    measured of the classes — `class_overlap` (`overlap.class_overlap`, at the split) and `label_noise`
+    (`label_noise.audit`'s summary, once a bagged fit gave out-of-fold predictions) — the card is written again
+    as each arrives."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    card = {"source": load_info, "profile": profile, "split": split_summary}
+    diagnostics = diagnostics or {}
+    card = {"source": load_info, "profile": profile, "split": split_summary, "diagnostics": diagnostics}
     json_path = _write_atomically(out_dir / "data_card.json", json.dumps(card, indent=2) + "\n")
-    md_path = _write_atomically(out_dir / "data_card.md", _render_markdown(profile, split_summary, load_info))
+    md_path = _write_atomically(out_dir / "data_card.md",
+                                _render_markdown(profile, split_summary, load_info) + _diagnostic_lines(diagnostics))
     return json_path, md_path
 
 
@@ -92,6 +98,21 @@ def _render_markdown(profile: dict, split: dict, load_info: dict) -> str:
         lines += [f"| {_md(label)} | {count} | {split['holdout_class_counts'].get(label, 0)} |"
                   for label, count in split["train_class_counts"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _diagnostic_lines(diagnostics: dict) -> str:
+    lines = []
+    if overlap := diagnostics.get("class_overlap"):
+        lines += ["", "## Class overlap", "", _md(overlap["sentence"]), "", f"- **Measure:** {_md(overlap['measure'])}"]
+    if audit := diagnostics.get("label_noise"):
+        lines += ["", "## Label noise", "", _md(audit["sentence"])]
+        if audit.get("applied"):
+            lines += ["", f"- **In the registered model:** {_md(audit['applied'])}"]
+        if audit.get("top"):
+            lines += ["", "| Training row | Given label | Likely label | Label quality |", "|---:|---|---|---:|"]
+            lines += [f"| {_md(item['row_id'])} | {_md(item['given'])} | {_md(item['likely'])} | "
+                      f"{item['label_quality']:.3f} |" for item in audit["top"]]
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def _sample_lines(sample: dict) -> list[str]:

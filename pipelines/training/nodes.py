@@ -21,13 +21,14 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from mlflow.exceptions import MlflowException
 
-from poise.agents import automl, evaluation, imbalance_policy, summary
+from poise.agents import automl, evaluation, imbalance_policy, label_noise, summary
 from poise.agents.data_engineering import (
     column_types,
     data_card,
     large_tables,
     loading,
     object_store,
+    overlap,
     profiling,
     splitting,
 )
@@ -201,11 +202,15 @@ def prepare(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str
         train, holdout, summary = splitting.prepare_split(
             table, state["profile"], holdout_fraction=ctx.settings.holdout_fraction, seed=ctx.settings.seed)
         holdout_path = write_parquet(holdout, ctx.work_dir / "holdout.parquet")
-    card_json, card_md = data_card.write_data_card(state["profile"], summary, state["load_info"], ctx.work_dir)
+    diagnostics = {"class_overlap": None if state["profile"]["target"]["problem_type"] == "regression" else
+                   overlap.class_overlap(train, spec.target, state["profile"], seed=ctx.settings.seed)}
+    card_json, card_md = data_card.write_data_card(state["profile"], summary, state["load_info"], ctx.work_dir,
+                                                   diagnostics)
     return {"split": {
         "train_path": str(write_parquet(train, ctx.work_dir / "train.parquet")),
         "holdout_path": str(holdout_path),
         "summary": summary,
+        "diagnostics": diagnostics,
         "data_card": [str(card_json), str(card_md)],
     }}
 
@@ -230,8 +235,6 @@ def train(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, 
     })
     client.set_tag(run_id, "poise.data_hash", state["load_info"]["content_hash"])
     client.set_tag(run_id, "poise.imbalance_ratio", f"{target['imbalance_ratio']:.3f}")
-    for card in state["split"]["data_card"]:
-        client.log_artifact(run_id, card, "data")
     client.log_dict(run_id, policy, "policy.json")
     if sample := state["load_info"].get("sample"):
         tracking.log_params(client, run_id, {"table_rows": sample["rows"], "sampled_rows": sample["sampled_rows"],
@@ -241,9 +244,10 @@ def train(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, 
     predictor_dir, deploy_dir = ctx.work_dir / "autogluon", ctx.work_dir / "deploy"
     for folder in (predictor_dir, deploy_dir):
         shutil.rmtree(folder, ignore_errors=True)  # a resumed job refits from scratch
+    train_rows = pd.read_parquet(state["split"]["train_path"])
     with cluster.cluster_fit(ctx.settings, ctx.job_id) as where:
         fit, predictor = automl.fit(
-            pd.read_parquet(state["split"]["train_path"]), spec.target, policy, path=predictor_dir,
+            train_rows, spec.target, policy, path=predictor_dir,
             deploy_path=deploy_dir, presets=spec.presets, num_cpus=ctx.settings.num_cpus,
             time_limit=automl.fit_time_limit(spec.time_limit, refit_follows=refit_skipped(state, spec) is None),
             text_columns=profiling.features_of_type(state["profile"], "text"), fold_fitting=where.fold_fitting,
@@ -252,7 +256,50 @@ def train(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, 
     ctx.fitted_predictors[fit["predictor_dir"]] = predictor
     tracking.log_metrics(client, run_id, {"fit_seconds": fit["fit_seconds"], "decision_threshold": fit["threshold"]})
     client.log_dict(run_id, fit, "fit_summary.json")
-    return {"policy": policy, "mlflow_run_id": run_id, "fit": fit}
+    audit = _label_audit(state, spec, predictor, train_rows, policy)
+    diagnostics = state["split"]["diagnostics"] | {"label_noise": audit["summary"]}
+    data_card.write_data_card(state["profile"], state["split"]["summary"], state["load_info"], ctx.work_dir,
+                              diagnostics)
+    for card in state["split"]["data_card"]:
+        client.log_artifact(run_id, card, "data")
+    _log_diagnostics(client, run_id, diagnostics, audit.get("suspect_rows"), ctx.work_dir)
+    return {"policy": policy, "mlflow_run_id": run_id, "fit": fit,
+            "label_noise": {"summary": audit["summary"], "positions": audit["positions"]}}
+
+
+def _label_audit(state: TrainingState, spec: JobSpec, predictor, train_rows: pd.DataFrame,
+                 policy: dict[str, Any]) -> dict[str, Any]:
+    """The label-noise audit of the first fit's out-of-fold predictions, with what the refit will do with the rows
+    it flags (the job's `label_noise` option, or why it cannot apply)."""
+    if policy["problem_type"] == "regression":
+        return {"summary": None, "positions": []}
+    found = label_noise.of_fit(predictor, train_rows, spec.target, bagged=bool(policy["num_bag_folds"]))
+    if found.summary.get("suspects") and spec.label_noise != "keep":
+        skipped = refit_skipped(state, spec)
+        found.summary["applied"] = (f"not applied ({spec.label_noise} was asked): {skipped}" if skipped else
+                                    label_noise.refit_note(spec.label_noise, found.summary["suspects"]))
+    return {"summary": found.summary, "positions": found.positions.tolist(),
+            "suspect_rows": label_noise.suspect_rows(train_rows, found)}
+
+
+def _log_diagnostics(client, run_id: str, diagnostics: dict[str, Any], suspect_rows: pd.DataFrame | None,
+                     work_dir: Path) -> None:
+    """The class-overlap and label-noise figures to the run: their records, metrics and the flagged rows."""
+    metrics = {}
+    if found := diagnostics.get("class_overlap"):
+        client.log_dict(run_id, found, "data/class_overlap.json")
+        if found["minority_in_majority_regions"] is not None:
+            metrics["class_overlap_minority_share"] = found["minority_in_majority_regions"]
+    if found := diagnostics.get("label_noise"):
+        client.log_dict(run_id, found, "data/label_noise.json")
+        if found.get("suspects") is not None:
+            metrics |= {"label_noise_suspects": found["suspects"],
+                        "label_noise_share": found["suspects"] / max(found["rows"], 1)}
+    if suspect_rows is not None and len(suspect_rows):
+        path = work_dir / "label_noise_suspects.csv"
+        suspect_rows.to_csv(path, index=False)
+        client.log_artifact(run_id, str(path), "data")
+    tracking.log_metrics(client, run_id, metrics)
 
 
 def refit_skipped(state: TrainingState, spec: JobSpec) -> str | None:
@@ -278,20 +325,24 @@ def refit(state: TrainingState, runtime: Runtime[TrainingContext]) -> dict[str, 
     if skipped:
         return {"refit": {"done": False, "reason": skipped}}
     split, first = state["split"], state["fit"]
-    rows = pd.concat([pd.read_parquet(split["train_path"]), pd.read_parquet(split["holdout_path"])], ignore_index=True)
+    flagged = np.asarray(state["label_noise"]["positions"], dtype=int)
+    rows, policy = label_noise.refit_table(pd.read_parquet(split["train_path"]), pd.read_parquet(split["holdout_path"]),
+                                           spec.target, flagged, spec.label_noise, state["policy"])
     full_dir, deploy_dir = ctx.work_dir / "autogluon_full", ctx.work_dir / "deploy_full"
     for folder in (full_dir, deploy_dir):
         shutil.rmtree(folder, ignore_errors=True)  # a resumed job refits from scratch
     with cluster.cluster_fit(ctx.settings, ctx.job_id) as where:
         refitted, predictor = automl.fit(
-            rows, spec.target, state["policy"], path=full_dir, deploy_path=deploy_dir, presets=spec.presets,
+            rows, spec.target, policy, path=full_dir, deploy_path=deploy_dir, presets=spec.presets,
             num_cpus=ctx.settings.num_cpus, text_columns=profiling.features_of_type(state["profile"], "text"),
             model_types=first["model_types"], fold_fitting=where.fold_fitting,
             time_limit=automl.fit_time_limit(spec.time_limit, used=first["fit_seconds"]),
         )
     refitted |= where.summary(bagged=bool(state["policy"]["num_bag_folds"]))
     ctx.fitted_predictors[refitted["predictor_dir"]] = predictor
-    refitted |= {"done": True, "holdout_rows_added": len(rows) - first["rows"]}
+    refitted |= {"done": True, "holdout_rows_added": int(split["summary"]["holdout_rows"]),
+                 "label_noise": {"mode": spec.label_noise,
+                                 "rows": 0 if spec.label_noise == "keep" else len(flagged)}}
     client, run_id = ctx.mlflow, state["mlflow_run_id"]
     tracking.log_params(client, run_id, {"refit_rows": refitted["rows"], "refit_time_limit": refitted["time_limit"],
                                          "fit_time_limit": first["time_limit"]})

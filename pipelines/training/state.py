@@ -25,6 +25,7 @@ class TrainingState(TypedDict, total=False):
     policy: dict[str, Any]
     mlflow_run_id: str
     fit: dict[str, Any]
+    label_noise: dict[str, Any]  # the audit's `summary` and the flagged training rows' `positions`
     refit: dict[str, Any]
     metrics: dict[str, Any]
     baselines: dict[str, Any]

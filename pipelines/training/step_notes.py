@@ -37,7 +37,9 @@ def approve(result: dict[str, Any]) -> Note:
 
 def prepare(result: dict[str, Any]) -> Note:
     s = result["split"]["summary"]
-    return (f"train {s['train_rows']:,} rows / holdout {s['holdout_rows']:,} rows (stratified)",
+    overlap = (result["split"]["diagnostics"]["class_overlap"] or {}).get("sentence")
+    return (f"train {s['train_rows']:,} rows / holdout {s['holdout_rows']:,} rows (stratified)"
+            + (f"; {overlap}" if overlap else ""),
             {"train_rows": s["train_rows"], "holdout_rows": s["holdout_rows"]})
 
 
@@ -46,7 +48,9 @@ def train(result: dict[str, Any]) -> Note:
     thr = "" if f["threshold"] is None else f", threshold {f['threshold']:.3f}"
     notes = "".join(f"; {note}" for note in (f.get("threshold_note"), f.get("fallback"), where_fitted(f.get("cluster")))
                     if note)
-    return (f"{result['policy']['eval_metric']}: best {f['best_model']} of {f['n_models']} models{thr}{notes}",
+    audit = result["label_noise"]["summary"]
+    noise = f"; {audit['sentence']}" if audit else ""
+    return (f"{result['policy']['eval_metric']}: best {f['best_model']} of {f['n_models']} models{thr}{notes}{noise}",
             {"fit_seconds": f["fit_seconds"], "threshold": f["threshold"]})
 
 
@@ -67,8 +71,12 @@ def refit(result: dict[str, Any]) -> Note:
         return f"not refitted: {r['reason']}", None
     thr = "" if r["threshold"] is None else f", threshold {r['threshold']:.3f}"
     where = where_fitted(r.get("cluster"))
-    return (f"refitted on all {r['rows']:,} labelled rows (+{r['holdout_rows_added']:,} holdout rows): "
-            f"best {r['best_model']}{thr}{'; ' + where if where else ''}", {"fit_seconds": r["fit_seconds"], "threshold": r["threshold"]})
+    noise = r["label_noise"]
+    flagged = {"keep": "", "drop": f", {noise['rows']:,} rows flagged as likely mislabelled left out",
+               "downweight": f", {noise['rows']:,} rows flagged as likely mislabelled down-weighted"}[noise["mode"]]
+    return (f"refitted on all {r['rows']:,} labelled rows (+{r['holdout_rows_added']:,} holdout rows{flagged}): "
+            f"best {r['best_model']}{thr}{'; ' + where if where else ''}",
+            {"fit_seconds": r["fit_seconds"], "threshold": r["threshold"]})
 
 
 def register(result: dict[str, Any]) -> Note:

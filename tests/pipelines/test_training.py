@@ -210,3 +210,53 @@ def test_the_holdout_scored_a_chunk_at_a_time_equals_it_scored_whole(settings, c
     assert len(rows) == 50 and set(as_rows(rows)) <= set(as_rows(holdout))  # rows of the holdout, as they are
     again = nodes.scored_holdout(predictor, str(result.holdout_path), "churned", seed=0, keep_rows=50)[3]
     pd.testing.assert_frame_equal(again, rows)  # the same seed keeps the same rows
+
+
+@pytest.mark.parametrize("mode", ["drop", "downweight"])
+def test_flagged_labels_are_reported_and_left_out_or_down_weighted_only_when_asked(settings, tmp_path, make_table,
+                                                                                     mode):
+    """The label-noise audit of the first fit's out-of-fold predictions goes into the data card, MLflow and the
+    summary; the refit on every labelled row drops or down-weights the flagged rows as the job asked, and says so.
+    The class-overlap diagnostic sits beside it."""
+    from poise.agents import label_noise
+
+    table = make_table(n_rows=800, seed=3)
+    stayers = table.index[(table["churned"] == "no") & (table["tenure_months"] > 40)][:20]
+    table.loc[stayers, "churned"] = "yes"  # long-tenure customers marked as churners (real ones stay ~5 months)
+    data = tmp_path / "noisy.csv"
+    table.to_csv(data, index=False)
+    result = runner.train(data, "churned", name=f"noisy-{mode}", time_limit=15, settings=settings, label_noise=mode)
+    assert result.status == "succeeded", result.error
+
+    card = json.loads((settings.job_dir(result.job_id) / "data_card.json").read_text())
+    audit, overlap = card["diagnostics"]["label_noise"], card["diagnostics"]["class_overlap"]
+    train = pd.read_parquet(result.train_path)
+    planted = set(train.index[(train["tenure_months"] > 40) & (train["churned"] == "yes")])
+    flagged_yes = {item["row_id"] for item in audit["top"] if item["given"] == "yes"}
+    # measured: 7 of the 15 planted rows in the training split flagged, and every 'yes' flagged was planted
+    assert audit["per_class"]["yes"]["suspects"] >= 4 and len(flagged_yes & planted) >= 0.75 * len(flagged_yes)
+    assert overlap["level"] in ("low", "moderate", "high") and overlap["sentence"]
+    card_text = (settings.job_dir(result.job_id) / "data_card.md").read_text()
+    assert "## Label noise" in card_text and "## Class overlap" in card_text
+
+    client = _client(settings)
+    run = client.get_run(result.mlflow_run_id)
+    assert run.data.metrics["label_noise_suspects"] == audit["suspects"]
+    assert run.data.metrics["class_overlap_minority_share"] == pytest.approx(overlap["minority_in_majority_regions"])
+    data_files = {a.path for a in client.list_artifacts(result.mlflow_run_id, "data")}
+    assert {"data/label_noise.json", "data/class_overlap.json", "data/label_noise_suspects.csv"} <= data_files
+    suspects = pd.read_csv(client.download_artifacts(result.mlflow_run_id, "data/label_noise_suspects.csv"))
+    assert len(suspects) == audit["suspects"] and "training_row" in suspects.columns
+
+    refit = mlflow.artifacts.load_dict(f"runs:/{result.mlflow_run_id}/refit_summary.json")
+    assert refit["label_noise"] == {"mode": mode, "rows": audit["suspects"]}
+    if mode == "drop":
+        assert refit["rows"] == 800 - audit["suspects"]
+        assert "leaves out the" in audit["applied"] and audit["applied"][1:] in result.summary
+    else:
+        assert refit["rows"] == 800
+        assert f"at {label_noise.DOWN_WEIGHT:g}" in audit["applied"]
+        predictor = TabularPredictor.load(str(settings.job_dir(result.job_id) / "autogluon_full"), verbosity=0)
+        assert predictor.sample_weight == label_noise.ROW_WEIGHT
+        assert label_noise.ROW_WEIGHT not in predictor.features()
+    assert "likely mislabelled" in result.summary and "classes" in result.summary
