@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from poise.agents.errors import PoiseError
-from poise.agents.job_spec import (ColumnName, Cost, JobOptions, MissingToken, ModelName, ModelType, Objective, Presets,
-                              ThresholdPolicy, TimeLimit)
+from poise.agents.job_spec import (ColumnName, Cost, JobOptions, LabelNoise, MissingToken, ModelName, ModelType,
+                              Objective, Presets, ThresholdPolicy, TimeLimit)
 
 
 class PlanError(PoiseError):
@@ -90,6 +90,11 @@ class SetThresholdPolicy(BaseModel):
     policy: ThresholdPolicy = Field(description=JobOptions.model_fields["threshold_policy"].description)
 
 
+class SetLabelNoise(BaseModel):
+    op: Literal["set_label_noise"] = "set_label_noise"
+    mode: LabelNoise = Field(description=JobOptions.model_fields["label_noise"].description)
+
+
 class SetName(BaseModel):
     op: Literal["set_name"] = "set_name"
     name: ModelName
@@ -102,7 +107,7 @@ class RequireApproval(BaseModel):
 
 Operation = Annotated[
     UseData | SetTarget | DropColumns | TreatAsLeak | KeepColumns | TreatAsMissing | SetObjective | SetPositiveClass
-    | SetTimeBudget | SetPresets | ExcludeModels | SetThresholdPolicy | SetName | RequireApproval,
+    | SetTimeBudget | SetPresets | ExcludeModels | SetThresholdPolicy | SetLabelNoise | SetName | RequireApproval,
     Field(discriminator="op"),
 ]
 
@@ -155,6 +160,8 @@ def plan_options(plan: JobPlan) -> dict[str, Any]:
                 _add_new(options["excluded_model_types"], types)
             case SetThresholdPolicy(policy=policy):
                 options["threshold_policy"] = policy
+            case SetLabelNoise(mode=mode):
+                options["label_noise"] = mode
             case SetName(name=name):
                 options["name"] = name
             case RequireApproval(required=required):
@@ -208,7 +215,8 @@ def describe(options: dict[str, Any]) -> list[str]:
     else:
         lines.append(f"objective: {objective}")
     for key, label in (("positive_class", "positive class"), ("time_limit", "time budget (s)"), ("presets", "presets"),
-                       ("name", "model name"), ("threshold_policy", "threshold")):
+                       ("name", "model name"), ("threshold_policy", "threshold"),
+                       ("label_noise", "rows flagged as likely mislabelled")):
         if options.get(key) is not None:
             lines.append(f"{label}: {options[key]}")
     for key, label in (("drop_columns", "drop"), ("keep_columns", "keep despite flags"),

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from poise.agents.job_spec import Objective
+from poise.agents.job_spec import LabelNoise, Objective
 
 QuestionKind = Literal["data", "target", "costs"]
 
@@ -34,6 +34,7 @@ class ChatIntent(BaseModel):
     positive_class: str | None = None  # "the positive class is yes", "we care about 'bad'"
     drop_columns: list[str] = []  # "drop/ignore/exclude columns a, b and c"
     na_values: list[str] = []  # cell values meaning missing: "treat '?' and 'none' as missing"
+    label_noise: LabelNoise | None = None  # "drop the mislabelled rows", "down-weight suspect labels"
     approve: bool = False  # the message only approves the proposed plan ("yes", "go ahead")
     reject: bool = False  # the message only rejects it ("no", "cancel", "don't run it")
 

@@ -1,8 +1,8 @@
 """One chat message in, one `ChatIntent` out: the order the rules run in, the model name, and a bare yes or no.
 
 Each rule masks what it consumed so that later rules never re-read it, which makes the order matter: the data
-file, missing-value tokens, the model name, the positive class, the time budget, costs, the objective, dropped
-columns and, last, the target. A message approves (or rejects) a proposed plan only when it says nothing else.
+file, missing-value tokens, the model name, the positive class, the time budget, costs, the objective, what to do
+with rows whose label looks wrong, dropped columns and, last, the target. A message approves (or rejects) a proposed plan only when it says nothing else.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from poise.agents.rule_planner.column_phrases import POSITIVE_PATTERNS, extract_
 from poise.agents.rule_planner.data_phrases import extract_data, extract_na_values
 from poise.agents.rule_planner.intent import ChatIntent
 from poise.agents.rule_planner.objective_phrases import extract_costs, extract_objective, extract_time
-from poise.agents.rule_planner.phrases import VALUE, extract_by_patterns
+from poise.agents.rule_planner.phrases import VALUE, extract_by_patterns, mask
 
 _NAME_PATTERNS = [
     re.compile(rf"\b(?:call|name)\s+(?:it|this(?:\s+model)?|the\s+model|the\s+run)\s+(?:as\s+)?{VALUE}", re.I),
@@ -22,6 +22,14 @@ _NAME_PATTERNS = [
     re.compile(rf"(?<![\w-])name\s*[:=]\s*{VALUE}", re.I),
     re.compile(rf"\b(?:save|register)\s+(?:it\s+|this\s+|the\s+model\s+)?as\s+{VALUE}", re.I),
     re.compile(rf"\bmodel\s+(?:called|named)\s+{VALUE}", re.I),
+]
+
+# Rows the label-noise audit flags: "drop the mislabelled rows", "down-weight suspect labels" (before the dropped
+# columns, whose rule would read "drop mislabelled" as a column named so).
+_NOISY_ROWS = r"(?:the\s+)?(?:likely\s+|possibly\s+)?(?:mislabell?ed|wrongly\s+labell?ed|noisy|suspect(?:ed)?|flagged)\s+(?:labels?|rows?)"
+_LABEL_NOISE_PATTERNS = [
+    (re.compile(rf"\b(?:drop|remove|exclude|discard|leave\s+out)\s+{_NOISY_ROWS}", re.I), "drop"),
+    (re.compile(rf"\b(?:down[\s-]?weight|downweigh|weigh\s+down)\s+{_NOISY_ROWS}", re.I), "downweight"),
 ]
 
 _APPROVE_WORDS = frozenset(
@@ -41,6 +49,15 @@ def _says_only(text: str, words: frozenset[str], fillers: frozenset[str]) -> boo
     return bool(tokens) and all(t in words or t in fillers for t in tokens) and any(t in words for t in tokens)
 
 
+def extract_label_noise(work: str) -> tuple[str | None, str]:
+    """`drop` or `downweight` when the message asks that of rows flagged as likely mislabelled, and the text with
+    that phrase masked."""
+    for pattern, mode in _LABEL_NOISE_PATTERNS:
+        if match := pattern.search(work):
+            return mode, mask(work, match.start(), match.end())
+    return None, work
+
+
 def parse_message(text: str, columns: Sequence[str] | None = None) -> ChatIntent:
     """What one chat message says about the training job. Pure string parsing; never raises."""
     work = text
@@ -51,6 +68,7 @@ def parse_message(text: str, columns: Sequence[str] | None = None) -> ChatIntent
     time_limit, work = extract_time(work)
     costs = extract_costs(work)
     objective, work = extract_objective(work)
+    label_noise, work = extract_label_noise(work)
     drop_columns, work = extract_drops(work, columns)
     target = extract_target(work, columns)
     if costs:
@@ -59,7 +77,7 @@ def parse_message(text: str, columns: Sequence[str] | None = None) -> ChatIntent
     intent = ChatIntent(
         data=data, target=target, objective=objective, cost_fn=costs.get("fn"), cost_fp=costs.get("fp"),
         time_limit=time_limit, name=name, positive_class=positive_class, drop_columns=drop_columns,
-        na_values=na_values,
+        na_values=na_values, label_noise=label_noise,
     )
     if intent == ChatIntent():  # nothing else said: the message may be a bare yes or no
         intent.approve = _says_only(text, _APPROVE_WORDS, _APPROVE_FILLERS)

@@ -28,6 +28,16 @@ def _refit_line(state: dict[str, Any]) -> str:
             f"{_num(refit['threshold'])}; the holdout figures below are those of the model fitted without them")
 
 
+def _diagnostic_lines(state: dict[str, Any]) -> list[str]:
+    """The class overlap and the label-noise audit in the data card's words (none for regression)."""
+    overlap = (state["split"].get("diagnostics") or {}).get("class_overlap")
+    audit = (state.get("label_noise") or {}).get("summary")
+    lines = [f"- {_cell(found['sentence'])}" for found in (overlap, audit) if found]
+    if audit and audit.get("applied"):
+        lines.append(f"- {_cell(audit['applied'])}")
+    return lines or ["- not measured (a regression target)"]
+
+
 def write_report(state: dict[str, Any], path: Path) -> Path:
     spec, profile, metrics, gate = state["spec"], state["profile"], state["metrics"], state["gate"]
     target = profile["target"]
@@ -50,6 +60,9 @@ def write_report(state: dict[str, Any], path: Path) -> Path:
         *[f"- {_cell(note)}" for note in (state["fit"].get("threshold_note"), state["fit"].get("fallback")) if note],
         *[f"- dropped `{_cell(d['column'])}`: {_cell(d['reason'])}" for d in profile["dropped"]],
         f"- {_refit_line(state)}",
+        "",
+        "## Classes and labels",
+        *_diagnostic_lines(state),
         "",
         "## Holdout metrics",
         "",

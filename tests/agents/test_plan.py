@@ -60,3 +60,11 @@ def test_the_llm_tools_validate_the_operation_against_the_table_and_the_job_spec
         tools.propose_plan({"operations": [*operations, {"op": "treat_as_missing", "values": "?"}]})
     with pytest.raises(PoiseError, match="na_values"):  # JobSpec's own bound, for callers that skip the plan
         runner.make_spec(table, "airbag", settings, na_values=["x"] * 51)
+
+
+def test_the_label_noise_option_folds_into_the_job_and_shows_in_the_plan():
+    options = plan_options(parse_plan(_plan({"op": "set_label_noise", "mode": "downweight"})))
+    assert options["label_noise"] == "downweight"
+    assert "rows flagged as likely mislabelled: downweight" in describe(options)
+    with pytest.raises(PlanError, match="set_label_noise"):
+        parse_plan(_plan({"op": "set_label_noise", "mode": "ignore"}))
