@@ -175,14 +175,19 @@ def of_fit(predictor, train: pd.DataFrame, target: str, *, bagged: bool, top: in
     order it was fitted on), rows named by their position in the training split; an audit of nothing, saying why,
     when the fit was not bagged (it has out-of-fold predictions of no row)."""
     if not bagged:
-        return LabelAudit(positions=np.array([], dtype=int), summary={
-            "method": METHOD, "rows": len(train), "suspects": None, "per_class": {}, "top": [],
-            "sentence": "no label-noise audit: the fit was not bagged (a table over 100,000 rows or a budget under "
-                        "60 s), so no row has an out-of-fold prediction to judge its label by"})
+        return not_audited(len(train), "the fit was not bagged (a table over 100,000 rows or a budget under 60 s), "
+                                       "so no row has an out-of-fold prediction to judge its label by")
     oof = predictor.predict_proba_oof()
     labels = train[target].astype(str)
     return audit(labels.set_axis(oof.index), oof.set_axis([str(c) for c in oof.columns], axis=1),
                  pd.Series(np.arange(len(train))), top=top)
+
+
+def not_audited(rows: int, why: str) -> LabelAudit:
+    """An audit of nothing (`suspects` None), saying why."""
+    return LabelAudit(positions=np.array([], dtype=int), summary={
+        "method": METHOD, "rows": rows, "suspects": None, "per_class": {}, "top": [],
+        "sentence": f"no label-noise audit: {why}"})
 
 
 def suspect_rows(train: pd.DataFrame, found: LabelAudit) -> pd.DataFrame:

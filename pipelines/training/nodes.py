@@ -273,11 +273,15 @@ def _label_audit(state: TrainingState, spec: JobSpec, predictor, train_rows: pd.
     it flags (the job's `label_noise` option, or why it cannot apply)."""
     if policy["problem_type"] == "regression":
         return {"summary": None, "positions": []}
-    found = label_noise.of_fit(predictor, train_rows, spec.target, bagged=bool(policy["num_bag_folds"]))
-    if found.summary.get("suspects") and spec.label_noise != "keep":
-        skipped = refit_skipped(state, spec)
+    try:
+        found = label_noise.of_fit(predictor, train_rows, spec.target, bagged=bool(policy["num_bag_folds"]))
+    except ValueError as problem:  # the audit is a report: a fit it cannot read still trains, and says why
+        found = label_noise.not_audited(len(train_rows), str(problem))
+    suspects = found.summary["suspects"]
+    if spec.label_noise != "keep" and suspects != 0:
+        skipped = "the rows were not audited" if suspects is None else refit_skipped(state, spec)
         found.summary["applied"] = (f"not applied ({spec.label_noise} was asked): {skipped}" if skipped else
-                                    label_noise.refit_note(spec.label_noise, found.summary["suspects"]))
+                                    label_noise.refit_note(spec.label_noise, suspects))
     return {"summary": found.summary, "positions": found.positions.tolist(),
             "suspect_rows": label_noise.suspect_rows(train_rows, found)}
 

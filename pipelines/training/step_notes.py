@@ -72,8 +72,8 @@ def refit(result: dict[str, Any]) -> Note:
     thr = "" if r["threshold"] is None else f", threshold {r['threshold']:.3f}"
     where = where_fitted(r.get("cluster"))
     noise = r["label_noise"]
-    flagged = {"keep": "", "drop": f", {noise['rows']:,} rows flagged as likely mislabelled left out",
-               "downweight": f", {noise['rows']:,} rows flagged as likely mislabelled down-weighted"}[noise["mode"]]
+    flagged = "" if not noise["rows"] else f", {noise['rows']:,} rows flagged as likely mislabelled " + (
+        "left out" if noise["mode"] == "drop" else "down-weighted")
     return (f"refitted on all {r['rows']:,} labelled rows (+{r['holdout_rows_added']:,} holdout rows{flagged}): "
             f"best {r['best_model']}{thr}{'; ' + where if where else ''}",
             {"fit_seconds": r["fit_seconds"], "threshold": r["threshold"]})

@@ -260,3 +260,20 @@ def test_flagged_labels_are_reported_and_left_out_or_down_weighted_only_when_ask
         assert predictor.sample_weight == label_noise.ROW_WEIGHT
         assert label_noise.ROW_WEIGHT not in predictor.features()
     assert "likely mislabelled" in result.summary and "classes" in result.summary
+
+
+def test_asking_to_drop_flagged_rows_when_none_could_be_audited_says_so(settings, tmp_path, make_table):
+    """250 minority rows and a 15 s budget: the fit is not bagged, so no row has an out-of-fold prediction; the job
+    still trains, refits on every row, and says that the rows it was asked to drop were never audited."""
+    data = tmp_path / "unbagged.csv"
+    make_table(n_rows=2500, minority_share=0.1, seed=4).to_csv(data, index=False)
+    result = runner.train(data, "churned", name="unbagged", time_limit=15, settings=settings, label_noise="drop")
+    assert result.status == "succeeded", result.error
+    card = json.loads((settings.job_dir(result.job_id) / "data_card.json").read_text())
+    audit = card["diagnostics"]["label_noise"]
+    assert audit["suspects"] is None and "the fit was not bagged" in audit["sentence"]
+    assert audit["applied"] == "not applied (drop was asked): the rows were not audited"
+    assert audit["applied"][1:] in result.summary
+    refit = mlflow.artifacts.load_dict(f"runs:/{result.mlflow_run_id}/refit_summary.json")
+    assert refit["rows"] == 2500 and refit["label_noise"] == {"mode": "drop", "rows": 0}
+    assert "label_noise_suspects" not in _client(settings).get_run(result.mlflow_run_id).data.metrics
