@@ -186,6 +186,16 @@ def test_na_values_option_reaches_the_job_spec(poise_home, settings, churn_csv):
     assert spec["na_values"] == ["?", "none", "-999"]
 
 
+def test_label_noise_option_reaches_the_job_spec_and_a_wrong_value_is_refused(poise_home, settings, churn_csv):
+    completed = poise("train", str(churn_csv), "--target", "churn", "--label-noise", "downweight")
+    assert completed.returncode == 2, completed.stdout + completed.stderr  # rejected at profiling: no fit needed
+    with session_scope(settings.db_url) as session:
+        (spec,) = [job.spec for job in session.scalars(select(Job))]
+    assert spec["label_noise"] == "downweight"
+    wrong = poise("train", str(churn_csv), "--target", "churned", "--label-noise", "ignore")
+    assert wrong.returncode == 2 and "label-noise" in wrong.stdout + wrong.stderr
+
+
 @pytest.mark.slow
 def test_a_refused_gate_says_why_and_what_to_do_and_a_promotion_records_its_reason(poise_home, settings, tmp_path,
                                                                                         noise_table):
