@@ -192,11 +192,13 @@ def summarise(runs: list[dict]) -> tuple[pd.DataFrame, dict]:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tables", default=",".join([*KEEL_TABLES, *REAL_DEFAULT]), help="comma list")
-    parser.add_argument("--seeds", type=int, default=1, help="runs seeds 0..N-1")
+    parser.add_argument("--seeds", default="1", help="a count N (seeds 0..N-1) or a comma list (`--seeds 1,`)")
     parser.add_argument("--budget", type=int, default=20, help="time limit per fit, seconds")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "overlap.json")
     args = parser.parse_args()
     args.tables = args.tables.split(",")
+    args.seeds = ([int(s) for s in args.seeds.split(",") if s.strip()] if "," in args.seeds
+                  else list(range(int(args.seeds))))
     unknown = sorted(set(args.tables) - set(KEEL_TABLES) - set(REAL_TABLES))
     if unknown:
         parser.error(f"unknown tables: {unknown}")
@@ -207,11 +209,11 @@ def main() -> None:
     args = parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {"created": datetime.now(UTC).isoformat(timespec="seconds"),
-              "config": {"budget_seconds": args.budget, "seeds": list(range(args.seeds)), "model": MODEL,
+              "config": {"budget_seconds": args.budget, "seeds": args.seeds, "model": MODEL,
                          "test_size": TEST_SIZE, "small_gain": SMALL_GAIN},
               "machine": machine_info(), "runs": [], "failed": []}
     for table in args.tables:
-        for seed in range(args.seeds):
+        for seed in args.seeds:
             try:
                 row = run_one(table, seed, args.budget)
             except Exception as error:  # noqa: BLE001 - record and go on: one bad table must not lose the run

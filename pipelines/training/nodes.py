@@ -282,8 +282,9 @@ def _label_audit(state: TrainingState, spec: JobSpec, predictor, train_rows: pd.
         skipped = "the rows were not audited" if suspects is None else refit_skipped(state, spec)
         found.summary["applied"] = (f"not applied ({spec.label_noise} was asked): {skipped}" if skipped else
                                     label_noise.refit_note(spec.label_noise, suspects))
-    return {"summary": found.summary, "positions": found.positions.tolist(),
-            "suspect_rows": label_noise.suspect_rows(train_rows, found)}
+    overlap = state["split"]["diagnostics"]["class_overlap"] or {}
+    return {"summary": label_noise.with_overlap_caveat(found.summary, overlap.get("level")),
+            "positions": found.positions.tolist(), "suspect_rows": label_noise.suspect_rows(train_rows, found)}
 
 
 def _log_diagnostics(client, run_id: str, diagnostics: dict[str, Any], suspect_rows: pd.DataFrame | None,

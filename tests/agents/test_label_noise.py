@@ -15,6 +15,7 @@ from poise.agents.label_noise import (
     audit,
     downweighted,
     kept_rows,
+    with_overlap_caveat,
 )
 
 FLIPS_PER_CLASS = 15
@@ -169,3 +170,12 @@ def test_down_weighting_and_dropping_touch_only_the_suspects():
     assert kept_rows(2, np.array([], dtype=int)).dtype == bool
     with pytest.raises(ValueError, match="in \\(0, 1\\]"):
         downweighted(5, np.array([1]), 0.0)
+
+
+def test_flags_on_heavily_overlapping_classes_carry_a_caveat_and_nothing_else_does():
+    summary = {"suspects": 3, "sentence": "cleanlab flags 3 of 100 rows (3.0 %) as likely mislabelled"}
+    warned = with_overlap_caveat(summary, "high")
+    assert warned["sentence"].startswith(summary["sentence"]) and "review them before dropping" in warned["sentence"]
+    assert with_overlap_caveat(summary, "low") == summary
+    assert with_overlap_caveat(summary | {"suspects": 0}, "high")["sentence"] == summary["sentence"]
+    assert with_overlap_caveat(summary | {"suspects": None}, "high")["sentence"] == summary["sentence"]
