@@ -86,6 +86,8 @@ def _cast_column(series: pd.Series, inferred_type: str) -> pd.Series:
         return pd.Series(pd.Categorical(words.reindex(series.index), categories=["false", "true"]), index=series.index)
     if inferred_type == "datetime":
         return to_utc_naive(series)
+    if isinstance(series.dtype, pd.CategoricalDtype):  # already cast: its gaps cannot take the text "nan"
+        series = series.astype(object)
     as_strings = series.where(series.isna(), series.astype(str))
     return as_strings.astype("category") if inferred_type == "categorical" else as_strings.astype(object)
 

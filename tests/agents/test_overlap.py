@@ -135,3 +135,22 @@ def test_no_usable_features_says_so():
     assert result["level"] is None and result["minority_in_majority_regions"] is None
     assert result["features_used"] == [] and result["classes"] == {}
     assert "could not be measured" in result["sentence"]
+
+
+def test_a_training_split_typed_by_splitting_is_measured_as_the_raw_table_is():
+    """The prepare step measures the split `splitting` typed: categories with gaps, booleans as categories."""
+    from poise.agents.data_engineering import splitting
+
+    rng = np.random.default_rng(5)
+    n = 1200
+    y = rng.random(n) < 0.1
+    table = pd.DataFrame({"x": np.where(y, rng.normal(3, 1, n), rng.normal(0, 1, n)),
+                          "colour": np.where(rng.random(n) < 0.2, None, rng.choice(["red", "blue"], n)),
+                          "flag": rng.random(n) < 0.5, "y": np.where(y, "yes", "no")})
+    profile = profile_table(table, "y")
+    train, _, _ = splitting.prepare_split(table, profile, holdout_fraction=0.2, seed=0)
+    assert isinstance(train["colour"].dtype, pd.CategoricalDtype) and train["colour"].isna().any()
+    typed = class_overlap(train, "y", profile)
+    as_read = class_overlap(train.astype({"colour": object, "flag": object}), "y", profile)
+    assert typed == as_read and typed["rows_used"] == len(train)
+    assert typed["level"] == "low"  # the minority sits apart on x
