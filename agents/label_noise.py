@@ -107,7 +107,9 @@ def suspect_positions(codes: np.ndarray, proba: np.ndarray) -> np.ndarray:
     """Positions of the rows cleanlab flags, in increasing order."""
     from cleanlab.filter import find_label_issues
 
-    return np.flatnonzero(find_label_issues(codes, proba, filter_by=FILTER))
+    # one process: cleanlab would fork a pool, which hangs a process that threads hold locks in (a Ray driver's, a
+    # worker's); on <= 100,000 bagged rows it takes well under a second anyway
+    return np.flatnonzero(find_label_issues(codes, proba, filter_by=FILTER, n_jobs=1))
 
 
 def per_class(suspect_labels: np.ndarray, counts: pd.Series) -> dict[str, dict[str, Any]]:
