@@ -347,7 +347,7 @@ def test_a_refused_gate_in_the_job_json_a_409_from_predict_and_a_promotion_with_
     steps = {step["action"]: step for step in gate["next_steps"]}
     assert list(steps) == ["change_objective", "longer_budget", "predict_with_version", "promote"]
     assert steps["longer_budget"]["api"]["body"] == {**options, "time_limit": 30, "presets": "medium_quality",
-                                                     "threshold_policy": "calibrate"}
+                                                     "threshold_policy": "calibrate", "label_noise": "keep"}
     assert steps["change_objective"]["api"]["body"]["objective"] == "balanced_accuracy"
     assert steps["promote"]["api"]["path"] == "/api/v1/models/noisy-api/promote"
     assert steps["promote"]["command"].startswith("poise promote noisy-api 1 --reason ")

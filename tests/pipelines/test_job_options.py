@@ -15,7 +15,7 @@ EVERY_OPTION = {
     "target": "churned", "name": "churn-model", "objective": "cost", "cost_fn": 10.0, "cost_fp": 1.5,
     "positive_class": "yes", "time_limit": 120, "presets": "good_quality", "na_values": ["?", "none"],
     "drop_columns": ["id", "signup date"], "keep_columns": ["plan"], "excluded_model_types": ["KNN", "NN_TORCH"],
-    "threshold_policy": "default", "require_approval": True,
+    "threshold_policy": "default", "label_noise": "downweight", "require_approval": True,
 }
 
 
@@ -75,6 +75,7 @@ def test_a_plan_can_set_every_option():
         {"op": "keep_columns", "columns": ["plan"]},
         {"op": "exclude_models", "model_types": ["KNN", "NN_TORCH"]},
         {"op": "set_threshold_policy", "policy": "default"},
+        {"op": "set_label_noise", "mode": "downweight"},
         {"op": "require_approval", "required": True},
     ]})
     options = plan_options(plan)
