@@ -217,6 +217,12 @@ def refit_note(mode: str, suspects: int) -> str:
             "(times their class weight)")
 
 
+def balanced_weights(labels: pd.Series) -> np.ndarray:
+    """AutoGluon's `balance_weight` per row: rows / (classes x rows of the row's class)."""
+    counts = labels.astype(str).value_counts()
+    return labels.astype(str).map(len(labels) / (len(counts) * counts)).to_numpy(dtype=float)
+
+
 def refit_table(train: pd.DataFrame, holdout: pd.DataFrame, target: str, positions: np.ndarray, mode: str,
                 policy: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The refit's rows (training split, then holdout) and policy under the user's `mode` for the flagged training
@@ -229,9 +235,6 @@ def refit_table(train: pd.DataFrame, holdout: pd.DataFrame, target: str, positio
         return rows, policy
     from poise.agents.imbalance_policy import with_row_weights
 
-    labels = rows[target].astype(str)
-    counts = labels.value_counts()
-    balance = (labels.map(len(labels) / (len(counts) * counts)).to_numpy(dtype=float) if policy["class_balanced"]
-               else np.ones(len(rows)))
+    balance = balanced_weights(rows[target]) if policy["class_balanced"] else np.ones(len(rows))
     factor = np.concatenate([downweighted(len(train), positions), np.ones(len(holdout))])
     return rows.assign(**{ROW_WEIGHT: balance * factor}), with_row_weights(policy, ROW_WEIGHT)

@@ -99,18 +99,12 @@ def policy_for(train: pd.DataFrame, budget: int) -> tuple[dict, list[str]]:
     return choose_policy(profile, time_limit=max(budget, MIN_BAGGED_TIME_LIMIT)), list(profile["features"])
 
 
-def balanced_class_weights(labels: pd.Series) -> np.ndarray:
-    """AutoGluon's `balance_weight`: n / (classes x rows of the class), per row."""
-    counts = labels.value_counts()
-    return labels.map(len(labels) / (len(counts) * counts)).to_numpy(dtype=float)
-
-
 def fitted(train: pd.DataFrame, policy: dict, workdir: Path, budget: int, weights: np.ndarray | None = None):
     """Poise's fit of `train` under `policy`, `weights` (per row) multiplied into its class weights if given, with
     the threshold tuned by the policy's rule either way."""
     fit_policy = policy | {"calibrate_threshold": False}
     if weights is not None:
-        class_weights = (balanced_class_weights(train[TARGET]) if policy["sample_weight"] == BALANCED_WEIGHTS
+        class_weights = (label_noise.balanced_weights(train[TARGET]) if policy["sample_weight"] == BALANCED_WEIGHTS
                          else np.ones(len(train)))
         train = train.assign(**{WEIGHT: class_weights * weights})
         fit_policy["sample_weight"] = WEIGHT

@@ -70,11 +70,7 @@ def _expected_confusion(calibrated: np.ndarray, predicted: np.ndarray) -> np.nda
     """Rows: true class, columns: predicted (the `agents.metrics.confusion` shape, with its empty "unknown" slot):
     each row's class probabilities added to the column of the label it was given."""
     k = calibrated.shape[1]
-    matrix = np.zeros((k + 1, k + 1))
-    for j in range(k):
-        given = predicted == j
-        matrix[:k, j] = calibrated[given].sum(axis=0)
-    return matrix
+    return sum(confusion(np.full(len(predicted), j), predicted, k, calibrated[:, j]) for j in range(k))
 
 
 def _figures(matrix: np.ndarray, positive: int | None) -> dict[str, float]:
