@@ -61,6 +61,7 @@ from benchmarks.real_tables import label_strings, load_table
 from poise.agents.automl import STOPPING_METRIC
 from poise.agents.data_engineering.overlap import class_overlap, overlap_level
 from poise.agents.data_engineering.profiling import profile_table
+from poise.agents.metrics import binary_from_counts
 from poise.pipelines.datasets import TABLES as KEEL_TABLES
 from poise.pipelines.datasets import TARGET as KEEL_TARGET
 from poise.pipelines.datasets import load as load_keel
@@ -70,7 +71,6 @@ SMALL_GAIN = 0.01  # macro-F1: a gain (or loss) this small is no gain
 BOOTSTRAP_RESAMPLES = 1000
 INTERVAL = (5.0, 95.0)  # percentiles of the paired bootstrap: a 90 % interval
 MODEL = {"CAT": {}}
-SCORES = ("plain", "plain_threshold", "weights", "weights_threshold")
 GAINS = {"gain": ("weights_threshold", "plain"), "weights_alone": ("weights", "plain"),
          "threshold_alone": ("plain_threshold", "plain"),
          "weights_beyond_threshold": ("weights_threshold", "plain_threshold")}
@@ -110,16 +110,8 @@ def macro_f1_by_threshold(positive: np.ndarray, probabilities: np.ndarray) -> tu
     thresholds = np.r_[np.inf, ranked[run_ends]]
     true_pos = np.r_[0, np.cumsum(ranked_positive)[run_ends]]
     flagged = np.r_[0, np.arange(1, len(ranked) + 1)[run_ends]]
-    return thresholds, macro_f1_from_counts(true_pos, flagged - true_pos, positive.sum() - true_pos,
-                                            (~positive).sum() - (flagged - true_pos))
-
-
-def macro_f1_from_counts(tp, fp, fn, tn) -> np.ndarray:
-    """Mean of both classes' F1 (an F1 with nothing predicted or present counts 0, as scikit-learn's)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1_positive = np.nan_to_num(2 * tp / (2 * tp + fp + fn))
-        f1_negative = np.nan_to_num(2 * tn / (2 * tn + fn + fp))
-    return (f1_positive + f1_negative) / 2
+    return thresholds, binary_from_counts("macro_f1", true_pos, flagged - true_pos, positive.sum() - true_pos,
+                                          (~positive).sum() - (flagged - true_pos))
 
 
 def cross_fitted_flags(positive: np.ndarray, probabilities: np.ndarray, folds: np.ndarray) -> np.ndarray:
@@ -138,7 +130,7 @@ def flagged_confusions(positive: np.ndarray, flags: dict[str, np.ndarray], row_w
     for name, flagged in flags.items():
         cells = np.column_stack([positive & flagged, ~positive & flagged, positive & ~flagged, ~positive & ~flagged])
         tp, fp, fn, tn = (row_weights @ cells.astype(float)).T
-        scores[name] = macro_f1_from_counts(tp, fp, fn, tn)
+        scores[name] = binary_from_counts("macro_f1", tp, fp, fn, tn)
     return scores
 
 
